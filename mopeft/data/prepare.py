@@ -1,0 +1,149 @@
+"""Run one dataset's preparer safely: verify sources, prepare into a temporary folder, validate the
+layout, write ``meta.json`` last and move the folder into place atomically.
+
+A folder under the prepared root either is complete (it has ``meta.json``) or does not exist, so
+Snakemake can use ``<root>/<key>/meta.json`` as the rule's output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from mopeft import __version__
+from mopeft.data.common import IGNORE, PrepareError, PrepareOptions, check_label_values
+from mopeft.data.registry import dataset_module
+from mopeft.data.spec import DatasetSpec, Source
+from mopeft.io import atomic_dir, write_json
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MINIATURE_MARKER = "MINIATURE"  # written by write_miniature(): raw data is synthetic
+
+
+def file_digest(path: Path, algo: str) -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_sources(spec: DatasetSpec, raw_dir: Path, check: bool = True) -> dict[str, str]:
+    """Check every required source is present (and matches its checksum); return name -> sha256."""
+    found: dict[str, str] = {}
+    for src in spec.sources:
+        path = raw_dir / src.filename
+        if not path.exists():
+            if src.required:
+                raise PrepareError(f"{path}: missing. {manual_hint(src, raw_dir)}")
+            continue
+        if path.is_dir():
+            found[src.filename] = "directory"
+            continue
+        sha = file_digest(path, "sha256")
+        found[src.filename] = sha
+        if not check:
+            continue
+        if src.sha256 and sha != src.sha256:
+            raise PrepareError(f"{path}: sha256 {sha} does not match the expected {src.sha256}")
+        if src.md5 and (md5 := file_digest(path, "md5")) != src.md5:
+            raise PrepareError(f"{path}: md5 {md5} does not match the expected {src.md5}")
+    return found
+
+
+def manual_hint(src: Source, raw_dir: Path) -> str:
+    if src.kind in ("manual", "kaggle"):
+        return f"Download it by hand and place it at {raw_dir / src.filename}. {src.instructions}".strip()
+    return f"Fetch it with `mopeft download {raw_dir.name}` (source: {src.url or src.gdrive_id})."
+
+
+def split_roots(root: Path, spec: DatasetSpec) -> list[Path]:
+    """Folders holding ``{train,test}/{images,labels}``: the dataset folder, or one per task."""
+    return [root / t for t in spec.tasks] if spec.tasks else [root]
+
+
+def list_pairs(split_dir: Path) -> list[tuple[Path, Path]]:
+    """(image, label) pairs of one split, matched by stem; any unmatched file is an error."""
+    images = {p.stem: p for p in sorted((split_dir / "images").glob("*")) if p.suffix.lower() in IMAGE_SUFFIXES}
+    labels = {p.stem: p for p in sorted((split_dir / "labels").glob("*.png"))}
+    if set(images) != set(labels):
+        only_i = sorted(set(images) - set(labels))[:3]
+        only_l = sorted(set(labels) - set(images))[:3]
+        raise PrepareError(f"{split_dir}: images without labels {only_i}, labels without images {only_l}")
+    return [(images[s], labels[s]) for s in sorted(images)]
+
+
+def validate_layout(root: Path, spec: DatasetSpec, full: bool = True) -> dict[str, int]:
+    """Check pairs, sizes and label values of a prepared folder; return per-split counts."""
+    counts: dict[str, int] = {}
+    for sroot in split_roots(root, spec):
+        prefix = f"{sroot.name}/" if spec.tasks else ""
+        for split in ("train", "test"):
+            if not (sroot / split).exists():
+                counts[prefix + split] = 0
+                continue
+            pairs = list_pairs(sroot / split)
+            counts[prefix + split] = len(pairs)
+            for img, lbl in pairs if full else pairs[:5]:
+                with Image.open(img) as a, Image.open(lbl) as b:
+                    if a.size != b.size:
+                        raise PrepareError(f"{lbl}: size {b.size} differs from image {img.name} {a.size}")
+                    if b.mode not in ("L", "P"):
+                        raise PrepareError(f"{lbl}: label must be single-channel, got mode {b.mode}")
+                    check_label_values(np.asarray(b), spec.num_classes, lbl)
+    return counts
+
+
+def check_counts(spec: DatasetSpec, counts: dict[str, int]) -> None:
+    for n in (v for k, v in counts.items() if k.endswith("test")):
+        if n != spec.expected_test:
+            msg = f"{spec.key}: {n} test images, MESS expects {spec.expected_test}"
+            if spec.expected_test_is_exact:
+                raise PrepareError(msg)
+            warnings.warn(msg + " (known mismatch, see datasets.md)", stacklevel=2)
+
+
+def prepare_dataset(key: str, raw_dir: str | Path, out_root: str | Path, options: PrepareOptions | None = None) -> Path:
+    """Prepare ``key`` from ``raw_dir`` into ``out_root/key`` and return that folder."""
+    module = dataset_module(key)
+    spec: DatasetSpec = module.SPEC
+    raw_dir, out_root = Path(raw_dir), Path(out_root)
+    options = options or PrepareOptions()
+    miniature = (raw_dir / MINIATURE_MARKER).exists()
+    options.miniature = options.miniature or miniature
+    sources = verify_sources(spec, raw_dir, check=not options.miniature)
+    target = out_root / key
+    with atomic_dir(target) as tmp:
+        log.info("preparing %s from %s", key, raw_dir)
+        extra: dict[str, Any] = module.prepare(raw_dir, tmp, options) or {}
+        counts = validate_layout(tmp, spec)
+        if not options.miniature:
+            check_counts(spec, counts)
+        meta = {
+            "dataset": key,
+            "name": spec.name,
+            "domain": spec.domain,
+            "classes": list(spec.classes),
+            "num_classes": spec.num_classes,
+            "ignore_index": IGNORE,
+            "channels": spec.channels,
+            "tasks": list(spec.tasks),
+            "train_split": spec.train_split,
+            "counts": counts,
+            "sources": sources,
+            "synthetic": bool(options.miniature),
+            "tile_size": options.tile_size,
+            "mopeft_version": __version__,
+            **extra,
+        }
+        write_json(tmp / "meta.json", meta)
+    log.info("prepared %s: %s", key, counts)
+    return target

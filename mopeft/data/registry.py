@@ -1,0 +1,61 @@
+"""Dataset registry: key -> module under ``mopeft.data.datasets``.
+
+Each dataset module defines ``SPEC`` (a :class:`~mopeft.data.spec.DatasetSpec`),
+``prepare(raw_dir, out_dir, options)`` and ``write_miniature(raw_dir, seed)``.
+Adding a dataset = one new module + one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from mopeft.data.spec import DatasetSpec
+
+DATASETS: dict[str, str] = {
+    # General
+    "bdd100k": "mopeft.data.datasets.bdd100k",
+    "dark_zurich": "mopeft.data.datasets.dark_zurich",
+    "mhp_v1": "mopeft.data.datasets.mhp_v1",
+    "foodseg103": "mopeft.data.datasets.foodseg103",
+    "atlantis": "mopeft.data.datasets.atlantis",
+    "dram": "mopeft.data.datasets.dram",
+    # Earth Monitoring
+    "isaid": "mopeft.data.datasets.isaid",
+    "isprs_potsdam": "mopeft.data.datasets.isprs_potsdam",
+    "worldfloods": "mopeft.data.datasets.worldfloods",
+    "floodnet": "mopeft.data.datasets.floodnet",
+    "uavid": "mopeft.data.datasets.uavid",
+    # Medical Imaging
+    "kvasir_instrument": "mopeft.data.datasets.kvasir_instrument",
+    "chase_db1": "mopeft.data.datasets.chase_db1",
+    "cryonuseg": "mopeft.data.datasets.cryonuseg",
+    "paxray4": "mopeft.data.datasets.paxray4",
+    # Engineering
+    "corrosion_cs": "mopeft.data.datasets.corrosion_cs",
+    "deepcrack": "mopeft.data.datasets.deepcrack",
+    "pst900": "mopeft.data.datasets.pst900",
+    # Agriculture and Biology
+    "zerowaste_f": "mopeft.data.datasets.zerowaste_f",
+    "suim": "mopeft.data.datasets.suim",
+    "cub_200": "mopeft.data.datasets.cub_200",
+    "cwfid": "mopeft.data.datasets.cwfid",
+    # Detection (Appendix A)
+    "fair1m": "mopeft.data.datasets.fair1m",
+}
+
+
+def dataset_module(key: str) -> ModuleType:
+    try:
+        module_name = DATASETS[key]
+    except KeyError:
+        raise KeyError(f"unknown dataset {key!r}; known: {', '.join(DATASETS)}") from None
+    return importlib.import_module(module_name)
+
+
+def get_spec(key: str) -> DatasetSpec:
+    return dataset_module(key).SPEC
+
+
+def all_specs() -> list[DatasetSpec]:
+    return [get_spec(k) for k in DATASETS]

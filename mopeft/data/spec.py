@@ -1,0 +1,58 @@
+"""What the pipeline knows about one dataset, independent of how it is prepared."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+SourceKind = Literal["http", "gdrive", "git", "manual", "kaggle"]
+
+
+@dataclass(frozen=True)
+class Source:
+    """One raw artefact a preparer needs, and how to obtain it.
+
+    ``filename`` is the name the artefact has in the raw directory (``data/raw/<key>/``); a
+    directory name is allowed for sources that are folders (git clones, manual downloads).
+    Checksums are optional because some publishers do not give one; when known they are checked
+    before anything is extracted.
+    """
+
+    filename: str
+    kind: SourceKind
+    url: str = ""
+    sha256: str | None = None
+    md5: str | None = None
+    gdrive_id: str | None = None
+    git_ref: str | None = None
+    instructions: str = ""  # for manual/kaggle sources: where to get it and where to put it
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    key: str  # as in paper_tables/main_results.csv (or "fair1m")
+    name: str  # display name used in the study's tables
+    domain: str  # MESS domain, e.g. "Earth Monitoring"
+    classes: tuple[str, ...]
+    sources: tuple[Source, ...]
+    expected_test: int  # MESS check count (per task for multi-task datasets)
+    mess_key: str = ""  # MESS registered name, e.g. "isaid_sem_seg_val"
+    ignore_index: int = 255
+    expected_test_is_exact: bool = True  # False: a mismatch is a warning (FoodSeg103, ATLANTIS)
+    channels: str = "RGB"  # "RGB", "IRRG", "thermal", ...
+    train_split: Literal["official", "none"] = "official"  # "none": k-fold over the test set
+    tasks: tuple[str, ...] = ()  # PAXRay-4: four independent binary tasks
+    # Facts for Tables 4.1 / 4.2 (as the study prints them; see datasets.md for MESS's own).
+    sensor: str = "Visible Spectrum"
+    segment_size: str = "Medium"
+    class_similarity: str = "Low"
+    vocabulary: str = "Generic"
+    task_description: str = ""
+    num_classes_label: str = ""  # e.g. "19 (Medium)", as printed in Table 4.1
+    citation: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
