@@ -1,0 +1,121 @@
+"""Official SAM ViT-B weights: download, verification and resizing to other image sizes.
+
+The sha256 below is the digest of ``sam_vit_b_01ec64.pth`` as published by many independent
+projects (the ``01ec64`` in the file name is not a sha256 prefix). Verification happens before
+``torch.load`` so a truncated or substituted file never reaches the unpickler.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import urllib.request
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mopeft.io import sha256_file
+
+log = logging.getLogger(__name__)
+
+VIT_B_URL = "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
+VIT_B_FILENAME = "sam_vit_b_01ec64.pth"
+VIT_B_SHA256 = "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"
+
+_REL_POS = re.compile(r"^image_encoder\.blocks\.(\d+)\.attn\.rel_pos_[hw]$")
+
+
+def download(url: str, dest: Path, sha256: str | None, chunk: int = 1 << 20) -> Path:
+    """Download with resume: bytes go to ``dest.part`` and a re-run continues with an HTTP Range request.
+
+    The file is renamed onto ``dest`` only after its sha256 matches, so ``dest`` existing means verified.
+    """
+    dest = Path(dest)
+    if dest.exists():
+        if sha256 and sha256_file(dest) != sha256:
+            raise ValueError(f"{dest}: exists but its sha256 differs from {sha256}; delete it and re-run")
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    have = part.stat().st_size if part.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        resumed = have and response.status == 206
+        mode = "ab" if resumed else "wb"
+        total = int(response.headers.get("Content-Length") or 0) + (have if resumed else 0)
+        log.info("downloading %s -> %s (%s bytes%s)", url, dest, total or "?", ", resumed" if resumed else "")
+        done = have if resumed else 0
+        with open(part, mode) as f:
+            while block := response.read(chunk):
+                f.write(block)
+                done += len(block)
+                if total and done % (chunk * 32) < chunk:
+                    log.info("%.0f%%", 100 * done / total)
+    if sha256:
+        got = sha256_file(part)
+        if got != sha256:
+            part.unlink()
+            raise ValueError(f"{dest}: downloaded sha256 {got} != expected {sha256} (partial file removed)")
+    part.replace(dest)
+    return dest
+
+
+def download_vit_b(out_dir: Path) -> Path:
+    return download(VIT_B_URL, Path(out_dir) / VIT_B_FILENAME, VIT_B_SHA256)
+
+
+def load_checkpoint(path: str | Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Verify (when a digest is given) and load a state dict with the safe unpickler."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found (run `mopeft weights --out DIR`)")
+    if sha256:
+        got = sha256_file(path)
+        if got != sha256:
+            raise ValueError(f"{path}: sha256 {got} does not match expected {sha256}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
+        state = state["model"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a state dict")
+    return state
+
+
+def _interp_pos_embed(pe: torch.Tensor, grid: int) -> torch.Tensor:
+    # (1, g, g, C) -> bilinear on the spatial grid.
+    out = F.interpolate(pe.permute(0, 3, 1, 2).float(), size=(grid, grid), mode="bilinear", align_corners=False)
+    return out.permute(0, 2, 3, 1).to(pe.dtype)
+
+
+def _interp_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
+    # (2g-1, d) -> (2g'-1, d): SAMed interpolates the table as a 1-channel image; width is unchanged.
+    out = F.interpolate(table[None, None].float(), size=(length, table.shape[1]), mode="bilinear",
+                        align_corners=False)
+    return out[0, 0].to(table.dtype)
+
+
+def resize_state_dict(
+    state: dict[str, torch.Tensor],
+    target: dict[str, torch.Tensor],
+    global_attn_indexes: tuple[int, ...],
+    source: str = "checkpoint",
+) -> dict[str, torch.Tensor]:
+    """Adapt a checkpoint to another image size (SAMed recipe).
+
+    Only ``pos_embed`` and the GLOBAL blocks' rel-pos tables depend on the image size; windowed
+    blocks' tables depend on the window size, so any other shape mismatch is an error.
+    """
+    out = dict(state)
+    for key, value in state.items():
+        if key not in target or target[key].shape == value.shape:
+            continue
+        want = target[key].shape
+        match = _REL_POS.match(key)
+        if key == "image_encoder.pos_embed":
+            out[key] = _interp_pos_embed(value, want[1])
+        elif match and int(match.group(1)) in global_attn_indexes:
+            out[key] = _interp_rel_pos(value, want[0])
+        else:
+            raise ValueError(f"{source}: {key} has shape {tuple(value.shape)}, model expects {tuple(want)}")
+    return out
