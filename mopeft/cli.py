@@ -16,6 +16,7 @@ import sys
 COMMANDS: dict[str, str] = {
     "train": "mopeft.commands.train",
     "evaluate": "mopeft.commands.evaluate",
+    "combine": "mopeft.commands.combine",
     "score": "mopeft.commands.score",
     "params": "mopeft.commands.params",
     "flops": "mopeft.commands.flops",
@@ -44,14 +45,17 @@ def _command_help(module_name: str) -> str:
     spec = importlib.util.find_spec(module_name)
     if spec is None or spec.origin is None:
         return "(not available)"
-    for line in open(spec.origin, encoding="utf-8"):
-        if line.startswith("HELP = "):
-            return line.split("=", 1)[1].strip().strip("\"'")
+    with open(spec.origin, encoding="utf-8") as source:
+        for line in source:
+            if line.startswith("HELP = "):
+                return line.split("=", 1)[1].strip().strip("\"'")
     return ""
 
 
 def build_parser(argv: list[str]) -> tuple[argparse.ArgumentParser, object | None]:
-    parser = argparse.ArgumentParser(prog="mopeft", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="mopeft", description="Benchmark of parameter-efficient fine-tuning of SAM (MoPEFT study)."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = next((a for a in argv if not a.startswith("-")), None)

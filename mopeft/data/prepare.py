@@ -72,7 +72,9 @@ def split_roots(root: Path, spec: DatasetSpec) -> list[Path]:
 
 def list_pairs(split_dir: Path) -> list[tuple[Path, Path]]:
     """(image, label) pairs of one split, matched by stem; any unmatched file is an error."""
-    images = {p.stem: p for p in sorted((split_dir / "images").glob("*")) if p.suffix.lower() in IMAGE_SUFFIXES}
+    images = {
+        p.stem: p for p in sorted((split_dir / "images").glob("*")) if p.suffix.lower() in IMAGE_SUFFIXES
+    }
     labels = {p.stem: p for p in sorted((split_dir / "labels").glob("*.png"))}
     if set(images) != set(labels):
         only_i = sorted(set(images) - set(labels))[:3]
@@ -111,7 +113,9 @@ def check_counts(spec: DatasetSpec, counts: dict[str, int]) -> None:
             warnings.warn(msg + " (known mismatch, see datasets.md)", stacklevel=2)
 
 
-def prepare_dataset(key: str, raw_dir: str | Path, out_root: str | Path, options: PrepareOptions | None = None) -> Path:
+def prepare_dataset(
+    key: str, raw_dir: str | Path, out_root: str | Path, options: PrepareOptions | None = None
+) -> Path:
     """Prepare ``key`` from ``raw_dir`` into ``out_root/key`` and return that folder."""
     module = dataset_module(key)
     spec: DatasetSpec = module.SPEC

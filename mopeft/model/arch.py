@@ -43,14 +43,29 @@ class ArchSpec:
 
 ARCHS: dict[str, ArchSpec] = {
     "vit_b": ArchSpec(
-        name="vit_b", embed_dim=768, depth=12, num_heads=12, global_attn_indexes=(2, 5, 8, 11),
-        window_size=14, default_image_size=1024,
+        name="vit_b",
+        embed_dim=768,
+        depth=12,
+        num_heads=12,
+        global_attn_indexes=(2, 5, 8, 11),
+        window_size=14,
+        default_image_size=1024,
     ),
     # Same classes, tiny widths: 96 px -> 6x6 tokens, window 4 pads to 8x8 (4 windows), blocks 1 and 3 global.
     "tiny": ArchSpec(
-        name="tiny", embed_dim=64, depth=4, num_heads=4, global_attn_indexes=(1, 3), window_size=4,
-        default_image_size=96, prompt_dim=32, decoder_mlp_dim=64, decoder_heads=4, mask_in_chans=8,
-        iou_head_hidden_dim=32, pretrained_image_size=96,
+        name="tiny",
+        embed_dim=64,
+        depth=4,
+        num_heads=4,
+        global_attn_indexes=(1, 3),
+        window_size=4,
+        default_image_size=96,
+        prompt_dim=32,
+        decoder_mlp_dim=64,
+        decoder_heads=4,
+        mask_in_chans=8,
+        iou_head_hidden_dim=32,
+        pretrained_image_size=96,
     ),
 }
 
@@ -69,21 +84,35 @@ def build_sam_parts(
     size = image_size or spec.default_image_size
     grid = spec.tokens(size)
     encoder = ImageEncoderViT(
-        img_size=size, patch_size=spec.patch_size, embed_dim=spec.embed_dim, depth=spec.depth,
-        num_heads=spec.num_heads, mlp_ratio=4, out_chans=spec.prompt_dim, qkv_bias=True,
-        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), use_rel_pos=True,
-        global_attn_indexes=spec.global_attn_indexes, window_size=spec.window_size,
+        img_size=size,
+        patch_size=spec.patch_size,
+        embed_dim=spec.embed_dim,
+        depth=spec.depth,
+        num_heads=spec.num_heads,
+        mlp_ratio=4,
+        out_chans=spec.prompt_dim,
+        qkv_bias=True,
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        use_rel_pos=True,
+        global_attn_indexes=spec.global_attn_indexes,
+        window_size=spec.window_size,
     )
     prompt = PromptEncoder(
-        embed_dim=spec.prompt_dim, image_embedding_size=(grid, grid), input_image_size=(size, size),
+        embed_dim=spec.prompt_dim,
+        image_embedding_size=(grid, grid),
+        input_image_size=(size, size),
         mask_in_chans=spec.mask_in_chans,
     )
     decoder = MaskDecoder(
         num_multimask_outputs=3,
         transformer=TwoWayTransformer(
-            depth=spec.decoder_depth, embedding_dim=spec.prompt_dim, mlp_dim=spec.decoder_mlp_dim,
+            depth=spec.decoder_depth,
+            embedding_dim=spec.prompt_dim,
+            mlp_dim=spec.decoder_mlp_dim,
             num_heads=spec.decoder_heads,
         ),
-        transformer_dim=spec.prompt_dim, iou_head_depth=3, iou_head_hidden_dim=spec.iou_head_hidden_dim,
+        transformer_dim=spec.prompt_dim,
+        iou_head_depth=3,
+        iou_head_hidden_dim=spec.iou_head_hidden_dim,
     )
     return encoder, prompt, decoder

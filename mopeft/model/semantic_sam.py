@@ -38,7 +38,9 @@ class SemanticMaskDecoder(nn.Module):
             self.class_tokens.weight.copy_(base.expand(num_classes, dim))
             self.class_tokens.weight.add_(torch.randn_like(self.class_tokens.weight) * init_noise)
 
-    def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense: torch.Tensor
+    ) -> torch.Tensor:
         b, c, h, w = image_embeddings.shape
         tokens = torch.cat([self.iou_token.weight, self.class_tokens.weight], dim=0)
         tokens = tokens.unsqueeze(0).expand(b, -1, -1)
@@ -87,7 +89,8 @@ class SemanticSAM(nn.Module):
         """images (B,3,S,S), normalised and padded -> class logits (B,K,S/4,S/4)."""
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[-2:] != (self.image_size,) * 2:
             raise ValueError(
-                f"expected images of shape (B,3,{self.image_size},{self.image_size}), got {tuple(images.shape)}"
+                f"expected images of shape (B,3,{self.image_size},{self.image_size}), "
+                f"got {tuple(images.shape)}"
             )
         emb = self.image_encoder(images)
         b = emb.shape[0]

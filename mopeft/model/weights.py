@@ -84,14 +84,17 @@ def load_checkpoint(path: str | Path, sha256: str | None = None) -> dict[str, to
 
 def _interp_pos_embed(pe: torch.Tensor, grid: int) -> torch.Tensor:
     # (1, g, g, C) -> bilinear on the spatial grid.
-    out = F.interpolate(pe.permute(0, 3, 1, 2).float(), size=(grid, grid), mode="bilinear", align_corners=False)
+    out = F.interpolate(
+        pe.permute(0, 3, 1, 2).float(), size=(grid, grid), mode="bilinear", align_corners=False
+    )
     return out.permute(0, 2, 3, 1).to(pe.dtype)
 
 
 def _interp_rel_pos(table: torch.Tensor, length: int) -> torch.Tensor:
     # (2g-1, d) -> (2g'-1, d): SAMed interpolates the table as a 1-channel image; width is unchanged.
-    out = F.interpolate(table[None, None].float(), size=(length, table.shape[1]), mode="bilinear",
-                        align_corners=False)
+    out = F.interpolate(
+        table[None, None].float(), size=(length, table.shape[1]), mode="bilinear", align_corners=False
+    )
     return out[0, 0].to(table.dtype)
 
 
@@ -112,6 +115,8 @@ def resize_state_dict(
             continue
         want = target[key].shape
         match = _REL_POS.match(key)
+        if value.ndim != len(want) or value.shape[-1] != want[-1]:  # only the grid may differ
+            raise ValueError(f"{source}: {key} has shape {tuple(value.shape)}, model expects {tuple(want)}")
         if key == "image_encoder.pos_embed":
             out[key] = _interp_pos_embed(value, want[1])
         elif match and int(match.group(1)) in global_attn_indexes:

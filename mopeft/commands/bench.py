@@ -1,0 +1,60 @@
+"""``mopeft bench``: train-step and inference time of the methods side by side, relative to full FT."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+HELP = "time train steps (fwd/bwd/optimizer) and inference of methods side by side, relative to full_ft"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="tiny", help="architecture: tiny or vit_b (default tiny)")
+    parser.add_argument("--methods", default="all", help="'all' or a comma list, e.g. lora,full_ft")
+    parser.add_argument("--image-size", type=int, default=None, help="input side (default: the arch's)")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=20, help="timed repetitions per method (median)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed repetitions first")
+    parser.add_argument("--num-classes", type=int, default=8)
+    parser.add_argument(
+        "--dtype", choices=("bf16", "fp32"), default=None, help="default: bf16 on cuda, fp32 on cpu"
+    )
+    parser.add_argument(
+        "--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available"
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU timing)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT (atomically)")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from mopeft.io import write_json
+    from mopeft.measure.bench import BenchConfig, format_table, run_bench
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    methods = (
+        [] if args.methods.strip() == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
+    )
+    cfg = BenchConfig(
+        arch=args.model,
+        methods=methods,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        steps=args.steps,
+        warmup=args.warmup,
+        num_classes=args.num_classes,
+        dtype=args.dtype,
+        device=args.device,
+        seed=args.seed,
+    )
+    log = logging.getLogger("mopeft.bench")
+    result = run_bench(cfg, progress=log.info)
+    print(format_table(result))
+    if args.json:
+        write_json(args.json, result)
+    return 0

@@ -1,0 +1,34 @@
+"""mopeft combine: merge a cell's unit evaluations into the cell's metrics.json."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from mopeft.evaluation.combine import combine_units
+from mopeft.io import read_json, write_json
+
+HELP = "combine unit evaluations (PAXRay-4 tasks, k-fold units) into one cell metrics.json"
+CELL_RE = re.compile(r"(?P<variant>[^/]+)/seed(?P<seed>\d+)/metrics\.json$")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--units", nargs="+", required=True, type=Path, help="unit eval folders")
+    p.add_argument("--dataset-meta", required=True, type=Path, help="prepared dataset meta.json")
+    p.add_argument(
+        "--variant", default=None, help="default: taken from .../{variant}/seed{seed}/metrics.json"
+    )
+    p.add_argument("--out", required=True, type=Path)
+
+
+def run(args: argparse.Namespace) -> int:
+    meta = read_json(args.dataset_meta)
+    first = read_json(args.units[0] / "metrics.json")
+    match = CELL_RE.search(args.out.as_posix())
+    context = {k: first.get(k) for k in ("method", "method_options", "arch", "image_size", "weights", "seed")}
+    context["variant"] = args.variant or (match["variant"] if match else "default")
+    if context["seed"] is None and match:
+        context["seed"] = int(match["seed"])
+    write_json(args.out, combine_units(args.units, meta, args.out.parent, context))
+    return 0

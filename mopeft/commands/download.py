@@ -1,0 +1,20 @@
+"""``mopeft download``: fetch a dataset's raw sources (or say exactly which to fetch by hand)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mopeft.data.download import download_dataset
+
+HELP = "download a dataset's raw files into OUT (cached; manual sources are listed with instructions)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, help="dataset key (see `mopeft datasets`)")
+    parser.add_argument("--out", required=True, help="raw folder, e.g. data/raw/KEY")
+
+
+def run(args: argparse.Namespace) -> int:
+    for path in download_dataset(args.dataset, args.out):
+        print(path)
+    return 0

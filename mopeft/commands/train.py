@@ -1,0 +1,123 @@
+"""mopeft train: fine-tune one method on one unit of a prepared dataset."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import yaml
+
+from mopeft.data.loader import SegmentationPairs
+from mopeft.data.units import load_unit
+from mopeft.io import read_json, write_json
+from mopeft.methods import METHODS
+from mopeft.model.weights import VIT_B_SHA256
+from mopeft.train.checkpoint import build_from_config, model_config, save_model
+from mopeft.train.loop import TrainSettings, steps_for_epochs, train
+
+HELP = "fine-tune SAM with one method on one prepared dataset unit; writes OUT/model.pt"
+log = logging.getLogger(__name__)
+
+
+def parse_sets(items: list[str]) -> dict:
+    """``k=v`` pairs; values parsed as YAML scalars so ``r=8`` is an int and ``scale=0.5`` a float."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, type=Path, help="prepared dataset folder (with meta.json)")
+    p.add_argument("--unit", default="main", help="main, a PAXRay-4 task, or fold<i>")
+    p.add_argument("--kfold", type=int, default=2, help="folds for datasets without a train split")
+    p.add_argument("--method", required=True, choices=sorted(METHODS))
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="method option, e.g. r=16 (repeatable)",
+    )
+    p.add_argument("--arch", default="vit_b")
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--checkpoint", type=Path, default=None, help="SAM weights (.pth); omit for random init")
+    p.add_argument("--checkpoint-sha256", default=None, help="expected sha256 (default: the official ViT-B)")
+    steps = p.add_mutually_exclusive_group(required=True)
+    steps.add_argument("--steps", type=int)
+    steps.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--ce-weight", type=float, default=0.2)
+    p.add_argument("--dice-weight", type=float, default=0.8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init-seed", type=int, default=0, help="seed of the random-init base model")
+    p.add_argument("--checkpoint-every", type=int, default=100, help="resume-file interval (steps)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", required=True, type=Path, help="output folder: model.pt, train_log.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    meta = read_json(args.data / "meta.json")
+    unit = load_unit(args.data, args.unit, args.kfold)
+    if not unit.train:
+        raise ValueError(f"{args.data}: unit {args.unit!r} has no training images")
+    options = {**METHODS[args.method].defaults, **parse_sets(args.sets)}
+    sha = args.checkpoint_sha256 or (VIT_B_SHA256 if args.checkpoint is not None else None)
+    cfg = model_config(
+        args.arch,
+        unit.num_classes,
+        args.method,
+        options,
+        args.image_size or 0,
+        str(args.checkpoint) if args.checkpoint else None,
+        sha,
+        args.init_seed,
+        list(unit.classes),
+    )
+    if not cfg["image_size"]:
+        from mopeft.model.arch import get_arch
+
+        cfg["image_size"] = get_arch(args.arch).default_image_size
+    model = build_from_config(cfg)
+    dataset = SegmentationPairs(unit.train, cfg["image_size"])
+    steps = args.steps or steps_for_epochs(len(dataset), args.batch_size, args.epochs)
+    settings = TrainSettings(
+        steps=steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        ce_weight=args.ce_weight,
+        dice_weight=args.dice_weight,
+        seed=args.seed,
+        checkpoint_every=args.checkpoint_every,
+        device=args.device,
+    )
+    log.info(
+        "training %s on %s/%s: %d images, %d steps",
+        args.method,
+        meta["dataset"],
+        args.unit,
+        len(dataset),
+        steps,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    losses = train(model, dataset, settings, args.out / "train_state.pt")
+    train_info = {
+        "dataset": meta["dataset"],
+        "unit": args.unit,
+        "steps": steps,
+        "seed": args.seed,
+        "num_train_images": len(dataset),
+        "synthetic": bool(meta.get("synthetic")),
+    }
+    write_json(args.out / "train_log.json", {**train_info, "losses": losses})
+    save_model(args.out / "model.pt", model.cpu(), cfg, {"train": train_info})
+    (args.out / "train_state.pt").unlink(missing_ok=True)
+    return 0

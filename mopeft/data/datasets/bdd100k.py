@@ -1,0 +1,172 @@
+"""BDD100K semantic segmentation (MESS ``bdd100k_sem_seg_val``).
+
+MESS evaluates on the official 10K val split (1000 images) and reads the palette indices of
+``labels/sem_seg/colormaps/val``; those indices are the same trainIds 0-18 / 255 as the
+single-channel ``masks/`` PNGs, so we read ``masks/`` directly (no palette trick needed) and let
+:func:`save_label` refuse any value outside 0..18 / 255. The 7000 labelled train images are the
+train split.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mopeft.data.common import PrepareError, PrepareOptions, extract, load_image, save_image, save_label
+from mopeft.data.spec import DatasetSpec, Source
+
+IMAGES_ZIP = "bdd100k_images_10k.zip"
+LABELS_ZIP = "bdd100k_sem_seg_labels_trainval.zip"
+_WHERE = "Log in at https://bdd-data.berkeley.edu/ (free registration, BDD licence, non-commercial)"
+
+SPEC = DatasetSpec(
+    key="bdd100k",
+    name="BDD100K",
+    domain="General",
+    classes=(
+        "road",
+        "sidewalk",
+        "building",
+        "wall",
+        "fence",
+        "pole",
+        "traffic light",
+        "traffic sign",
+        "vegetation",
+        "terrain",
+        "sky",
+        "person",
+        "rider",
+        "car",
+        "truck",
+        "bus",
+        "train",
+        "motorcycle",
+        "bicycle",
+    ),
+    sources=(
+        Source(
+            IMAGES_ZIP,
+            "manual",
+            url="https://bdd-data.berkeley.edu/",
+            md5="08f26aecceda982568063d3d5873378e",
+            instructions=f"{_WHERE}, download '10K Images' ({IMAGES_ZIP}, 1.1 GB) into data/raw/bdd100k/.",
+        ),
+        Source(
+            LABELS_ZIP,
+            "manual",
+            url="https://bdd-data.berkeley.edu/",
+            md5="098c0c17ca58364c47c5882b3eb7058d",
+            instructions=f"{_WHERE}, download 'Semantic Segmentation' ({LABELS_ZIP}, 331 MB) "
+            "into data/raw/bdd100k/.",
+        ),
+    ),
+    expected_test=1000,
+    mess_key="bdd100k_sem_seg_val",
+    sensor="Visible Spectrum",
+    segment_size="Medium",
+    num_classes_label="19 (Medium)",
+    class_similarity="Low",
+    vocabulary="Generic",
+    task_description="Driving",
+    citation="Yu et al., BDD100K: A Diverse Driving Dataset for Heterogeneous Multitask Learning, CVPR 2020",
+    notes=(
+        "Table 4.2 of the thesis prints 100 images; MESS evaluates the 1000 official val images.",
+        "No background class (MESS background_class=255); 255 = unknown/ignore.",
+    ),
+)
+
+_SPLITS = {"train": "train", "test": "val"}  # our split -> BDD split
+
+
+def _write_image(src: Path, image: np.ndarray, dst: Path) -> None:
+    """Copy the original bytes when already 8-bit RGB (no re-encoding loss), else convert to RGB."""
+    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    else:
+        save_image(dst, load_image(src, "RGB"))
+
+
+def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
+    """Official val -> test, official train -> train; images copied as JPEG, masks checked."""
+    with tempfile.TemporaryDirectory(prefix=".bdd100k-scratch-", dir=out_dir.parent) as scratch:
+        scratch = Path(scratch)
+        extract(raw_dir / IMAGES_ZIP, scratch)
+        extract(raw_dir / LABELS_ZIP, scratch)
+        root = scratch / "bdd100k"
+        for split, bdd_split in _SPLITS.items():
+            img_dir = root / "images" / "10k" / bdd_split
+            mask_dir = root / "labels" / "sem_seg" / "masks" / bdd_split
+            if not mask_dir.is_dir():
+                raise PrepareError(f"{raw_dir / LABELS_ZIP}: no bdd100k/labels/sem_seg/masks/{bdd_split}/")
+            (out_dir / split / "images").mkdir(parents=True, exist_ok=True)
+            for mask_path in sorted(mask_dir.glob("*.png")):
+                img_path = img_dir / f"{mask_path.stem}.jpg"
+                if not img_path.exists():
+                    raise PrepareError(
+                        f"{raw_dir / IMAGES_ZIP}: missing image for {mask_path.name} ({img_path.name})"
+                    )
+                image = load_image(img_path)  # decodes fully: truncated files fail here
+                label = load_image(mask_path)
+                if label.ndim != 2:
+                    raise PrepareError(f"{mask_path.name}: mask must be single-channel, got {label.shape}")
+                if label.shape != image.shape[:2]:
+                    raise PrepareError(
+                        f"{mask_path.name}: size {label.shape} differs from image {image.shape[:2]}"
+                    )
+                _write_image(img_path, image, out_dir / split / "images" / img_path.name)
+                save_label(out_dir / split / "labels" / mask_path.name, label, SPEC.num_classes)
+    return {"split_protocol": "official: train = 10k/train (7000), test = 10k/val (1000)"}
+
+
+# ------------------------------------------------------------------------------------- miniature
+def _blocks(rng: np.random.Generator, h: int, w: int, values: list[int], block: int = 16) -> np.ndarray:
+    """Piecewise-constant label (blocks) so a model can actually learn the miniature."""
+    grid = rng.choice(values, size=(-(-h // block), -(-w // block)))
+    return np.kron(grid, np.ones((block, block), dtype=np.int64))[:h, :w].astype(np.uint8)
+
+
+def _png(array: np.ndarray, palette: list[int] | None = None) -> bytes:
+    im = Image.fromarray(array, mode="P" if palette else None)
+    if palette:
+        im.putpalette(palette)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _jpg(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def write_miniature(raw_dir: Path, seed: int = 0) -> None:
+    """Two zips as BDD ships them: 10k images (train/val/test) and sem_seg masks + colormaps."""
+    rng = np.random.default_rng(seed)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    h, w = 72, 128  # 1280x720 scaled down
+    palette = [int(v) for v in rng.integers(0, 256, size=256 * 3)]
+    with zipfile.ZipFile(raw_dir / IMAGES_ZIP, "w") as zi, zipfile.ZipFile(raw_dir / LABELS_ZIP, "w") as zl:
+        for k, (bdd_split, n) in enumerate((("train", 3), ("val", 2), ("test", 1))):
+            for i in range(n):
+                stem = f"{0x7D2F7975 + 16 * k + i:08x}-e0c1c5a7"  # BDD-style names; val #0 = 7d2f7985-...
+                label = _blocks(rng, h, w, [*range(19), 255])
+                if bdd_split == "val" and i == 0:
+                    label[:8, :8] = 13  # known pixel: car
+                    label[:8, 8:16] = 255
+                image = (label[..., None] * np.array([7, 13, 29]) % 256).astype(np.uint8)
+                image = np.clip(image + rng.integers(0, 20, image.shape), 0, 255).astype(np.uint8)
+                zi.writestr(f"bdd100k/images/10k/{bdd_split}/{stem}.jpg", _jpg(image))
+                if bdd_split == "test":
+                    continue  # test labels are withheld
+                zl.writestr(f"bdd100k/labels/sem_seg/masks/{bdd_split}/{stem}.png", _png(label))
+                zl.writestr(f"bdd100k/labels/sem_seg/colormaps/{bdd_split}/{stem}.png", _png(label, palette))
+    (raw_dir / "MINIATURE").touch()

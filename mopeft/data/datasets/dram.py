@@ -1,0 +1,200 @@
+"""DRAM (MESS ``dram_sem_seg_test``): paintings labelled with Pascal VOC ids, 718 test images.
+
+The download is a zip that contains ``DRAM_processed.rar``. Python cannot read RAR, so the inner
+archive is unpacked with whichever of ``unrar`` / ``unar`` / ``7z`` / ``bsdtar`` is installed; an inner
+archive that is really a zip or tar (the miniature: no free tool writes RAR) is unpacked directly.
+VOC ids are mapped with MESS's table (11 VOC classes kept, the other VOC classes and background ->
+11 "background"); ids outside VOC -> 255. Train images are unlabelled, so every test image goes to
+``test/`` (named ``<parent folder>_<file>`` as in MESS) and training uses k-fold units.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mopeft.data.common import (
+    PrepareError,
+    PrepareOptions,
+    extract,
+    load_image,
+    map_ids,
+    save_image,
+    save_label,
+)
+from mopeft.data.spec import DatasetSpec, Source
+
+ARCHIVE = "DRAM_processed.zip"
+INNER = "DRAM_processed.rar"
+URL = "https://faculty.runi.ac.il/arik/site/artseg/DRAM_processed.zip"
+
+SPEC = DatasetSpec(
+    key="dram",
+    name="DRAM",
+    domain="General",
+    classes=(
+        "bird",
+        "boat",
+        "bottle",
+        "cat",
+        "chair",
+        "cow",
+        "dog",
+        "horse",
+        "person",
+        "potted-plant",
+        "sheep",
+        "background",
+    ),
+    sources=(
+        Source(
+            ARCHIVE,
+            "http",
+            url=URL,
+            instructions="The zip contains DRAM_processed.rar: install unrar, unar or 7z.",
+        ),
+    ),
+    expected_test=718,
+    mess_key="dram_sem_seg_test",
+    train_split="none",
+    sensor="Visible Spectrum",
+    segment_size="Medium",
+    num_classes_label="12 (Medium)",
+    class_similarity="Low",
+    vocabulary="Generic",
+    task_description="Paintings",
+    citation="Cohen et al., Semantic Segmentation in Art Paintings, Computer Graphics Forum 2022",
+    notes=("No labelled train split: k-fold over the 718 test images.",),
+)
+
+# Pascal VOC id -> MESS id (mess/prepare_datasets/prepare_dram.py)
+_KEPT = {3: 0, 4: 1, 5: 2, 8: 3, 9: 4, 10: 5, 12: 6, 13: 7, 15: 8, 16: 9, 17: 10}
+VOC_TO_MESS: dict[int, int] = {v: _KEPT.get(v, 11) for v in range(21)} | {255: 255}
+
+_UNRAR_TOOLS = (
+    ("unrar", lambda a, d: ["unrar", "x", "-o+", "-inul", a, d + "/"]),
+    ("unar", lambda a, d: ["unar", "-q", "-f", "-o", d, a]),
+    ("7z", lambda a, d: ["7z", "x", "-y", f"-o{d}", a]),
+    ("bsdtar", lambda a, d: ["bsdtar", "-x", "-f", a, "-C", d]),
+)
+
+
+def _extract_rar(archive: Path, dest: Path, shown_as: Path) -> None:
+    if zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive):
+        extract(archive, dest)
+        return
+    for tool, argv in _UNRAR_TOOLS:
+        if shutil.which(tool):
+            res = subprocess.run(argv(str(archive), str(dest)), capture_output=True, text=True)
+            if res.returncode != 0:
+                raise PrepareError(f"{shown_as}: {tool} failed on {INNER} ({res.stderr.strip()[:200]})")
+            return
+    raise PrepareError(f"{shown_as}: {INNER} needs unrar, unar, 7z or bsdtar (e.g. apt-get install unar)")
+
+
+def _write_image(src: Path, image: np.ndarray, dst: Path) -> None:
+    """Copy the original bytes when already 8-bit RGB (no re-encoding loss), else convert to RGB."""
+    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    else:
+        save_image(dst, load_image(src, "RGB"))
+
+
+def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
+    for split in ("train", "test"):
+        for sub in ("images", "labels"):
+            (out_dir / split / sub).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".dram-scratch-", dir=out_dir.parent) as scratch:
+        scratch = Path(scratch)
+        extract(raw_dir / ARCHIVE, scratch / "outer")
+        inner = next((scratch / "outer").rglob(INNER), None)
+        if inner is None:
+            raise PrepareError(f"{raw_dir / ARCHIVE}: no {INNER} inside")
+        _extract_rar(inner, scratch / "inner", raw_dir / ARCHIVE)
+        roots = [p.parent for p in (scratch / "inner").rglob("test") if (p.parent / "labels").is_dir()]
+        if len(roots) != 1:
+            raise PrepareError(
+                f"{raw_dir / ARCHIVE}: expected one DRAM_processed/{{test,labels}}, found {len(roots)}"
+            )
+        root = roots[0]
+        for img in sorted((root / "test").rglob("*.jpg")):
+            rel = img.relative_to(root / "test")
+            mask_path = (root / "labels" / rel).with_suffix(".png")
+            stem = f"{img.parent.name}_{img.stem}"
+            image = load_image(img)
+            voc = load_image(mask_path)  # palette PNGs decode to their indices = VOC ids
+            if voc.ndim != 2 or voc.shape != image.shape[:2]:
+                raise PrepareError(f"{mask_path}: expected single-channel {image.shape[:2]}, got {voc.shape}")
+            if (out_dir / "test" / "images" / f"{stem}.jpg").exists():
+                raise PrepareError(f"{img}: output name {stem} is not unique")
+            _write_image(img, image, out_dir / "test" / "images" / f"{stem}.jpg")
+            save_label(
+                out_dir / "test" / "labels" / f"{stem}.png", map_ids(voc, VOC_TO_MESS), SPEC.num_classes
+            )
+    return {"split_protocol": "kfold over test"}
+
+
+# ------------------------------------------------------------------------------------- miniature
+def _voc_palette() -> list[int]:
+    pal = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
+
+
+def _bytes(array: np.ndarray, fmt: str, palette: list[int] | None = None) -> bytes:
+    im = Image.fromarray(array, mode="P" if palette else None)
+    if palette:
+        im.putpalette(palette)
+    buf = io.BytesIO()
+    im.save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def write_miniature(raw_dir: Path, seed: int = 0) -> None:
+    """DRAM_processed.zip holding DRAM_processed.rar. The inner file is a ZIP under the .rar name
+    (RAR cannot be written with free tools); the preparer detects it by content."""
+    rng = np.random.default_rng(seed)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    palette = _voc_palette()
+    inner = io.BytesIO()
+    h, w, block = 40, 56, 8
+    tests = [
+        ("Impressionism", "monet_1"),
+        ("Impressionism", "renoir_4"),
+        ("Realism", "monet_1"),
+        ("Baroque", "x_7"),
+    ]
+    with zipfile.ZipFile(inner, "w") as zf:
+        for movement, stem in tests:
+            grid = rng.choice([0, 1, 3, 8, 12, 15, 20, 255], size=(h // block, w // block))
+            voc = np.kron(grid, np.ones((block, block), dtype=np.int64)).astype(np.uint8)
+            if (movement, stem) == ("Realism", "monet_1"):
+                voc[:block, :block] = 12  # known pixel: VOC dog -> 6
+                voc[:block, block : 2 * block] = 7  # VOC car -> 11 background
+            image = np.clip(
+                voc[..., None] % 64 * np.array([3, 2, 4]) + rng.integers(0, 50, (h, w, 3)), 0, 255
+            )
+            zf.writestr(f"DRAM_processed/test/{movement}/{stem}.jpg", _bytes(image.astype(np.uint8), "JPEG"))
+            zf.writestr(f"DRAM_processed/labels/{movement}/{stem}.png", _bytes(voc, "PNG", palette))
+        unlabeled = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        zf.writestr("DRAM_processed/train/Impressionism/degas_2.jpg", _bytes(unlabeled, "JPEG"))
+    with zipfile.ZipFile(raw_dir / ARCHIVE, "w") as outer:
+        outer.writestr(INNER, inner.getvalue())
+    (raw_dir / "MINIATURE").touch()

@@ -1,0 +1,139 @@
+"""SUIM (MESS key ``suim_sem_seg_test``): underwater imagery, 8 classes coded as RGB bits.
+
+Mask colours use channels in {0, 255}: R, G, B each encode one bit, so after thresholding every
+channel at 127 (the train masks carry non-pure colours from compression) the class id is simply
+4*R + 2*G + B — every pixel maps, nothing is unknown. Test = MESS's TEST.zip (110 images); train =
+the ``train_val`` release (1525 images). Images are copied unchanged (JPEG bytes) when they are RGB.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mopeft.data.common import PrepareError, PrepareOptions, extract, load_image, save_image, save_label
+from mopeft.data.spec import DatasetSpec, Source
+
+CLASSES = (
+    "background (waterbody)", "human diver", "aquatic plants and sea-grass", "wrecks and ruins",
+    "robots (auvs/rovs/instruments)", "reefs and invertebrates", "fish and vertebrates",
+    "sea-floor and rocks",
+)  # fmt: skip
+# datasets.md §3.20: (R, G, B) -> id; equals 4*(R>127) + 2*(G>127) + (B>127).
+COLOURS: dict[tuple[int, int, int], int] = {
+    (0, 0, 0): 0, (0, 0, 255): 1, (0, 255, 0): 2, (0, 255, 255): 3, (255, 0, 0): 4, (255, 0, 255): 5,
+    (255, 255, 0): 6, (255, 255, 255): 7,
+}  # fmt: skip
+
+# our split -> (archive, top folder inside it)
+ARCHIVES = {"test": ("TEST.zip", "TEST"), "train": ("train_val.zip", "train_val")}
+
+SPEC = DatasetSpec(
+    key="suim",
+    name="SUIM",
+    domain="Agriculture and Biology",
+    classes=CLASSES,
+    sources=(
+        Source("TEST.zip", "gdrive", url="https://drive.google.com/file/d/1diN3tNe2nR1eV3Px4gqlp6wp3XuLBwDy",
+               gdrive_id="1diN3tNe2nR1eV3Px4gqlp6wp3XuLBwDy",
+               instructions="SUIM test set (110 images); dataset page "
+               "https://irvlab.cs.umn.edu/resources/suim-dataset"),
+        Source("train_val.zip", "gdrive",
+               url="https://drive.google.com/file/d/1YWjUODQWwQ3_vKSytqVdF4recqBOEe72",
+               gdrive_id="1YWjUODQWwQ3_vKSytqVdF4recqBOEe72",
+               instructions="SUIM train_val set (1525 images); also in the Drive folder "
+               "10KMK0rNB43V2g30NcA1RYipL535DuZ-h"),
+    ),
+    expected_test=110,
+    mess_key="suim_sem_seg_test",
+    channels="RGB",
+    train_split="official",
+    sensor="Visible Spectrum",
+    segment_size="Medium",
+    num_classes_label="8 (Few)",
+    class_similarity="Low",
+    vocabulary="Generic",
+    task_description="Underwater",
+    citation="Islam et al., Semantic Segmentation of Underwater Imagery: Dataset and Benchmark, IROS 2020",
+    notes=("Masks thresholded per channel at 127 before the lookup (train masks are not pure colours).",),
+)
+
+
+def mask_to_ids(mask: np.ndarray, where: Path) -> np.ndarray:
+    if mask.ndim != 3 or mask.shape[2] < 3:
+        raise PrepareError(f"{where}: SUIM mask must be RGB, got shape {mask.shape}")
+    bits = (mask[..., :3] > 127).astype(np.uint8)
+    return 4 * bits[..., 0] + 2 * bits[..., 1] + bits[..., 2]
+
+
+def _copy_image(src: Path, dst_dir: Path) -> tuple[int, int]:
+    """Keep the original JPEG bytes when already RGB (no re-encoding loss); else convert."""
+    with Image.open(src) as im:
+        mode, size = im.mode, im.size
+    image = load_image(src, "RGB")  # full decode: a truncated file fails here, naming it
+    if mode == "RGB" and src.suffix.lower() in (".jpg", ".jpeg"):
+        dst_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst_dir / f"{src.stem}.jpg")
+    else:
+        save_image(dst_dir / f"{src.stem}.png", image)
+    return size[1], size[0]
+
+
+def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
+    """One label per mask (*.bmp); its image is the same stem in images/."""
+    counts: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix=".scratch-suim-", dir=out_dir.parent) as scratch:
+        for split, (archive, top) in ARCHIVES.items():
+            root = extract(raw_dir / archive, Path(scratch) / split)
+            tops = [p for p in (root / top, *root.glob(f"*/{top}")) if (p / "masks").is_dir()]
+            if not tops:
+                raise PrepareError(f"{raw_dir / archive}: no {top}/masks/ folder inside")
+            base = tops[0]
+            if not (base / "images").is_dir():
+                raise PrepareError(f"{raw_dir / archive}: no {top}/images/ folder inside")
+            suffixes = (".jpg", ".jpeg", ".png")
+            images = {p.stem: p for p in (base / "images").iterdir() if p.suffix.lower() in suffixes}
+            masks = sorted(p for p in (base / "masks").iterdir() if p.suffix.lower() == ".bmp")
+            if not masks:
+                raise PrepareError(f"{raw_dir / archive}: no masks/*.bmp")
+            for mask_path in masks:
+                if mask_path.stem not in images:
+                    raise PrepareError(f"{mask_path}: no image with stem {mask_path.stem!r} in {top}/images")
+                label = mask_to_ids(load_image(mask_path, "RGB"), mask_path)
+                hw = _copy_image(images[mask_path.stem], out_dir / split / "images")
+                if label.shape != hw:
+                    raise PrepareError(f"{mask_path}: size {label.shape} differs from its image {hw}")
+                save_label(out_dir / split / "labels" / f"{mask_path.stem}.png", label, len(CLASSES))
+            counts[split] = len(masks)
+    return {"split_protocol": "test = TEST.zip (MESS); train = train_val.zip", "images": counts}
+
+
+def write_miniature(raw_dir: Path, seed: int = 0) -> None:
+    """TEST.zip and train_val.zip with images/*.jpg and masks/*.bmp; train masks carry impure colours."""
+    rng = np.random.default_rng(seed)
+    raw_dir = Path(raw_dir)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    palette = np.array(list(COLOURS), dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        for split, (archive, top) in ARCHIVES.items():
+            with zipfile.ZipFile(raw_dir / archive, "w") as zf:
+                for j in range(2 if split == "test" else 3):
+                    h, w = int(rng.integers(40, 80)), int(rng.integers(40, 90))
+                    ids = rng.integers(0, len(palette), size=(-(-h // 8), -(-w // 8)))
+                    ids = np.kron(ids, np.ones((8, 8), dtype=np.int64))[:h, :w]
+                    mask = palette[ids].astype(np.int64)
+                    if split == "train":  # compression-like noise around pure values
+                        mask = np.where(mask > 127, mask - rng.integers(0, 60, mask.shape),
+                                        mask + rng.integers(0, 60, mask.shape))
+                    image = (palette[ids] // 2 + rng.integers(0, 80, size=(h, w, 3))).astype(np.uint8)
+                    stem = f"d_r_{100 + j}_" if split == "test" else f"f_r_{1000 + j}_"
+                    Image.fromarray(image).save(Path(tmp) / "i.jpg", quality=95)
+                    Image.fromarray(mask.astype(np.uint8)).save(Path(tmp) / "m.bmp")
+                    zf.write(Path(tmp) / "i.jpg", f"{top}/images/{stem}.jpg")
+                    zf.write(Path(tmp) / "m.bmp", f"{top}/masks/{stem}.bmp")
+    (raw_dir / "MINIATURE").touch()

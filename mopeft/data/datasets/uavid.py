@@ -1,0 +1,133 @@
+"""UAVid v1.5 (MESS key ``uavid_sem_seg_val``): oblique UAV video frames, 3840/4096 x 2160.
+
+MESS evaluates the official val split (7 sequences x 10 frames -> 840 tiles of 1024²); the official
+train split (20 x 10) is tiled the same way. Labels are RGB colours; MESS maps them through a PIL
+grayscale lookup, we map the RGB triplets directly, and an off-palette colour is an error (MESS's
+lookup would fail on it too).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from mopeft.data.common import (
+    PrepareError,
+    PrepareOptions,
+    extract,
+    load_image,
+    map_colours,
+    save_image,
+    save_label,
+    tile,
+)
+from mopeft.data.spec import DatasetSpec, Source
+
+CLASSES = ("others", "building", "road", "tree", "grass", "moving car", "parked car", "humans")
+COLOURS: dict[tuple[int, int, int], int] = {
+    (0, 0, 0): 0, (128, 0, 0): 1, (128, 64, 128): 2, (0, 128, 0): 3, (128, 128, 0): 4, (64, 0, 128): 5,
+    (192, 0, 192): 6, (64, 64, 0): 7,
+}  # fmt: skip
+
+ARCHIVE = "uavid_v1.5_official_release_image.zip"
+SPLITS = {"test": "uavid_val", "train": "uavid_train"}
+
+SPEC = DatasetSpec(
+    key="uavid",
+    name="UAVid",
+    domain="Earth Monitoring",
+    classes=CLASSES,
+    sources=(
+        Source(
+            ARCHIVE,
+            "manual",
+            url="https://uavid.nl",
+            instructions=(
+                "Register at https://uavid.nl, download 'Semantic Labelling with Images Only' "
+                f"({ARCHIVE}) and place it at data/raw/uavid/{ARCHIVE}."
+            ),
+        ),
+    ),
+    expected_test=840,
+    mess_key="uavid_sem_seg_val",
+    channels="RGB",
+    train_split="official",
+    sensor="Visible Spectrum",
+    segment_size="Small",
+    num_classes_label="8 (Few)",
+    class_similarity="High",
+    vocabulary="Task Specific",
+    task_description="Objects",
+    citation="Lyu et al., UAVid: A semantic segmentation dataset for UAV imagery, ISPRS J. 2020",
+    notes=("Test = official val split (70 images -> 840 tiles), as MESS; train = official train (200).",),
+)
+
+
+def _split_dir(root: Path, name: str) -> Path:
+    """The archive may or may not wrap everything in uavid_v1.5_official_release_image/."""
+    hits = [p for p in (root / name, *root.glob(f"*/{name}")) if p.is_dir()]
+    if not hits:
+        raise PrepareError(f"{ARCHIVE}: no {name}/ folder inside the archive")
+    return hits[0]
+
+
+def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
+    """Map label colours to ids and tile frames of val (test) and train; stems seqN_000XXX_<i>."""
+    counts: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix=".scratch-uavid-", dir=out_dir.parent) as scratch:
+        extract(raw_dir / ARCHIVE, scratch)
+        for split, name in SPLITS.items():
+            frames = sorted(_split_dir(Path(scratch), name).glob("*/Images/*.png"))
+            if not frames:
+                raise PrepareError(f"{raw_dir / ARCHIVE}: no {name}/seq*/Images/*.png frames")
+            n = 0
+            for img_path in frames:
+                lbl_path = img_path.parent.parent / "Labels" / img_path.name
+                stem = f"{img_path.parent.parent.name}_{img_path.stem}"
+                image = load_image(img_path, "RGB")
+                label = map_colours(load_image(lbl_path, "RGB"), COLOURS, lbl_path, unknown="error")
+                if label.shape != image.shape[:2]:
+                    raise PrepareError(f"{lbl_path}: size {label.shape} differs from image {image.shape[:2]}")
+                for i, img_t, lbl_t in tile(image, label, options.tile_size):
+                    save_image(out_dir / split / "images" / f"{stem}_{i}.png", img_t)
+                    save_label(out_dir / split / "labels" / f"{stem}_{i}.png", lbl_t, len(CLASSES))
+                    n += 1
+            counts[split] = n
+    protocol = "test = official val tiled (MESS); train = official train tiled"
+    return {"split_protocol": protocol, "tiles": counts}
+
+
+def write_miniature(raw_dir: Path, seed: int = 0, stray_colour: bool = False) -> None:
+    """The release zip with uavid_{train,val,test}/seqN/{Images,Labels}/000XXX.png (test unlabelled).
+
+    ``stray_colour`` plants one off-palette label pixel, for testing that it is refused.
+    """
+    rng = np.random.default_rng(seed)
+    raw_dir = Path(raw_dir)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    palette = np.array(list(COLOURS), dtype=np.uint8)
+    top = "uavid_v1.5_official_release_image"
+    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(raw_dir / ARCHIVE, "w") as zf:
+        seq = 1
+        for split, n_seq in (("uavid_train", 2), ("uavid_val", 1), ("uavid_test", 1)):
+            for _ in range(n_seq):
+                for frame in (0, 100):
+                    h, w = int(rng.integers(70, 100)), int(rng.integers(70, 140))
+                    ids = rng.integers(0, len(palette), size=(-(-h // 8), -(-w // 8)))
+                    ids = np.kron(ids, np.ones((8, 8), dtype=np.int64))[:h, :w]
+                    image = (palette[ids].astype(np.int64) + rng.integers(0, 60, size=(h, w, 3))).clip(0, 255)
+                    p = Path(tmp) / "img.png"
+                    Image.fromarray(image.astype(np.uint8)).save(p)
+                    zf.write(p, f"{top}/{split}/seq{seq}/Images/{frame:06d}.png")
+                    if split != "uavid_test":
+                        label = palette[ids]
+                        if stray_colour and split == "uavid_val":
+                            label[1, 1] = (1, 2, 3)
+                        Image.fromarray(label).save(p)
+                        zf.write(p, f"{top}/{split}/seq{seq}/Labels/{frame:06d}.png")
+                seq += 1
+    (raw_dir / "MINIATURE").touch()

@@ -1,0 +1,13 @@
+"""Bottleneck adapter after the FFN residual of every block (Z + W_up ReLU(W_down Z)) + decoder FT."""
+
+from mopeft.methods.base import PEFTMethod
+
+
+class AdapterMethod(PEFTMethod):
+    name = "adapter"
+    description = "bottleneck adapter in every block + decoder FT"
+    defaults = {"dmid": 64}  # noqa: RUF012
+    use_adapter = True
+
+
+METHOD = AdapterMethod()

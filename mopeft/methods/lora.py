@@ -1,0 +1,14 @@
+"""LoRA on q and v of every encoder block (through the fused qkv), scaling alpha / r (default alpha = r,
+i.e. 1, like SAMed), plus decoder fine-tuning."""
+
+from mopeft.methods.base import PEFTMethod
+
+
+class LoRA(PEFTMethod):
+    name = "lora"
+    description = "LoRA on q,v of every block + decoder FT"
+    defaults = {"r": 8, "alpha": 8.0}  # noqa: RUF012
+    use_lora = True
+
+
+METHOD = LoRA()

@@ -1,0 +1,15 @@
+"""MoPEFT: LoRA(q,v) + VPT-Deep prefix + adapter in every block, each behind UniPELT gates
+(4 x Linear(C,1) per block: LoRA q, LoRA v, prefix, adapter), plus decoder FT. The LoRA gates replace
+alpha/r; ``prefix_gate`` = "logit" (default, log G_P added to prefix logits) or "scale" (UniPELT)."""
+
+from mopeft.methods.base import PEFTMethod
+
+
+class MoPEFT(PEFTMethod):
+    name = "mopeft"
+    description = "gated LoRA + prefix + adapter (UniPELT gates) + decoder FT"
+    defaults = {"r": 8, "length": 20, "reparam_hidden": 512, "dmid": 64, "prefix_gate": "logit"}  # noqa: RUF012
+    use_lora = use_prefix = use_adapter = gated = True
+
+
+METHOD = MoPEFT()

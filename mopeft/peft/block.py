@@ -1,0 +1,149 @@
+"""PEFTBlock: a frozen ``segment_anything`` Block re-run with optional LoRA, prefix, adapter and gates.
+
+Why a wrapper that re-implements Block/Attention.forward (methods.md §7.2) rather than patching qkv:
+ * gates must see the UN-partitioned tokens norm1(x) (one value per image, independent of windows);
+ * LoRA deltas are added out of place to q and v of the fused qkv;
+ * prefix keys need the decomposed rel-pos bias zero-padded on their columns, which SAM's
+   ``add_decomposed_rel_pos`` cannot do (it assumes N_k = H*W); SDPA takes the padded bias as attn_mask.
+One class serves lora / vpt_deep / adapter / mopeft; each part is optional.
+
+Prefix gate (MoPEFT):
+ * ``"logit"`` (default): add log G_P to the prefix columns' attention logits. G_P -> 0 removes the
+   prefix exactly, G_P = 1 is the ungated prefix, so the gate really means "how much prefix".
+ * ``"scale"``: UniPELT's code, P_K and P_V multiplied by G_P. At G_P = 0 the L zero keys still take
+   softmax mass (methods.md §0.7), so the prefix is never fully off.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from segment_anything.modeling.image_encoder import Block, get_rel_pos, window_partition, window_unpartition
+from torch import nn
+
+from mopeft.peft.adapter import Adapter
+from mopeft.peft.gates import TokenMeanGate
+from mopeft.peft.lora import LoRAQV
+from mopeft.peft.prefix import DeepPrompt
+
+PREFIX_GATES = ("logit", "scale")
+GATE_NAMES = ("lora_q", "lora_v", "prefix", "adapter")
+
+
+def rel_pos_bias(q: torch.Tensor, block: Block, hw: tuple[int, int]) -> torch.Tensor:
+    """Decomposed rel-pos bias (B', nH, N, N) for q (B', nH, N, d), as SAM computes it (unscaled q)."""
+    attn = block.attn
+    h, w = hw
+    rh = get_rel_pos(h, h, attn.rel_pos_h)
+    rw = get_rel_pos(w, w, attn.rel_pos_w)
+    bq, nh, n, d = q.shape
+    r_q = q.reshape(bq * nh, h, w, d)
+    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, rh.to(q.dtype))
+    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, rw.to(q.dtype))
+    bias = rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
+    return bias.reshape(bq, nh, n, n)
+
+
+class PEFTBlock(nn.Module):
+    def __init__(
+        self,
+        block: Block,
+        lora: LoRAQV | None = None,
+        prefix: DeepPrompt | None = None,
+        adapter: Adapter | None = None,
+        gated: bool = False,
+        prefix_gate: str = "logit",
+    ) -> None:
+        super().__init__()
+        if prefix_gate not in PREFIX_GATES:
+            raise ValueError(f"prefix_gate must be one of {PREFIX_GATES}, got {prefix_gate!r}")
+        self.block = block
+        self.lora = lora
+        self.prefix = prefix
+        self.adapter = adapter
+        self.prefix_gate = prefix_gate
+        dim = block.norm1.normalized_shape[0]
+        names = []
+        if gated:
+            names += ["lora_q", "lora_v"] if lora is not None else []
+            names += ["prefix"] if prefix is not None else []
+            names += ["adapter"] if adapter is not None else []
+        self.gates = nn.ModuleDict({name: TokenMeanGate(dim) for name in names})
+        self.last_gates: dict[str, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        blk, attn = self.block, self.block.attn
+        b, height, width, c = x.shape
+        h = blk.norm1(x)
+        gates = {name: self.gates[name](h) for name in ("lora_q", "lora_v", "prefix") if name in self.gates}
+
+        ws = blk.window_size
+        if ws > 0:
+            hw_tokens, pad_hw = window_partition(h, ws)
+        else:
+            hw_tokens = h
+        bw, gh, gw, _ = hw_tokens.shape
+        n_win = bw // b
+        n = gh * gw
+        nh = attn.num_heads
+        tokens = hw_tokens.reshape(bw, n, c)
+
+        q, k, v = attn.qkv(tokens).chunk(3, dim=-1)
+        if self.lora is not None:
+            dq, dv = self.lora(tokens)
+            if "lora_q" in gates:
+                # Window partition is batch-major, so image i owns windows i*n_win ... (i+1)*n_win-1.
+                q = q + gates["lora_q"].repeat_interleave(n_win)[:, None, None].to(q.dtype) * dq
+                v = v + gates["lora_v"].repeat_interleave(n_win)[:, None, None].to(v.dtype) * dv
+            else:
+                q = q + self.lora.scaling * dq
+                v = v + self.lora.scaling * dv
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(t.shape[0], -1, nh, c // nh).transpose(1, 2)
+
+        q, k, v = heads(q), heads(k), heads(v)
+        bias = rel_pos_bias(q, blk, (gh, gw)) if attn.use_rel_pos else None
+
+        if self.prefix is not None:
+            p_k, p_v = self.prefix_kv(q.dtype)  # (1, nH, L, d) each
+            length = p_k.shape[2]
+            p_k, p_v = p_k.expand(bw, -1, -1, -1), p_v.expand(bw, -1, -1, -1)
+            cols = q.new_zeros(bw, nh, n, length)
+            if "prefix" in gates:
+                g = gates["prefix"].repeat_interleave(n_win).to(q.dtype)[:, None, None, None]
+                if self.prefix_gate == "scale":
+                    p_k, p_v = g * p_k, g * p_v
+                else:
+                    cols = cols + torch.log(g.clamp_min(torch.finfo(g.dtype).tiny))
+            k = torch.cat([p_k, k], dim=2)
+            v = torch.cat([p_v, v], dim=2)
+            bias = torch.cat([cols, bias if bias is not None else q.new_zeros(bw, nh, n, n)], dim=-1)
+
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = attn.proj(out.transpose(1, 2).reshape(bw, gh, gw, c))
+        if ws > 0:
+            out = window_unpartition(out, ws, pad_hw, (height, width))
+        x = x + out
+        z = x + blk.mlp(blk.norm2(x))
+        if self.adapter is not None:
+            branch = self.adapter(z)
+            if "adapter" in self.gates:
+                gates["adapter"] = self.gates["adapter"](z)
+                branch = gates["adapter"][:, None, None, None].to(branch.dtype) * branch
+            z = z + branch
+        self.last_gates = {name: g.detach() for name, g in gates.items()}
+        return z
+
+    def prefix_kv(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Prefix keys/values (1, nH, L, d) from the frozen k/v projections of norm1(P)."""
+        blk, attn = self.block, self.block.attn
+        p = blk.norm1(self.prefix())
+        c = p.shape[-1]
+        _, p_k, p_v = attn.qkv(p).chunk(3, dim=-1)
+        nh = attn.num_heads
+
+        def heads(t: torch.Tensor) -> torch.Tensor:
+            return t.reshape(1, -1, nh, c // nh).transpose(1, 2).to(dtype)
+
+        return heads(p_k), heads(p_v)

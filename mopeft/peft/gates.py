@@ -1,0 +1,25 @@
+"""UniPELT gate: one Linear(C, 1), sigmoid per token, mean over tokens -> one value per image.
+
+Why a mean of per-token sigmoids (not a sigmoid of the mean): that is what UniPELT's code does
+(methods.md §1.2-1.4); the value stays in (0, 1) and is ~0.5 at init (weight N(0, 0.02), bias 0).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TokenMeanGate(nn.Module):
+    param_role = "gate"
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, 1)
+        nn.init.normal_(self.linear.weight, std=0.02)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (B, ..., C) -> gate (B,), averaged over every token axis."""
+        g = torch.sigmoid(self.linear(tokens)).squeeze(-1)
+        return g.reshape(g.shape[0], -1).mean(dim=1)

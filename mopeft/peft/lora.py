@@ -1,0 +1,38 @@
+"""Low-rank updates of the query and value projections of SAM's fused ``qkv`` layer.
+
+Why separate from the fused Linear: the module only returns the deltas (B_q A_q h, B_v A_v h); the
+block adds them out of place and decides the multiplier (fixed alpha/r, or a learned gate in MoPEFT
+that REPLACES alpha/r, as in UniPELT). Key projections stay untouched.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class LoRAQV(nn.Module):
+    """Per block: A_q, A_v (r x C, Kaiming-uniform a=sqrt(5)); B_q, B_v (C x r, zero). 4rC params."""
+
+    param_role = "lora"
+
+    def __init__(self, dim: int, r: int, alpha: float | None = None) -> None:
+        super().__init__()
+        if r <= 0:
+            raise ValueError(f"LoRA rank must be positive, got {r}")
+        self.r = r
+        self.alpha = float(r if alpha is None else alpha)
+        self.scaling = self.alpha / r
+        self.a_q = nn.Linear(dim, r, bias=False)
+        self.b_q = nn.Linear(r, dim, bias=False)
+        self.a_v = nn.Linear(dim, r, bias=False)
+        self.b_v = nn.Linear(r, dim, bias=False)
+        for a, b in ((self.a_q, self.b_q), (self.a_v, self.b_v)):
+            nn.init.kaiming_uniform_(a.weight, a=math.sqrt(5))
+            nn.init.zeros_(b.weight)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h (..., C) -> unscaled (delta_q, delta_v), each (..., C)."""
+        return self.b_q(self.a_q(h)), self.b_v(self.a_v(h))

@@ -1,0 +1,187 @@
+"""Table A.1: per-class AP on FAIR-1M for baseline, prompt tuning, prefix tuning and LoRA.
+
+Inputs are ``mopeft score-detections`` JSONs (one per method and seed). The method comes from the
+JSON's ``method`` field (``--method``) or, failing that, from the cell path
+``.../cells/fair1m/{method}/...``. Several files of one method (seeds) are averaged per class.
+The study's names map to ours: Prompt Tuning = ``vpt``, Prefix Tuning = ``vpt_deep``.
+Its category means are compared as printed; its overall mAP is not printed, so the study column of
+the mAP row is the mean of its 34 per-class values (said in the notes). Inconsistencies inside the
+study's table (a printed category mean that is not the mean of its printed classes) are detected
+from the CSVs and listed in the notes, never hard-coded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mopeft.detection import CATEGORIES, canonical_class
+from mopeft.io import read_json
+
+TITLE = "Table A.1: FAIR-1M per-class AP@0.5 (%) of PEFT methods, ours vs. the study"
+# our method key -> (the study's CSV column, display label)
+METHODS: dict[str, tuple[str, str]] = {
+    "baseline": ("baseline", "Baseline"),
+    "vpt": ("prompt_tuning", "Prompt Tuning"),
+    "vpt_deep": ("prefix_tuning", "Prefix Tuning"),
+    "lora": ("lora", "LoRA"),
+}
+ALIASES = {"prompt_tuning": "vpt", "prefix_tuning": "vpt_deep"}
+
+
+def method_of(path: Path, data: dict[str, Any]) -> str:
+    """Method key of one AP file: the JSON's ``method``, else the folder after ``fair1m`` in the path."""
+    method = data.get("method")
+    if not method:
+        parts = path.parts
+        if "fair1m" in parts and parts.index("fair1m") + 1 < len(parts) - 1:
+            method = parts[parts.index("fair1m") + 1]
+    if not method:
+        raise ValueError(f"{path}: no 'method' field and no .../fair1m/<method>/... in the path")
+    return ALIASES.get(method, method)
+
+
+def load_ap_files(files: Iterable[str | Path]) -> dict[str, list[dict[str, float | None]]]:
+    """method -> list of {class: AP%} (one per file), validating names so typos cannot vanish."""
+    out: dict[str, list[dict[str, float | None]]] = defaultdict(list)
+    for f in files:
+        f = Path(f)
+        data = read_json(f)
+        if not isinstance(data, dict) or not isinstance(data.get("per_class_ap"), dict):
+            raise ValueError(f"{f}: not a score-detections result (no per_class_ap)")
+        aps: dict[str, float | None] = {}
+        for name, value in data["per_class_ap"].items():
+            cls = canonical_class(name)
+            if cls is None:
+                raise ValueError(f"{f}: unknown FAIR-1M class {name!r}")
+            aps[cls] = None if value is None else float(value)
+        out[method_of(f, data)].append(aps)
+    return dict(out)
+
+
+def _mean(values: Iterable[float | None]) -> float:
+    vals = [v for v in values if v is not None and not math.isnan(v)]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def study_values(paper_dir: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The study's per-class table (class names mapped to FAIR-1M XML spelling) and category means."""
+    from mopeft.report import paper
+
+    per_class = paper.load_paper_csv("fair1m_map", paper_dir)
+    cats = paper.load_paper_csv("fair1m_category_means", paper_dir)
+    per_class = per_class.copy()
+    names = [canonical_class(c) for c in per_class["class"]]
+    if None in names:
+        bad = [c for c, n in zip(per_class["class"], names, strict=True) if n is None]
+        raise ValueError(f"fair1m_map.csv: unknown class name(s) {bad}")
+    per_class["class"] = names
+    return per_class, cats.set_index("category")
+
+
+def study_inconsistencies(per_class: pd.DataFrame, cats: pd.DataFrame, tol: float = 0.0051) -> list[str]:
+    """Printed category means that differ from the mean of the printed per-class values by more than
+    rounding to 2 decimals can explain."""
+    notes = []
+    for col, label in METHODS.values():
+        for cat, grp in per_class.groupby("category", sort=False):
+            computed, printed = float(grp[col].mean()), float(cats.loc[cat, col])
+            if abs(computed - printed) > tol:
+                notes.append(
+                    f"The study prints {printed:.2f} as the {label} {cat} mean, but its {len(grp)} "
+                    f"per-class values average {computed:.2f}; the Diff. column uses the printed value."
+                )
+    return notes
+
+
+def assemble(
+    ap_files: Sequence[str | Path], paper_dir: str | Path | None = None
+) -> tuple[pd.DataFrame, list[str]]:
+    """Numeric Table A.1: one row per class, category mean and mAP; ours / study / diff per method."""
+    ours = load_ap_files(ap_files)
+    unknown = sorted(set(ours) - set(METHODS))
+    per_class, cats = study_values(paper_dir)
+    rows: list[dict[str, Any]] = []
+
+    def our_value(method: str, cls: str) -> float:
+        return _mean(run.get(cls) for run in ours.get(method, []))
+
+    def add(kind: str, category: str, name: str, values: dict[str, tuple[float, float]]) -> None:
+        row: dict[str, Any] = {"row": kind, "category": category, "class": name}
+        for method, (o, s) in values.items():
+            row[f"{method}_ours"] = o
+            row[f"{method}_study"] = s
+            row[f"{method}_diff"] = o - s if not (math.isnan(o) or math.isnan(s)) else math.nan
+        rows.append(row)
+
+    study = per_class.set_index("class")
+    for cat in CATEGORIES:
+        for cls in per_class.loc[per_class["category"] == cat, "class"]:
+            add("class", cat, cls, {m: (our_value(m, cls), float(study.loc[cls, col]))
+                                    for m, (col, _) in METHODS.items()})
+    for cat in CATEGORIES:
+        classes = list(per_class.loc[per_class["category"] == cat, "class"])
+        add("category mean", cat, "", {m: (_mean(our_value(m, c) for c in classes), float(cats.loc[cat, col]))
+                                       for m, (col, _) in METHODS.items()})
+    add("mAP (34 classes)", "", "", {
+        m: (_mean(our_value(m, c) for c in study.index), float(per_class[col].mean()))
+        for m, (col, _) in METHODS.items()
+    })
+    all37 = [c for names in CATEGORIES.values() for c in names]
+    add("mAP (37 classes)", "", "", {m: (_mean(our_value(m, c) for c in all37), math.nan) for m in METHODS})
+    df = pd.DataFrame(rows)
+    for m in METHODS:
+        df[f"{m}_runs"] = len(ours.get(m, []))
+    notes = [
+        "AP: DOTA-style VOC AP on oriented boxes at IoU >= 0.5, all-point interpolation, in percent.",
+        "Prompt Tuning = vpt (shallow VPT), Prefix Tuning = vpt_deep. Ours = mean over the seeds given.",
+        "Table A.1 lists 34 classes: the three other-* classes are left out of its rows and category "
+        "means; 'mAP (37 classes)' includes them (ours only).",
+        "The study prints no overall mAP; its value in the 'mAP (34 classes)' row is the mean of its 34 "
+        "per-class values.",
+        "Classes without GT in our test split have no AP (–) and are left out of every mean.",
+        *study_inconsistencies(per_class, cats),
+    ]
+    if unknown:
+        notes.append(f"AP files of methods not in Table A.1 were ignored: {', '.join(unknown)}.")
+    return df, notes
+
+
+def display_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Human form: one 'Ours / Study / Diff.' triple per method, 2 decimals, '–' for missing."""
+    from mopeft.report.tables import MISSING
+
+    def fmt(x: float, signed: bool = False) -> str:
+        if x is None or (isinstance(x, float) and math.isnan(x)):
+            return MISSING
+        return f"{x:+.2f}" if signed else f"{x:.2f}"
+
+    out = pd.DataFrame({
+        "Category": df["category"],
+        "Class": [c if r == "class" else r for c, r in zip(df["class"], df["row"], strict=True)],
+    })
+    for m, (_, label) in METHODS.items():
+        out[f"{label} (ours)"] = [fmt(v) for v in df[f"{m}_ours"]]
+        out[f"{label} (study)"] = [fmt(v) for v in df[f"{m}_study"]]
+        out[f"{label} Diff."] = [fmt(v, signed=True) for v in df[f"{m}_diff"]]
+    return out
+
+
+def build(args: argparse.Namespace) -> None:
+    """``mopeft table a1 --cells <score-detections JSONs> --config CFG --out STEM``."""
+    from mopeft.report.provenance import collect_provenance
+    from mopeft.report.tables import write_table
+
+    files = [Path(f) for f in args.cells]
+    if not files:
+        raise ValueError("table a1 needs --cells: score-detections JSON files of the FAIR-1M cells")
+    df, notes = assemble(files, getattr(args, "paper_dir", None))
+    prov = collect_provenance(args.config, [read_json(f) for f in files])
+    write_table(df, args.out, TITLE, prov, notes, display=display_frame(df))

@@ -1,0 +1,344 @@
+"""Table assembly: cell results beside the study's values, written as CSV, Markdown and LaTeX.
+
+Why one module for reading cells, comparing and writing: every result table (4.3–4.8) follows the
+same contract — our value (mean ± std over seeds), the study's value, and the difference — so the
+builders only decide *which* cell goes in *which* column. The CSV keeps numbers machine-readable
+(separate mean/std/n columns); Markdown and LaTeX carry the human form plus notes and provenance.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mopeft.io import atomic_path, read_json, write_text
+from mopeft.report.provenance import provenance_lines
+
+MISSING = "–"
+
+METHOD_LABELS: dict[str, str] = {
+    "baseline": "Baseline",
+    "decoder_ft": "decoderFT",
+    "full_ft": "Full FT",
+    "lora": "LoRA",
+    "vpt_deep": "VPT Deep",
+    "vpt": "VPT",
+    "adapter": "Adapter",
+    "mopeft": "MoPEFT",
+}
+
+
+# --------------------------------------------------------------------------------------------- cells
+@dataclass(frozen=True)
+class Cell:
+    """One cell's combined ``metrics.json`` (the pipeline contract in docs/architecture.md)."""
+
+    path: Path
+    dataset: str
+    method: str
+    variant: str
+    seed: int
+    miou: float
+    options: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def folder(self) -> Path:
+        return self.path.parent
+
+
+def load_cell(path: str | os.PathLike[str]) -> Cell:
+    """Read one cell's metrics.json; missing or malformed fields raise an error naming the file."""
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object (a cell's metrics.json)")
+    missing = [k for k in ("dataset", "method", "miou") if k not in data]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {missing} (expected a cell's combined metrics.json)")
+    try:
+        miou = float(data["miou"])
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: 'miou' is not a number ({data['miou']!r})") from None
+    options = data.get("method_options") or {}
+    if not isinstance(options, dict):
+        raise ValueError(f"{path}: 'method_options' must be an object")
+    return Cell(
+        path=path,
+        dataset=str(data["dataset"]),
+        method=str(data["method"]),
+        variant=str(data.get("variant", "default")),
+        seed=int(data.get("seed", 0)),
+        miou=miou,
+        options=dict(options),
+        raw=data,
+    )
+
+
+def load_cells(paths: Iterable[str | os.PathLike[str]]) -> list[Cell]:
+    return [load_cell(p) for p in paths]
+
+
+# ---------------------------------------------------------------------------------------- comparison
+def seed_stats(values: Sequence[float]) -> tuple[float, float, int]:
+    """(mean, sample std with ddof=1 — NaN for one seed, n) of one cell's seeds."""
+    n = len(values)
+    if n == 0:
+        return math.nan, math.nan, 0
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if n > 1 else math.nan, n
+
+
+def _r2(x: float) -> float:
+    return math.nan if x is None or (isinstance(x, float) and math.isnan(x)) else round(float(x), 2)
+
+
+def _fmt(x: float, signed: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return MISSING
+    return f"{x:+.2f}" if signed else f"{x:.2f}"
+
+
+def _fmt_ours(mean: float, std: float, n: int | None, multi: bool) -> str:
+    """Our value as printed; ``n is None`` marks a mean row (an average of datasets, not of seeds)."""
+    if math.isnan(mean) or n == 0:
+        return MISSING
+    if n is None:
+        return f"{mean:.2f}"
+    if multi and n > 1:
+        return f"{mean:.2f} ± {std:.2f} (n={n})"
+    if multi:
+        return f"{mean:.2f} (n={n})"
+    return f"{mean:.2f}"
+
+
+def comparison_table(
+    rows: pd.DataFrame,
+    columns: Sequence[str],
+    ours: Mapping[tuple[str, str], Sequence[float]],
+    paper: Mapping[tuple[str, str], float],
+    labels: Mapping[str, str] | None = None,
+    means: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Build the CSV frame, the display frame and explanatory notes of an ours-vs-study table.
+
+    ``rows`` has columns ``domain``, ``dataset``, ``name`` in display order; ``ours[(dataset, column)]``
+    lists the seeds' mIoUs; ``paper[(dataset, column)]`` is the study's value. Values are rounded to two
+    decimals (the study's precision) and the difference is taken from the rounded mean, so the printed
+    numbers subtract exactly. With several seeds anywhere in the table every column uses the
+    ``M_mean, M_std, M_n`` layout, so the CSV schema does not depend on which cells happen to repeat.
+    """
+    labels = dict(labels or {})
+    multi = any(len(v) > 1 for v in ours.values())
+    records: list[dict[str, Any]] = []
+    display: list[dict[str, str]] = []
+    per_dataset_mean: dict[tuple[str, str], float] = {}
+
+    def add_row(
+        domain: str, dataset: str, name: str, cells: dict[str, tuple[float, float, int | None, float]]
+    ) -> None:
+        rec: dict[str, Any] = {"domain": domain, "dataset": dataset, "name": name}
+        disp = {"Domain": domain, "Dataset": name}
+        for col in columns:
+            mean, std, n, ref = cells[col]
+            mean_r, std_r, ref_r = _r2(mean), _r2(std), _r2(ref)
+            diff = _r2(mean_r - ref_r) if not (math.isnan(mean_r) or math.isnan(ref_r)) else math.nan
+            if multi:
+                rec[f"{col}_mean"], rec[f"{col}_std"] = mean_r, std_r
+                rec[f"{col}_n"] = n or math.nan
+            else:
+                rec[col] = mean_r
+            rec[f"{col}_paper"], rec[f"{col}_diff"] = ref_r, diff
+            label = labels.get(col, col)
+            disp[label] = _fmt_ours(mean_r, std_r, n, multi)
+            disp[f"{label} (paper)"] = _fmt(ref_r)
+            disp[f"{label} Δ"] = _fmt(diff, signed=True)
+        records.append(rec)
+        display.append(disp)
+
+    for row in rows.itertuples(index=False):
+        cells = {}
+        for col in columns:
+            mean, std, n = seed_stats(list(ours.get((row.dataset, col), [])))
+            ref = paper.get((row.dataset, col), math.nan)
+            ref = math.nan if ref is None or pd.isna(ref) else float(ref)
+            cells[col] = (mean, std, n, ref)
+            if n:
+                per_dataset_mean[(row.dataset, col)] = mean
+        add_row(row.domain, row.dataset, row.name, cells)
+
+    notes: list[str] = []
+    if means and per_dataset_mean:
+        groups = [
+            (d, rows.loc[rows["domain"] == d, "dataset"].tolist()) for d in dict.fromkeys(rows["domain"])
+        ]
+        groups.append(("all", rows["dataset"].tolist()))
+        for domain, datasets in groups:
+            cells = {}
+            for col in columns:
+                present = [d for d in datasets if (d, col) in per_dataset_mean]
+                # Rounded per-dataset values are what the table shows; the mean is of those.
+                vals = [_r2(per_dataset_mean[(d, col)]) for d in present]
+                refs = [paper.get((d, col), math.nan) for d in present]
+                refs = [float(r) for r in refs if r is not None and not pd.isna(r)]
+                mean = float(np.mean(vals)) if vals else math.nan
+                ref = float(np.mean(refs)) if refs and len(refs) == len(vals) else math.nan
+                cells[col] = (mean, math.nan, None, ref)
+            if any(not math.isnan(c[0]) for c in cells.values()):
+                name = (
+                    "Mean (all datasets present)" if domain == "all" else f"Mean {domain} (datasets present)"
+                )
+                add_row(domain, "mean", name, cells)
+        counts = {
+            labels.get(c, c): sum(1 for d in rows["dataset"] if (d, c) in per_dataset_mean) for c in columns
+        }
+        notes.append(
+            "Mean rows average only the datasets for which we have a value (per column: "
+            + ", ".join(f"{k} {v}/{len(rows)}" for k, v in counts.items())
+            + "); the study's mean in those rows is over the same datasets, so the difference is like "
+            "for like."
+        )
+    if multi:
+        notes.append(
+            "Our values are mean ± sample standard deviation (ddof=1) over n seeds; "
+            "the difference is taken from the mean."
+        )
+    notes.append(f"{MISSING}: no result (cell not run in this configuration, or no value in the study).")
+    frame = pd.DataFrame.from_records(records)
+    for col in columns:
+        if f"{col}_n" in frame:
+            frame[f"{col}_n"] = frame[f"{col}_n"].astype("Int64")  # counts stay integers beside empty cells
+    return frame, pd.DataFrame.from_records(display), notes
+
+
+# ------------------------------------------------------------------------------------------- writing
+_TEX_SPECIALS = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "|": r"\textbar{}",
+}
+_TEX_UNICODE = {
+    "±": r"\ensuremath{\pm}",
+    "Δ": r"\ensuremath{\Delta}",
+    "–": "--",
+    "×": r"\ensuremath{\times}",
+    "≤": r"\ensuremath{\leq}",
+    "≥": r"\ensuremath{\geq}",
+    "−": "-",
+    "τ": r"\ensuremath{\tau}",
+    "—": "---",
+    "§": r"\S{}",
+}
+
+
+def tex_escape(text: Any) -> str:
+    """Escape LaTeX specials (and the few non-ASCII symbols the tables use) in one cell."""
+    out = "".join(_TEX_SPECIALS.get(ch, ch) for ch in str(text))
+    for k, v in _TEX_UNICODE.items():
+        out = out.replace(k, v)
+    return out
+
+
+def _cell_text(value: Any) -> str:
+    if value is None or (not isinstance(value, str) and bool(pd.isna(value))):
+        return MISSING
+    if isinstance(value, float | np.floating):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _is_numeric_column(values: Iterable[str]) -> bool:
+    seen = False
+    for v in values:
+        if v == MISSING or v == "":
+            continue
+        seen = True
+        if not (v[0].isdigit() or (v[0] in "+-" and len(v) > 1 and v[1].isdigit())):
+            return False
+    return seen
+
+
+def _text_frame(df: pd.DataFrame) -> pd.DataFrame:
+    return df.apply(lambda col: col.map(_cell_text)).astype(str) if len(df) else df.astype(str)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """GitHub pipe table (numbers right-aligned); written by hand to keep tabulate optional."""
+    text = _text_frame(df)
+    header = [str(c) for c in df.columns]
+    align = ["---:" if _is_numeric_column(text[c]) else ":---" for c in df.columns]
+
+    def line(cells: Iterable[str]) -> str:
+        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+    out = [line(header), "|" + "|".join(align) + "|"]
+    out += [line(r) for r in text.itertuples(index=False)]
+    return "\n".join(out)
+
+
+def to_latex(df: pd.DataFrame, title: str, label: str, footer: Sequence[str]) -> str:
+    """A booktabs tabular inside a floating table with caption; footer lines set small below it."""
+    text = _text_frame(df)
+    spec = "".join("r" if _is_numeric_column(text[c]) else "l" for c in df.columns)
+    lines = [
+        r"\begin{table}[htbp]",
+        r"\centering",
+        rf"\caption{{{tex_escape(title)}}}",
+        rf"\label{{tab:{label}}}",
+        r"\resizebox{\textwidth}{!}{%",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        " & ".join(tex_escape(c) for c in df.columns) + r" \\",
+        r"\midrule",
+    ]
+    lines += [" & ".join(tex_escape(v) for v in row) + r" \\" for row in text.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}}"]
+    if footer:
+        lines.append(r"\par\smallskip\begin{minipage}{\textwidth}\footnotesize")
+        lines += [tex_escape(f) + r"\par" for f in footer]
+        lines.append(r"\end{minipage}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def write_table(
+    df: pd.DataFrame,
+    out_stem: str | os.PathLike[str],
+    title: str,
+    provenance: Mapping[str, Any],
+    notes: Sequence[str],
+    *,
+    display: pd.DataFrame | None = None,
+) -> None:
+    """Write ``out_stem``.csv (``df``), .md and .tex (``display`` if given, else ``df``), atomically.
+
+    The Markdown has the title, the table, the notes and the provenance lines; the LaTeX puts the same
+    notes and provenance under the tabular, so no copy of a table travels without its origin.
+    """
+    stem = Path(out_stem)
+    shown = df if display is None else display
+    prov = provenance_lines(provenance)
+    with atomic_path(stem.with_name(stem.name + ".csv")) as tmp:
+        df.to_csv(tmp, index=False)
+    md = [f"# {title}", "", to_markdown(shown), ""]
+    if notes:
+        md += ["Notes:", "", *[f"- {n}" for n in notes], ""]
+    md += ["Provenance:", "", *[f"- {p}" for p in prov], ""]
+    write_text(stem.with_name(stem.name + ".md"), "\n".join(md))
+    footer = [*notes, *[f"Provenance — {p}" for p in prov]]
+    write_text(stem.with_name(stem.name + ".tex"), to_latex(shown, title, stem.name, footer))

@@ -1,0 +1,72 @@
+"""Shared fixtures: a tiny prepared dataset written directly in the prepared layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mopeft.data.common import save_image, save_label
+from mopeft.io import write_json
+
+torch.set_num_threads(1)
+
+
+def write_blocky_dataset(
+    root: Path,
+    n_train: int = 4,
+    n_test: int = 3,
+    num_classes: int = 3,
+    size: tuple[int, int] = (40, 56),
+    seed: int = 0,
+    key: str = "toy",
+    train_split: str = "official",
+    tasks: tuple[str, ...] = (),
+) -> Path:
+    """Images whose colour encodes the class of each block, so a model can learn the mapping."""
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 256, size=(num_classes, 3))
+    out = root / key
+    counts = {}
+    roots = [out / t for t in tasks] if tasks else [out]
+    splits = {"train": n_train if train_split == "official" else 0, "test": n_test}
+    for sroot in roots:
+        for split, n in splits.items():
+            (sroot / split / "images").mkdir(parents=True, exist_ok=True)
+            (sroot / split / "labels").mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                h, w = size
+                coarse = rng.integers(0, num_classes, size=(h // 8 + 1, w // 8 + 1))
+                label = np.kron(coarse, np.ones((8, 8), dtype=np.int64))[:h, :w].astype(np.uint8)
+                label[0, 0] = 255  # an ignored pixel
+                image = palette[label.clip(max=num_classes - 1)].astype(np.int64)
+                image = (image + rng.integers(-20, 21, size=image.shape)).clip(0, 255).astype(np.uint8)
+                save_image(sroot / split / "images" / f"{split}_{i:03d}.png", image)
+                save_label(sroot / split / "labels" / f"{split}_{i:03d}.png", label, num_classes)
+            counts[(f"{sroot.name}/" if tasks else "") + split] = n
+    write_json(
+        out / "meta.json",
+        {
+            "dataset": key,
+            "name": key,
+            "domain": "Test",
+            "classes": [f"c{i}" for i in range(num_classes)],
+            "num_classes": num_classes,
+            "ignore_index": 255,
+            "channels": "RGB",
+            "tasks": list(tasks),
+            "train_split": train_split,
+            "counts": counts,
+            "sources": {},
+            "synthetic": True,
+            "tile_size": 1024,
+        },
+    )
+    return out
+
+
+@pytest.fixture
+def toy_dataset(tmp_path: Path) -> Path:
+    return write_blocky_dataset(tmp_path / "prepared")

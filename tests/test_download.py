@@ -1,0 +1,185 @@
+"""Download logic without the internet: a Range-capable HTTP server on 127.0.0.1 in a thread."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+
+from mopeft.data import download as dl
+from mopeft.data.spec import Source
+
+BODY = bytes(range(256)) * 64  # 16 KiB
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Serves BODY at /file.bin honouring ``Range: bytes=N-``; /norange.bin ignores Range."""
+
+    requests: ClassVar[list[str | None]] = []
+
+    def do_GET(self) -> None:
+        rng = self.headers.get("Range")
+        type(self).requests.append(rng)
+        if self.path not in ("/file.bin", "/norange.bin"):
+            self.send_error(404)
+            return
+        start = 0
+        if rng and self.path == "/file.bin":
+            start = int(rng.removeprefix("bytes=").split("-")[0])
+            if start >= len(BODY):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(BODY)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(BODY) - 1}/{len(BODY)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(BODY) - start))
+        self.end_headers()
+        self.wfile.write(BODY[start:])
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[str]:
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    httpd.timeout = 5
+    _Handler.requests = []
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    stopper = threading.Timer(60, httpd.shutdown)  # bounded even if a test hangs
+    stopper.daemon = True
+    stopper.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        stopper.cancel()
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(5)
+
+
+SHA = hashlib.sha256(BODY).hexdigest()
+MD5 = hashlib.md5(BODY).hexdigest()
+
+
+def test_http_download_resumes_part_file(server: str, tmp_path: Path) -> None:
+    dest = tmp_path / "file.bin"
+    (tmp_path / "file.bin.part").write_bytes(BODY[:5000])
+    dl.http_download(f"{server}/file.bin", dest)
+    assert dest.read_bytes() == BODY
+    assert not (tmp_path / "file.bin.part").exists()
+    assert _Handler.requests == ["bytes=5000-"]
+
+
+def test_server_ignoring_range_restarts_cleanly(server: str, tmp_path: Path) -> None:
+    (tmp_path / "norange.bin.part").write_bytes(b"garbage" * 10)
+    dl.http_download(f"{server}/norange.bin", tmp_path / "norange.bin")
+    assert (tmp_path / "norange.bin").read_bytes() == BODY
+
+
+def test_complete_part_file_416(server: str, tmp_path: Path) -> None:
+    (tmp_path / "file.bin.part").write_bytes(BODY)
+    dl.http_download(f"{server}/file.bin", tmp_path / "file.bin")
+    assert (tmp_path / "file.bin").read_bytes() == BODY
+
+
+def test_download_checks_checksums_and_caches(server: str, tmp_path: Path) -> None:
+    cache, raw = tmp_path / "cache", tmp_path / "raw"
+    src = Source("file.bin", "http", url=f"{server}/file.bin", sha256=SHA, md5=MD5)
+    dl.download_sources([src], raw, "toy", cache)
+    assert (raw / "file.bin").read_bytes() == BODY
+    assert (cache / "toy" / "file.bin").exists()
+    n = len(_Handler.requests)
+    # a second raw folder reuses the cached copy without touching the server
+    dl.download_sources([src], tmp_path / "raw2", "toy", cache)
+    assert (tmp_path / "raw2" / "file.bin").read_bytes() == BODY
+    assert len(_Handler.requests) == n
+
+
+def test_cached_file_with_wrong_checksum_is_replaced(server: str, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    (cache / "toy").mkdir(parents=True)
+    (cache / "toy" / "file.bin").write_bytes(b"stale")
+    src = Source("file.bin", "http", url=f"{server}/file.bin", sha256=SHA)
+    dl.download_sources([src], tmp_path / "raw", "toy", cache)
+    assert (tmp_path / "raw" / "file.bin").read_bytes() == BODY
+
+
+def test_wrong_checksum_is_an_error_naming_the_file(server: str, tmp_path: Path) -> None:
+    src = Source("file.bin", "http", url=f"{server}/file.bin", sha256="0" * 64)
+    with pytest.raises(dl.ChecksumError, match=r"file\.bin: sha256 .* does not match"):
+        dl.download_sources([src], tmp_path / "raw", "toy", tmp_path / "cache")
+    assert not (tmp_path / "raw" / "file.bin").exists()
+    assert (tmp_path / "cache" / "toy" / "file.bin.bad").exists()
+
+
+def test_http_error_names_the_file(server: str, tmp_path: Path) -> None:
+    with pytest.raises(dl.PrepareError, match=r"missing\.bin: HTTP 404"):
+        dl.http_download(f"{server}/missing.bin", tmp_path / "missing.bin")
+
+
+def test_manual_sources_listed_in_one_error(tmp_path: Path) -> None:
+    with pytest.raises(dl.ManualDownloadRequired) as err:
+        dl.download_dataset("bdd100k", tmp_path / "raw", cache=tmp_path / "cache")
+    msg = str(err.value)
+    for name in ("bdd100k_images_10k.zip", "bdd100k_sem_seg_labels_trainval.zip"):
+        assert f"{name}: put it at {tmp_path / 'raw' / name}" in msg
+    assert "bdd-data.berkeley.edu" in msg
+
+
+def test_manual_file_present_is_checked(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    src = Source("a.zip", "manual", md5=MD5, instructions="ask the authors")
+    (raw / "a.zip").write_bytes(BODY)
+    assert dl.download_sources([src], raw, "toy", tmp_path / "cache") == [raw / "a.zip"]
+    (raw / "a.zip").write_bytes(b"other")
+    with pytest.raises(dl.ChecksumError, match=r"a\.zip: md5"):
+        dl.download_sources([src], raw, "toy", tmp_path / "cache")
+
+
+def test_gdrive_confirm_page_parsing() -> None:
+    page = (
+        '<html><form id="download-form" action="https://drive.usercontent.google.com/download" method="get">'
+        '<input type="hidden" name="id" value="ABC"><input type="hidden" name="export" value="download">'
+        '<input type="hidden" name="confirm" value="t"><input type="hidden" name="uuid" value="u-1">'
+        "</form></html>"
+    )
+    url = dl._gdrive_confirm_url(page, "ABC")
+    assert url == "https://drive.usercontent.google.com/download?id=ABC&export=download&confirm=t&uuid=u-1"
+    assert "confirm=XyZ" in dl._gdrive_confirm_url(
+        'href="/uc?export=download&amp;confirm=XyZ&amp;id=ABC"', "ABC"
+    )
+    assert dl._gdrive_confirm_url("<html>quota exceeded</html>", "ABC") is None
+
+
+def test_git_clone_at_ref(tmp_path: Path) -> None:
+    import subprocess
+
+    origin = tmp_path / "origin"
+    origin.mkdir()
+    env_args = ["-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(origin)], check=True)
+    (origin / "a.txt").write_text("one")
+    subprocess.run(["git", "-C", str(origin), "add", "a.txt"], check=True)
+    subprocess.run(["git", *env_args, "-C", str(origin), "commit", "-qm", "1"], check=True)
+    first = subprocess.run(["git", "-C", str(origin), "rev-parse", "HEAD"], capture_output=True, text=True)
+    (origin / "a.txt").write_text("two")
+    subprocess.run(["git", *env_args, "-C", str(origin), "commit", "-qam", "2"], check=True)
+    dl.git_clone(origin.as_uri(), tmp_path / "at_ref", first.stdout.strip())
+    assert (tmp_path / "at_ref" / "a.txt").read_text() == "one"
+    dl.git_clone(origin.as_uri(), tmp_path / "head")
+    assert (tmp_path / "head" / "a.txt").read_text() == "two"
+    with pytest.raises(dl.PrepareError, match="failed"):
+        dl.git_clone((tmp_path / "nowhere").as_uri(), tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()

@@ -1,0 +1,152 @@
+"""The Snakemake DAG: the study's full grid is planned, a single cell plans only its own jobs,
+the profile resolves from the checkout root, and `snakemake --lint` is clean."""
+
+from __future__ import annotations
+
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mopeft.data.registry import get_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+
+
+def _workflow_copy(tmp_path: Path) -> Path:
+    shutil.copy(ROOT / "Snakefile", tmp_path / "Snakefile")
+    shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    return tmp_path
+
+
+def _snakemake(cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "--workflow-profile", "none", *args]
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    res.out = res.stdout + res.stderr  # Snakemake 9 logs to stdout
+    return res
+
+
+def _planned(out: str) -> tuple[Counter, set[str]]:
+    """Rule counts and output files of a `snakemake -n` listing."""
+    rules = Counter(re.findall(r"^(?:local)?rule (\w+):$", out, flags=re.M))
+    outputs: set[str] = set()
+    for line in re.findall(r"^    output: (.+)$", out, flags=re.M):
+        outputs.update(p.strip() for p in line.split(","))
+    return rules, outputs
+
+
+def _units(dataset: str) -> list[str]:
+    spec = get_spec(dataset)
+    if spec.tasks:
+        return list(spec.tasks)
+    if spec.train_split == "none":
+        return [f"fold{i}" for i in range(STUDY["data"]["kfold"])]
+    return ["main"]
+
+
+@pytest.fixture(scope="module")
+def study_plan(tmp_path_factory):
+    wf = _workflow_copy(tmp_path_factory.mktemp("study"))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    res = _snakemake(wf, "-n")
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    assert res.returncode == 0, res.out[-3000:]
+    rules, outputs = _planned(res.out)
+    return rules, outputs, wall, cpu
+
+
+def test_study_dag_has_every_cell(study_plan):
+    rules, outputs, _, _ = study_plan
+    seg = [d for d in STUDY["datasets"] if d != STUDY["detection"]["dataset"]]
+    expected = set()
+    for d in seg:
+        for m in STUDY["main"]["methods"]:
+            expected.add(f"results/study/cells/{d}/{m}/default/seed0/metrics.json")
+    for s in STUDY["ablations"]["studies"]:
+        for d in s["datasets"]:
+            for v in s["values"]:
+                variant = "default" if v == s["default"] else f"{s['label']}{v}"
+                expected.add(f"results/study/cells/{d}/mopeft/{variant}/seed0/metrics.json")
+    missing = expected - outputs
+    assert not missing, sorted(missing)[:10]
+    assert rules["combine"] == len(expected) == 22 * 7 + 2 * 9 + 3 * 9 + 3 * 8
+    # every unit of every cell is trained and evaluated
+    cells = [p.split("/")[3:6] for p in expected]
+    n_units = sum(len(_units(d)) for d, _, _ in cells)
+    assert rules["evaluate"] == n_units
+    assert rules["train"] == n_units + len(STUDY["detection"]["methods"])
+    assert rules["prepare"] == rules["raw"] == len(STUDY["datasets"])
+    for m in STUDY["detection"]["methods"]:
+        assert f"results/study/cells/fair1m/{m}/default/seed0/ap.json" in outputs
+    for m in STUDY["efficiency"]["methods"]:
+        assert f"results/study/efficiency/params/{m}.json" in outputs
+        assert f"results/study/efficiency/flops/{m}.json" in outputs
+    assert "results/study/efficiency/bench.json" in outputs
+    for t in ("4_1", "4_2", "4_3", "4_4", "4_5", "4_6", "4_7", "4_8", "a1"):
+        assert f"results/study/tables/table_{t}.csv" in outputs
+    assert "results/study/figures/gate_frequency.png" in outputs
+    assert rules["weights"] == 1
+
+
+def test_study_dag_is_fast(study_plan):
+    _, _, wall, cpu = study_plan
+    print(f"study dry-run: {wall:.1f} s wall, {cpu:.1f} s CPU")
+    # CPU time is what the DAG costs; wall time also counts other processes on a shared machine.
+    assert cpu <= 10, f"dry-run of the study took {cpu:.1f} s CPU"
+
+
+def test_single_demo_cell_plans_only_its_jobs(tmp_path):
+    wf = _workflow_copy(tmp_path)
+    target = "results/demo/cells/dark_zurich/lora/default/seed0/metrics.json"
+    res = _snakemake(wf, target, "-n", "--configfile", "config/demo.yaml")
+    assert res.returncode == 0, res.out[-3000:]
+    rules, outputs = _planned(res.out)
+    assert rules == Counter(raw=1, prepare=1, train=2, evaluate=2, combine=1)
+    assert target in outputs
+
+
+def test_forcing_one_cells_training(tmp_path):
+    """`-R train -- <cell>` replans exactly that cell's training (nothing exists yet: all of it)."""
+    wf = _workflow_copy(tmp_path)
+    target = "results/demo/cells/kvasir_instrument/mopeft/r16/seed0/metrics.json"
+    res = _snakemake(wf, "-n", "--configfile", "config/demo.yaml", "-R", "train", "--", target)
+    assert res.returncode == 0, res.out[-3000:]
+    rules, _ = _planned(res.out)
+    assert rules["train"] == 1 and rules["combine"] == 1 and "table" not in rules
+
+
+def test_lint_is_clean(tmp_path):
+    res = _snakemake(ROOT, "--lint")
+    assert res.returncode == 0, res.out[-3000:]
+    assert "Congratulations" in res.out
+
+
+def test_slurm_profile_resolves_from_the_checkout_root():
+    """`snakemake --cores all --profile slurm` finds ./slurm -> profiles/slurm."""
+    assert (ROOT / "slurm").resolve() == (ROOT / "profiles/slurm").resolve()
+    profile = yaml.safe_load((ROOT / "profiles/slurm/config.yaml").read_text())
+    assert profile["executor"] == "slurm"
+    for rule in ("train", "evaluate", "bench"):
+        assert profile["set-resources"][rule]["gpu"] == 1
+        assert profile["set-resources"][rule]["cpus_per_task"] >= 1
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    res = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "all", "--profile", "slurm", "-n",
+         "--configfile", "config/demo.yaml"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert "no profile.yaml" not in out

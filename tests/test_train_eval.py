@@ -1,0 +1,254 @@
+"""Training, resume-after-kill, evaluation and unit combination, end to end on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_blocky_dataset
+
+from mopeft.cli import main
+from mopeft.data.loader import SegmentationPairs
+from mopeft.data.units import load_unit
+from mopeft.evaluation.metrics import ConfusionMatrix
+from mopeft.methods import METHODS
+from mopeft.model.build import trainable_state_dict
+from mopeft.train.checkpoint import build_from_config, load_model, model_config
+from mopeft.train.loop import TrainSettings, batch_indices, train
+
+# The tiny random-init model has gradients of ~1e-7: an L2 weight decay of 1e-4 inside Adam would
+# dominate them, so these short runs use wd 0 and a larger lr (the study's values are the CLI defaults).
+FAST = ["--arch", "tiny", "--batch-size", "2", "--lr", "1e-2", "--weight-decay", "0"]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_trains_20_steps_with_falling_loss_and_evaluates(tmp_path, method):
+    ds = write_blocky_dataset(tmp_path / "prepared", n_train=2, n_test=2)
+    out = tmp_path / "cell"
+    assert (
+        main(["train", "--data", str(ds), "--method", method, "--steps", "20", *FAST, "--out", str(out)]) == 0
+    )
+    losses = json.loads((out / "train_log.json").read_text())["losses"]
+    assert len(losses) == 20
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]), losses
+    assert not (out / "train_state.pt").exists()  # the resume file is removed once model.pt exists
+    assert (
+        main(["evaluate", "--model", str(out / "model.pt"), "--data", str(ds), "--out", str(out / "eval")])
+        == 0
+    )
+    metrics = json.loads((out / "eval" / "metrics.json").read_text())
+    assert metrics["method"] == method and metrics["num_images"] == 2 and metrics["weights"] == "random init"
+    assert 0 <= metrics["miou"] <= 100
+    gates = np.load(out / "eval" / "gates.npz")
+    if method == "mopeft":
+        assert set(gates.files) == {"lora_q", "lora_v", "prefix", "adapter"}
+        assert all(gates[k].shape == (2, 4) for k in gates.files)  # 2 images x 4 tiny blocks
+        assert all(((gates[k] > 0) & (gates[k] < 1)).all() for k in gates.files)
+    else:
+        assert gates.files == []
+
+
+def test_checkpoint_holds_only_trainable_tensors_and_reloads_exactly(tmp_path):
+    ds = write_blocky_dataset(tmp_path / "prepared", n_train=2, n_test=1)
+    out = tmp_path / "cell"
+    main(["train", "--data", str(ds), "--method", "lora", "--steps", "3", *FAST, "--out", str(out)])
+    payload = torch.load(out / "model.pt", weights_only=True)
+    model = load_model(out / "model.pt")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert set(payload["trainable"]) == trainable
+    for name, value in trainable_state_dict(model).items():
+        assert torch.equal(value, payload["trainable"][name])
+    # frozen weights are rebuilt from the recorded init seed, not stored
+    fresh = build_from_config(payload["config"])
+    frozen = {n: p for n, p in fresh.named_parameters() if not p.requires_grad}
+    for n, p in model.named_parameters():
+        if n in frozen:
+            assert torch.equal(p, frozen[n]), n
+
+
+def _run(tmp_path: Path, method: str, steps: int, kill_after: int | None) -> dict[str, torch.Tensor]:
+    ds = write_blocky_dataset(tmp_path / "prepared", n_train=5, n_test=1)
+    unit = load_unit(ds, "main")
+    cfg = model_config("tiny", unit.num_classes, method, METHODS[method].defaults, 96, None, None, 0)
+    settings = TrainSettings(
+        steps=steps, batch_size=2, lr=1e-2, weight_decay=1e-4, checkpoint_every=2, seed=3
+    )
+    resume = tmp_path / f"{method}-{kill_after}.state"
+
+    class Killed(Exception):
+        pass
+
+    def kill(step: int, loss: float) -> None:
+        if kill_after is not None and step == kill_after:
+            raise Killed
+
+    model = build_from_config(cfg)
+    data = SegmentationPairs(unit.train, 96)
+    if kill_after is not None:
+        with pytest.raises(Killed):
+            train(model, data, settings, resume, on_step=kill)
+        model = build_from_config(cfg)  # a new process: fresh model, state only from the resume file
+    train(model, data, settings, resume)
+    return trainable_state_dict(model)
+
+
+@pytest.mark.parametrize("kill_after", [0, 3, 4])  # before the first save, between saves, right after one
+def test_resume_after_kill_reaches_the_same_weights(tmp_path, kill_after):
+    reference = _run(tmp_path / "a", "mopeft", 7, None)
+    resumed = _run(tmp_path / "b", "mopeft", 7, kill_after)
+    assert reference.keys() == resumed.keys()
+    for k in reference:
+        assert torch.equal(reference[k], resumed[k]), k
+
+
+def test_sigkilled_training_process_resumes_to_identical_weights(tmp_path):
+    """A real SIGKILL of `mopeft train` mid-run, restarted: same model.pt tensors as an uninterrupted run."""
+    ds = write_blocky_dataset(tmp_path / "prepared", n_train=6, n_test=1)
+    args = [
+        sys.executable,
+        "-m",
+        "mopeft.cli",
+        "train",
+        "--data",
+        str(ds),
+        "--method",
+        "adapter",
+        "--steps",
+        "40",
+        "--checkpoint-every",
+        "1",
+        *FAST,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run([*args, "--out", str(tmp_path / "ref")], check=True, env=env, capture_output=True)
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(
+        [*args, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 120
+    while not (killed / "train_state.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model.pt").exists(), "the run finished before it could be killed"
+    state = torch.load(killed / "train_state.pt", weights_only=True)
+    assert 0 < state["step"] < 40
+    subprocess.run([*args, "--out", str(killed)], check=True, env=env, capture_output=True)
+    a = torch.load(tmp_path / "ref" / "model.pt", weights_only=True)["trainable"]
+    b = torch.load(killed / "model.pt", weights_only=True)["trainable"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_batches_cover_each_epoch_exactly_once():
+    seen = sorted(i for step in range(3) for i in batch_indices(7, 3, step, seed=1))
+    assert seen == list(range(7))
+    assert batch_indices(7, 3, 5, seed=1) == batch_indices(7, 3, 5, seed=1)
+
+
+def _unit_eval(d: Path, unit: str, pred: np.ndarray, gt: np.ndarray, k: int) -> Path:
+    cm = ConfusionMatrix(k)
+    cm.update(pred, gt)
+    d.mkdir(parents=True)
+    cm.save(d / "confusion.npy")
+    res = cm.compute()
+    (d / "metrics.json").write_text(
+        json.dumps(
+            {
+                "unit": unit,
+                "miou": res["miou"],
+                "num_images": 1,
+                "method": "lora",
+                "method_options": {"r": 8},
+                "arch": "tiny",
+                "image_size": 96,
+                "weights": "random init",
+                "seed": 0,
+                "per_class_iou": {f"c{i}": v for i, v in enumerate(res["per_class_iou"])},
+            }
+        )
+    )
+    np.savez(d / "gates.npz")
+    return d
+
+
+def test_combine_pools_folds_and_averages_tasks(tmp_path):
+    gt1, pr1 = np.array([[0, 0, 1, 1]]), np.array([[0, 0, 0, 1]])
+    gt2, pr2 = np.array([[1, 1, 1, 0]]), np.array([[1, 1, 1, 1]])
+    cell = tmp_path / "results/demo/cells/dz/lora/r4/seed0"
+    u0 = _unit_eval(cell / "units/fold0/eval", "fold0", pr1, gt1, 2)
+    u1 = _unit_eval(cell / "units/fold1/eval", "fold1", pr2, gt2, 2)
+    meta = tmp_path / "meta.json"
+    meta.write_text(
+        json.dumps({"dataset": "dz", "classes": ["c0", "c1"], "train_split": "none", "tasks": []})
+    )
+    assert (
+        main(
+            [
+                "combine",
+                "--units",
+                str(u0),
+                str(u1),
+                "--dataset-meta",
+                str(meta),
+                "--out",
+                str(cell / "metrics.json"),
+            ]
+        )
+        == 0
+    )
+    out = json.loads((cell / "metrics.json").read_text())
+    # pooled over both folds: class 0: tp 2, gt 3, pred 3 -> 2/4; class 1: tp 4, gt 5, pred 5 -> 4/6
+    # (the mean of the two folds' own mIoUs would be (7/12 + 3/8)/2 = 47.9 %: pooling is not averaging)
+    assert out["miou"] == pytest.approx(100 * (2 / 4 + 4 / 6) / 2)
+    assert out["combine"] == "pool" and out["variant"] == "r4" and out["seed"] == 0
+    assert out["gates"] == ["units/fold0/eval/gates.npz", "units/fold1/eval/gates.npz"]
+    meta.write_text(json.dumps({"dataset": "px", "classes": ["c0", "c1"], "tasks": ["a", "b"]}))
+    main(
+        [
+            "combine",
+            "--units",
+            str(u0),
+            str(u1),
+            "--dataset-meta",
+            str(meta),
+            "--out",
+            str(tmp_path / "m.json"),
+        ]
+    )
+    mean = json.loads((tmp_path / "m.json").read_text())
+    per_unit = [json.loads((u / "metrics.json").read_text())["miou"] for u in (u0, u1)]
+    assert mean["miou"] == pytest.approx(np.mean(per_unit)) and mean["combine"] == "mean"
+
+
+def test_train_rejects_bad_input_with_a_clear_error(tmp_path, capsys):
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "nope"),
+                "--method",
+                "lora",
+                "--steps",
+                "1",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
+    assert "nope/meta.json" in capsys.readouterr().err
+    bad = tmp_path / "model.pt"
+    bad.write_bytes(b"not a checkpoint")
+    ds = write_blocky_dataset(tmp_path / "p", n_train=1, n_test=1)
+    assert main(["evaluate", "--model", str(bad), "--data", str(ds), "--out", str(tmp_path / "e")]) == 2
+    assert "model.pt" in capsys.readouterr().err

@@ -1,0 +1,62 @@
+# Raw data (download or synthetic miniature), preparation into the common layout, SAM weights.
+
+if config["model"]["weights"]:
+
+    rule weights:
+        """The official SAM ViT-B checkpoint, sha256-verified by `mopeft weights`."""
+        output:
+            config["model"]["weights"]["path"],
+        log:
+            "logs/weights.log",
+        params:
+            folder=out_dir,
+        conda:
+            "../../envs/mopeft.yaml"
+        resources:
+            runtime=cpu_runtime,
+            mem_mb=cpu_mem,
+        shell:
+            "mopeft weights --out {params.folder} > {log} 2>&1"
+
+
+rule raw:
+    """data/raw/<dataset>: the original archives (`mopeft download`; manual datasets print where
+    to put them) or a synthetic miniature of the same layout (`mopeft miniature`)."""
+    input:
+        code=raw_code,
+    output:
+        directory(f"{RAW}/{{dataset}}"),
+    log:
+        f"logs/{RUN}/raw/{{dataset}}.log",
+    params:
+        command=config["data"]["source"],
+    conda:
+        "../../envs/mopeft.yaml"
+    resources:
+        runtime=prepare_runtime,
+        mem_mb=cpu_mem,
+    shell:
+        "mopeft {params.command} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+
+
+rule prepare:
+    """data/prepared/<dataset>/: images + uint8 labels + meta.json (written last, folder moved atomically)."""
+    input:
+        raw=raw_of,
+        code=dataset_code,
+        common=code("data/prepare.py", "data/common.py", "data/spec.py", "commands/prepare.py"),
+    output:
+        f"{PREP}/{{dataset}}/meta.json",
+    log:
+        f"logs/{RUN}/prepare/{{dataset}}.log",
+    params:
+        root=prepared_root,
+        kfold=KFOLD,
+    conda:
+        "../../envs/mopeft.yaml"
+    resources:
+        runtime=prepare_runtime,
+        mem_mb=prepare_mem,
+    shell:
+        "mopeft prepare --dataset {wildcards.dataset} --raw {input.raw} --out {params.root}"
+        " --kfold {params.kfold} > {log} 2>&1"

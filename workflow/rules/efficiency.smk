@@ -1,0 +1,72 @@
+# Table 4.5: trainable parameters, FLOPs and measured train/inference time of every method.
+
+
+rule params:
+    """`mopeft params`: trainable / total parameters of one method (exact counts)."""
+    input:
+        code=code("model", "peft", "methods", "measure/params.py", "commands/params.py"),
+    output:
+        "results/{run}/efficiency/params/{method}.json",
+    log:
+        "logs/{run}/efficiency/params/{method}.log",
+    params:
+        arch=config["model"]["arch"],
+        image_size=EFF["image_size"],
+        num_classes=efficiency_num_classes,
+    conda:
+        "../../envs/mopeft.yaml"
+    resources:
+        runtime=cpu_runtime,
+        mem_mb=cpu_mem,
+    shell:
+        # The command prints JSON on stdout: write a temporary file and rename it (atomic output).
+        "mopeft params --model {params.arch} --method {wildcards.method} --image-size {params.image_size}"
+        " --num-classes {params.num_classes} --json > {output}.tmp 2> {log} && mv {output}.tmp {output}"
+
+
+rule flops:
+    """`mopeft flops`: fvcore FLOPs of one inference at the efficiency image size."""
+    input:
+        code=code("model", "peft", "methods", "measure/flops.py", "commands/flops.py"),
+    output:
+        "results/{run}/efficiency/flops/{method}.json",
+    log:
+        "logs/{run}/efficiency/flops/{method}.log",
+    params:
+        arch=config["model"]["arch"],
+        image_size=EFF["image_size"],
+        num_classes=efficiency_num_classes,
+    conda:
+        "../../envs/mopeft.yaml"
+    resources:
+        runtime=cpu_runtime,
+        mem_mb=cpu_mem,
+    shell:
+        "mopeft flops --model {params.arch} --method {wildcards.method} --image-size {params.image_size}"
+        " --num-classes {params.num_classes} --json --out {output} > {log} 2>&1"
+
+
+rule bench:
+    """`mopeft bench`: train-step and inference time of every method on one GPU (relative to full FT)."""
+    input:
+        code=code("model", "peft", "methods", "train", "measure/bench.py", "commands/bench.py"),
+    output:
+        "results/{run}/efficiency/bench.json",
+    log:
+        "logs/{run}/efficiency/bench.log",
+    params:
+        arch=config["model"]["arch"],
+        image_size=EFF["image_size"],
+        methods=",".join(EFF["methods"]),
+        num_classes=efficiency_num_classes,
+        batch_size=config["training"]["batch_size"],
+    threads: 8
+    conda:
+        "../../envs/mopeft.yaml"
+    resources:
+        gpu=1,
+        runtime=eval_runtime,
+        mem_mb=train_mem,
+    shell:
+        "mopeft bench --model {params.arch} --methods {params.methods} --image-size {params.image_size}"
+        " --num-classes {params.num_classes} --batch-size {params.batch_size} --json {output} > {log} 2>&1"

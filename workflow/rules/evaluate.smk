@@ -1,0 +1,96 @@
+# Evaluation of each unit, the cell's combined metrics.json, and the FAIR-1M detection chain.
+
+
+rule evaluate:
+    """`mopeft evaluate`: MESS-protocol confusion matrix and (MoPEFT) gate values of one unit."""
+    input:
+        model=f"{CELLS}/units/{{unit}}/model.pt",
+        data=meta_of,
+        code=code(
+            "evaluation", "model", "peft", "methods", "data/loader.py", "data/units.py",
+            "commands/evaluate.py",
+        ),
+    output:
+        f"{CELLS}/units/{{unit}}/eval/metrics.json",
+    log:
+        "logs/{run}/evaluate/{dataset}/{method}/{variant}/seed{seed}/{unit}.log",
+    params:
+        data=data_dir,
+        out=out_dir,
+        kfold=KFOLD,
+    threads: 4
+    conda:
+        "../../envs/mopeft.yaml"
+    resources:
+        gpu=1,
+        runtime=eval_runtime,
+        mem_mb=eval_mem,
+    shell:
+        "mopeft evaluate --model {input.model} --data {params.data} --unit {wildcards.unit}"
+        " --kfold {params.kfold} --out {params.out} > {log} 2>&1"
+
+
+rule combine:
+    """`mopeft combine`: the cell's metrics.json from its units (single, mean of tasks, or pooled folds)."""
+    input:
+        units=eval_dirs,
+        meta=meta_of,
+        code=code("evaluation/metrics.py", "commands/combine.py"),
+    output:
+        f"{CELLS}/metrics.json",
+    log:
+        "logs/{run}/combine/{dataset}/{method}/{variant}/seed{seed}.log",
+    params:
+        units=eval_dir_args,
+    conda:
+        "../../envs/mopeft.yaml"
+    resources:
+        runtime=cpu_runtime,
+        mem_mb=cpu_mem,
+    shell:
+        "mopeft combine --units {params.units} --dataset-meta {input.meta} --out {output} > {log} 2>&1"
+
+
+rule detect:
+    """FAIR-1M (Table A.1): oriented boxes from the masks of a fine-tuned model (Masks2Boxes head)."""
+    input:
+        model=fair1m_model,
+        data=meta(DET["dataset"]),
+        code=code("detection", "model", "peft", "methods", "commands/detect.py"),
+    output:
+        f"results/{{run}}/cells/{DET['dataset']}/{{method}}/default/seed{{seed}}/detections.json",
+    log:
+        "logs/{run}/detect/{method}/seed{seed}.log",
+    params:
+        data=data_dir,
+    threads: 4
+    conda:
+        "../../envs/mopeft.yaml"
+    resources:
+        gpu=1,
+        runtime=eval_runtime,
+        mem_mb=eval_mem,
+    shell:
+        "mopeft detect --model {input.model} --data {params.data} --out {output} > {log} 2>&1"
+
+
+rule score_detections:
+    """DOTA-style VOC AP per FAIR-1M class at oriented IoU 0.5."""
+    input:
+        pred=f"results/{{run}}/cells/{DET['dataset']}/{{method}}/default/seed{{seed}}/detections.json",
+        data=meta(DET["dataset"]),
+        code=code("detection", "commands/score_detections.py"),
+    output:
+        f"results/{{run}}/cells/{DET['dataset']}/{{method}}/default/seed{{seed}}/ap.json",
+    log:
+        "logs/{run}/score_detections/{method}/seed{seed}.log",
+    params:
+        gt=fair1m_annotations,
+    conda:
+        "../../envs/mopeft.yaml"
+    resources:
+        runtime=cpu_runtime,
+        mem_mb=cpu_mem,
+    shell:
+        "mopeft score-detections --pred {input.pred} --gt {params.gt} --method {wildcards.method}"
+        " --out {output} > {log} 2>&1"

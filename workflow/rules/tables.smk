@@ -1,0 +1,58 @@
+# Tables 4.1-4.8 and A.1 (CSV for the report, Markdown and LaTeX beside it) and Figure 4.2.
+
+
+rule table:
+    """`mopeft table`: the study's values beside the thesis's, with mean ± std and n over seeds."""
+    input:
+        unpack(table_inputs),
+    output:
+        csv=report(
+            "results/{run}/tables/table_{name}.csv",
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"table": "{name}"},
+        ),
+        md="results/{run}/tables/table_{name}.md",
+        tex="results/{run}/tables/table_{name}.tex",
+    log:
+        "logs/{run}/tables/table_{name}.log",
+    params:
+        name=table_cli_name,
+        args=table_args,
+        out=out_prefix,
+    wildcard_constraints:
+        name="|".join(TABLE_NAMES),
+    conda:
+        "../../envs/mopeft.yaml"
+    resources:
+        runtime=cpu_runtime,
+        mem_mb=cpu_mem,
+    shell:
+        "mopeft table {params.name} {params.args} --config {input.config} --out {params.out} > {log} 2>&1"
+
+
+rule gate_frequency:
+    """Figure 4.2: how often each PEFT module of MoPEFT is selected during inference."""
+    input:
+        cells=gate_cells(),
+        code=code("report", "commands/figure.py"),
+    output:
+        png=report(
+            "results/{run}/figures/gate_frequency.png",
+            caption="../report/gate_frequency.rst",
+            category="Figures",
+        ),
+        pdf="results/{run}/figures/gate_frequency.pdf",
+        csv="results/{run}/figures/gate_frequency.csv",
+    log:
+        "logs/{run}/figures/gate_frequency.log",
+    params:
+        cells=gate_cell_args,
+        out=out_prefix,
+    conda:
+        "../../envs/mopeft.yaml"
+    resources:
+        runtime=cpu_runtime,
+        mem_mb=cpu_mem,
+    shell:
+        "mopeft figure gate-frequency --cells {params.cells} --out {params.out} > {log} 2>&1"

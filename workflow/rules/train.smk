@@ -1,0 +1,32 @@
+# One training run per (dataset, method, variant, seed, unit): only the trainable tensors are saved.
+
+
+rule train:
+    """`mopeft train`: a method (variant = ablation option) on one unit of a prepared dataset."""
+    input:
+        data=meta_of,
+        weights=weights_input,
+        code=code(
+            "model", "peft", "methods", "train", "data/loader.py", "data/units.py", "commands/train.py"
+        ),
+    output:
+        f"{CELLS}/units/{{unit}}/model.pt",
+    log:
+        "logs/{run}/train/{dataset}/{method}/{variant}/seed{seed}/{unit}.log",
+    params:
+        data=data_dir,
+        out=out_dir,
+        checkpoint=checkpoint_args,
+        options=set_args,
+        hyper=train_args,
+    threads: 8
+    conda:
+        "../../envs/mopeft.yaml"
+    resources:
+        gpu=1,
+        runtime=train_runtime,
+        mem_mb=train_mem,
+    shell:
+        "mopeft train --data {params.data} --unit {wildcards.unit} --method {wildcards.method}"
+        " {params.options} {params.checkpoint} {params.hyper} --seed {wildcards.seed}"
+        " --out {params.out} > {log} 2>&1"
