@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import shutil
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,8 @@ def _workflow_copy(tmp_path: Path) -> Path:
 
 def _snakemake(cwd: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "--workflow-profile", "none", *args]
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.mark.parametrize("cfg", [STUDY, DEMO], ids=["study", "demo"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import resource
 import shutil
+import os
 import subprocess
 import sys
 import time
@@ -30,7 +31,8 @@ def _workflow_copy(tmp_path: Path) -> Path:
 
 def _snakemake(cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "--workflow-profile", "none", *args]
-    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     res.out = res.stdout + res.stderr  # Snakemake 9 logs to stdout
     return res
 

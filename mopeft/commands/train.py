@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         sha,
         args.init_seed,
         list(unit.classes),
+        presence_head="detection_classes" in meta,  # FAIR-1M: train the class MLP too
     )
     if not cfg["image_size"]:
         from mopeft.model.arch import get_arch

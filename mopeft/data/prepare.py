@@ -62,7 +62,10 @@ def verify_sources(spec: DatasetSpec, raw_dir: Path, check: bool = True) -> dict
 def manual_hint(src: Source, raw_dir: Path) -> str:
     if src.kind in ("manual", "kaggle"):
         return f"Download it by hand and place it at {raw_dir / src.filename}. {src.instructions}".strip()
-    return f"Fetch it with `mopeft download {raw_dir.name}` (source: {src.url or src.gdrive_id})."
+    return (
+        f"Fetch it with `mopeft download --dataset {raw_dir.name} --out {raw_dir}` "
+        f"(source: {src.url or src.gdrive_id})."
+    )
 
 
 def split_roots(root: Path, spec: DatasetSpec) -> list[Path]:

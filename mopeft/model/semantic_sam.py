@@ -41,6 +41,12 @@ class SemanticMaskDecoder(nn.Module):
     def forward(
         self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense: torch.Tensor
     ) -> torch.Tensor:
+        return self.forward_with_tokens(image_embeddings, image_pe, dense)[0]
+
+    def forward_with_tokens(
+        self, image_embeddings: torch.Tensor, image_pe: torch.Tensor, dense: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B,K,h,w) and the class tokens' transformer outputs (B,K,D) (for the class MLP)."""
         b, c, h, w = image_embeddings.shape
         tokens = torch.cat([self.iou_token.weight, self.class_tokens.weight], dim=0)
         tokens = tokens.unsqueeze(0).expand(b, -1, -1)
@@ -50,7 +56,7 @@ class SemanticMaskDecoder(nn.Module):
         up = self.output_upscaling(src.transpose(1, 2).reshape(b, c, h, w))
         hyper = self.hypernetwork(class_out)  # shared MLP over the K tokens: (B, K, c/8)
         bu, cu, hu, wu = up.shape
-        return (hyper @ up.reshape(bu, cu, hu * wu)).reshape(bu, -1, hu, wu)
+        return (hyper @ up.reshape(bu, cu, hu * wu)).reshape(bu, -1, hu, wu), class_out
 
 
 class SemanticSAM(nn.Module):
@@ -80,6 +86,9 @@ class SemanticSAM(nn.Module):
         self.num_classes = num_classes
         self.method = "baseline"
         self.method_options: dict = {}
+        # Optional class MLP on the class tokens (FAIR-1M detection track, Appendix A); set by
+        # mopeft.train.checkpoint when the model config asks for it, trained with every method.
+        self.presence_head: nn.Module | None = None
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)
         for p in self.prompt_encoder.parameters():
@@ -87,6 +96,10 @@ class SemanticSAM(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """images (B,3,S,S), normalised and padded -> class logits (B,K,S/4,S/4)."""
+        return self.forward_with_tokens(images)[0]
+
+    def forward_with_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits (B,K,S/4,S/4) and class-token outputs (B,K,D)."""
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[-2:] != (self.image_size,) * 2:
             raise ValueError(
                 f"expected images of shape (B,3,{self.image_size},{self.image_size}), "
@@ -96,4 +109,6 @@ class SemanticSAM(nn.Module):
         b = emb.shape[0]
         sparse, dense = self.prompt_encoder(points=None, boxes=None, masks=None)
         assert sparse.shape[1] == 0  # no prompts: the class tokens are the only queries
-        return self.mask_decoder(emb, self.prompt_encoder.get_dense_pe(), dense.expand(b, -1, -1, -1))
+        return self.mask_decoder.forward_with_tokens(
+            emb, self.prompt_encoder.get_dense_pe(), dense.expand(b, -1, -1, -1)
+        )

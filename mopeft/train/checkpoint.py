@@ -30,6 +30,7 @@ def model_config(
     weights_sha256: str | None,
     init_seed: int,
     classes: list[str] | None = None,
+    presence_head: bool = False,
 ) -> dict[str, Any]:
     return {
         "arch": arch,
@@ -41,6 +42,7 @@ def model_config(
         "weights": weights,
         "weights_sha256": weights_sha256,
         "init_seed": init_seed,
+        "presence_head": presence_head,
     }
 
 
@@ -53,7 +55,7 @@ def build_from_config(cfg: dict, weights_path: str | Path | None = None) -> Sema
     """Rebuild the (untrained) model a checkpoint belongs to; random init is seeded for exactness."""
     torch.manual_seed(cfg["init_seed"])
     path = weights_path or cfg["weights"]
-    return build_model(
+    model = build_model(
         cfg["arch"],
         cfg["num_classes"],
         cfg["method"],
@@ -62,6 +64,12 @@ def build_from_config(cfg: dict, weights_path: str | Path | None = None) -> Sema
         checkpoint=path,
         checkpoint_sha256=cfg["weights_sha256"],
     )
+    if cfg.get("presence_head"):
+        from mopeft.detection.head import ClassPresenceMLP
+
+        # New head, trainable whatever the method (like the class tokens it reads).
+        model.presence_head = ClassPresenceMLP(model.mask_decoder.class_tokens.embedding_dim)
+    return model
 
 
 def save_model(path: str | Path, model: SemanticSAM, cfg: dict, extra: dict | None = None) -> None:

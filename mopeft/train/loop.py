@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from mopeft.data.loader import SegmentationPairs
+from mopeft.detection.head import presence_loss, presence_targets
 from mopeft.io import atomic_path
 from mopeft.model.build import load_trainable_state_dict, trainable_state_dict
 from mopeft.model.semantic_sam import SemanticSAM
@@ -37,6 +38,7 @@ class TrainSettings:
     weight_decay: float = 1e-4
     ce_weight: float = 0.2
     dice_weight: float = 0.8
+    presence_weight: float = 1.0  # class-MLP BCE, only for models with a presence head (FAIR-1M)
     seed: int = 0
     checkpoint_every: int = 100
     hflip: bool = True
@@ -128,8 +130,12 @@ def train(
         images, labels = _collate(dataset, idx, flip)
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with autocast:
-            logits = model(images)
+            logits, tokens = model.forward_with_tokens(images)
         loss = segmentation_loss(logits, labels, settings.ce_weight, settings.dice_weight)
+        if model.presence_head is not None:
+            presence = model.presence_head(tokens.float())
+            target = presence_targets(labels, model.num_classes)
+            loss = loss + settings.presence_weight * presence_loss(presence, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -275,6 +275,10 @@ def efficiency_num_classes(wildcards):
 # Base values for one attempt on the study's ViT-B @ 1024 (a retry gets attempt x base). The
 # SLURM profile may override any of them with set-resources; the config holds no runtime settings.
 TINY = config["model"]["arch"] == "tiny"
+# The tiny demo model is bound by Python start-up, not compute: one thread per job lets
+# `--cores 2` run two jobs at once. (On SLURM, cpus_per_task in the profile sets the CPUs.)
+GPU_THREADS = 1 if TINY else 8
+EVAL_THREADS = 1 if TINY else 4
 
 
 def train_runtime(wildcards, attempt):

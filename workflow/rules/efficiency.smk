@@ -60,7 +60,7 @@ rule bench:
         methods=",".join(EFF["methods"]),
         num_classes=efficiency_num_classes,
         batch_size=config["training"]["batch_size"],
-    threads: 8
+    threads: GPU_THREADS
     conda:
         "../../envs/mopeft.yaml"
     resources:
@@ -68,5 +68,5 @@ rule bench:
         runtime=eval_runtime,
         mem_mb=train_mem,
     shell:
-        "mopeft bench --model {params.arch} --methods {params.methods} --image-size {params.image_size}"
+        "OMP_NUM_THREADS={threads} mopeft bench --model {params.arch} --methods {params.methods} --image-size {params.image_size}"
         " --num-classes {params.num_classes} --batch-size {params.batch_size} --json {output} > {log} 2>&1"

@@ -18,7 +18,7 @@ rule evaluate:
         data=data_dir,
         out=out_dir,
         kfold=KFOLD,
-    threads: 4
+    threads: EVAL_THREADS
     conda:
         "../../envs/mopeft.yaml"
     resources:
@@ -26,7 +26,7 @@ rule evaluate:
         runtime=eval_runtime,
         mem_mb=eval_mem,
     shell:
-        "mopeft evaluate --model {input.model} --data {params.data} --unit {wildcards.unit}"
+        "OMP_NUM_THREADS={threads} mopeft evaluate --model {input.model} --data {params.data} --unit {wildcards.unit}"
         " --kfold {params.kfold} --out {params.out} > {log} 2>&1"
 
 
@@ -63,7 +63,7 @@ rule detect:
         "logs/{run}/detect/{method}/seed{seed}.log",
     params:
         data=data_dir,
-    threads: 4
+    threads: EVAL_THREADS
     conda:
         "../../envs/mopeft.yaml"
     resources:
@@ -71,7 +71,7 @@ rule detect:
         runtime=eval_runtime,
         mem_mb=eval_mem,
     shell:
-        "mopeft detect --model {input.model} --data {params.data} --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} mopeft detect --model {input.model} --data {params.data} --out {output} > {log} 2>&1"
 
 
 rule score_detections:

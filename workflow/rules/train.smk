@@ -19,7 +19,7 @@ rule train:
         checkpoint=checkpoint_args,
         options=set_args,
         hyper=train_args,
-    threads: 8
+    threads: GPU_THREADS
     conda:
         "../../envs/mopeft.yaml"
     resources:
@@ -27,6 +27,6 @@ rule train:
         runtime=train_runtime,
         mem_mb=train_mem,
     shell:
-        "mopeft train --data {params.data} --unit {wildcards.unit} --method {wildcards.method}"
+        "OMP_NUM_THREADS={threads} mopeft train --data {params.data} --unit {wildcards.unit} --method {wildcards.method}"
         " {params.options} {params.checkpoint} {params.hyper} --seed {wildcards.seed}"
         " --out {params.out} > {log} 2>&1"
