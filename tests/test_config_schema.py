@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import csv
-import shutil
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -58,7 +58,7 @@ def test_demo_overrides_every_study_key():
 def test_every_object_forbids_unknown_keys():
     def walk(node, path="schema"):
         if isinstance(node, dict):
-            if node.get("type") == "object" or "properties" in node and "type" in node:
+            if node.get("type") == "object" or ("properties" in node and "type" in node):
                 assert node.get("additionalProperties") is False, f"{path}: additionalProperties not false"
             for k, v in node.items():
                 walk(v, f"{path}.{k}")
@@ -74,14 +74,23 @@ def test_study_covers_the_thesis_grid():
         mess = [row["dataset"] for row in csv.DictReader(fh)]
     assert STUDY["datasets"] == [*mess, "fair1m"]
     assert set(STUDY["main"]["methods"]) == {
-        "baseline", "decoder_ft", "lora", "vpt_deep", "vpt", "adapter", "mopeft"
+        "baseline",
+        "decoder_ft",
+        "lora",
+        "vpt_deep",
+        "vpt",
+        "adapter",
+        "mopeft",
     }
     studies = {s["option"]: s for s in STUDY["ablations"]["studies"]}
     assert studies["r"]["values"] == [4, 8, 16]
     assert studies["length"]["values"] == [5, 10, 20, 25]
     assert studies["dmid"]["values"] == [48, 64, 128, 256]
-    for name, option in (("ablation_lora_rank", "r"), ("ablation_prefix_length", "length"),
-                         ("ablation_adapter_dmid", "dmid")):
+    for name, option in (
+        ("ablation_lora_rank", "r"),
+        ("ablation_prefix_length", "length"),
+        ("ablation_adapter_dmid", "dmid"),
+    ):
         with open(ROOT / f"results/paper/{name}.csv") as fh:
             assert studies[option]["datasets"] == [row["dataset"] for row in csv.DictReader(fh)]
     assert "full_ft" in STUDY["efficiency"]["methods"]

@@ -12,15 +12,14 @@ import csv
 import io
 import json
 import re
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from mopeft.data.common import PrepareError, PrepareOptions
-from mopeft.data.datasets._medeng import pair_by_stem
+from mopeft.data.common import PrepareError, PrepareOptions, pair_by_stem
+from mopeft.data.miniature import encode, replace_members
 from mopeft.data.prepare import MINIATURE_MARKER, prepare_dataset
 from mopeft.data.registry import dataset_module, get_spec
 from mopeft.data.units import load_unit
@@ -146,10 +145,19 @@ def test_spec_facts(key: str) -> None:
         assert spec.name == paper[key]["paper_name"]
         assert spec.domain == paper[key]["domain"]
     assert spec.mess_key and spec.sources and spec.num_classes_label and spec.task_description
-    assert spec.expected_test == {
-        "kvasir_instrument": 118, "chase_db1": 20, "cryonuseg": 30, "paxray4": 180,
-        "corrosion_cs": 44, "deepcrack": 237, "pst900": 288, "zerowaste_f": 929,
-    }[key]
+    assert (
+        spec.expected_test
+        == {
+            "kvasir_instrument": 118,
+            "chase_db1": 20,
+            "cryonuseg": 30,
+            "paxray4": 180,
+            "corrosion_cs": 44,
+            "deepcrack": 237,
+            "pst900": 288,
+            "zerowaste_f": 929,
+        }[key]
+    )
     # Tables 4.1/4.2 as the thesis prints them (PST900/ZeroWaste-f rows swapped there, see notes)
     assert (spec.sensor, spec.num_classes_label, spec.task_description) == THESIS[key]
     if key in ("pst900", "zerowaste_f"):
@@ -220,25 +228,6 @@ def test_zerowaste_val_can_stay_out_of_train(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------- bad input
-def _rewrite_zip(path: Path, replace: dict[str, bytes | None]) -> None:
-    with zipfile.ZipFile(path) as zf:
-        members = {n: zf.read(n) for n in zf.namelist()}
-    for name, data in replace.items():
-        if data is None:
-            members.pop(name)
-        else:
-            members[name] = data
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-
-
-def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def test_missing_archive_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "raw").mkdir()
     with pytest.raises(PrepareError, match=re.escape("PST900_RGBT_Dataset.zip")):
@@ -252,7 +241,7 @@ def test_colour_mask_is_refused_naming_the_file(tmp_path: Path) -> None:
     colour = np.zeros((40, 48, 3), np.uint8)
     colour[..., 0] = 200
     name = "Corrosion Condition State Classification/original/Test/masks/test_01.png"
-    _rewrite_zip(raw / "31729733", {name: _png(colour)})
+    replace_members(raw / "31729733", {name: encode(colour, "PNG")})
     with pytest.raises(PrepareError, match=re.escape("test_01.png")):
         prepare_dataset("corrosion_cs", raw, tmp_path / "prepared", PrepareOptions())
 
@@ -261,7 +250,7 @@ def test_missing_mask_is_refused_naming_the_file(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     dataset_module("cryonuseg").write_miniature(raw)
     name = "Annotator 1 (biologist second round of manual marks up)/" * 2 + "mask binary/Human_Larynx_02.png"
-    _rewrite_zip(raw / "archive.zip", {name: None})
+    replace_members(raw / "archive.zip", {name: None})
     with pytest.raises(PrepareError, match=re.escape("Human_Larynx_02.png")):
         prepare_dataset("cryonuseg", raw, tmp_path / "prepared", PrepareOptions())
 
@@ -271,7 +260,7 @@ def test_paxray_bad_stack_is_refused(tmp_path: Path) -> None:
     dataset_module("paxray4").write_miniature(raw)
     buf = io.BytesIO()
     np.save(buf, np.zeros((4, 40, 36), dtype=bool))
-    _rewrite_zip(raw / "paxray_dataset.zip", {"labels/test_001_lateral.npy": buf.getvalue()})
+    replace_members(raw / "paxray_dataset.zip", {"labels/test_001_lateral.npy": buf.getvalue()})
     with pytest.raises(PrepareError, match=re.escape("test_001_lateral.npy")):
         prepare_dataset("paxray4", raw, tmp_path / "prepared", PrepareOptions())
 
@@ -280,7 +269,7 @@ def test_kvasir_missing_listed_image(tmp_path: Path) -> None:
     raw = tmp_path / "raw"
     dataset_module("kvasir_instrument").write_miniature(raw)
     listing = b"ckcud1qxh00083b5yd2yv1ejz\nnope\n"
-    _rewrite_zip(raw / "kvasir-instrument.zip", {"kvasir-instrument/test.txt": listing})
+    replace_members(raw / "kvasir-instrument.zip", {"kvasir-instrument/test.txt": listing})
     with pytest.raises(PrepareError, match=re.escape("nope.jpg")):
         prepare_dataset("kvasir_instrument", raw, tmp_path / "prepared", PrepareOptions())
 
@@ -291,4 +280,3 @@ def test_pairing_falls_back_to_sorted_order_like_mess(tmp_path: Path) -> None:
     assert pair_by_stem(imgs, masks, tmp_path) == [(imgs[1], masks[0]), (imgs[0], masks[1])]
     with pytest.raises(PrepareError, match="masks without images"):
         pair_by_stem(imgs, masks[:1], tmp_path)
-

@@ -68,7 +68,8 @@ def test_deleted_cell_reruns_only_its_combine(demo):
 
 @pytest.mark.slow
 def test_demo_report_builds(demo):
-    res = _snakemake(demo, "--cores", "1", "--configfile", "config/demo.yaml",
-                     "--report", "results/demo/report.html")
+    res = _snakemake(
+        demo, "--cores", "1", "--configfile", "config/demo.yaml", "--report", "results/demo/report.html"
+    )
     assert res.returncode == 0, res.out[-3000:]
     assert (demo / "results/demo/report.html").stat().st_size > 10_000

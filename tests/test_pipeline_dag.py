@@ -3,10 +3,10 @@ the profile resolves from the checkout root, and `snakemake --lint` is clean."""
 
 from __future__ import annotations
 
+import os
 import re
 import resource
 import shutil
-import os
 import subprocess
 import sys
 import time
@@ -145,9 +145,22 @@ def test_slurm_profile_resolves_from_the_checkout_root():
         assert profile["set-resources"][rule]["cpus_per_task"] >= 1
     pytest.importorskip("snakemake_executor_plugin_slurm")
     res = subprocess.run(
-        [sys.executable, "-m", "snakemake", "--cores", "all", "--profile", "slurm", "-n",
-         "--configfile", "config/demo.yaml"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--cores",
+            "all",
+            "--profile",
+            "slurm",
+            "-n",
+            "--configfile",
+            "config/demo.yaml",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]

@@ -17,6 +17,7 @@ from PIL import Image
 
 from mopeft.cli import main
 from mopeft.data.common import PrepareError, PrepareOptions
+from mopeft.data.miniature import encode, replace_members
 from mopeft.data.prepare import prepare_dataset
 from mopeft.data.registry import dataset_module
 
@@ -25,22 +26,6 @@ def _miniature(key: str, tmp_path: Path) -> Path:
     raw = tmp_path / "raw" / key
     dataset_module(key).write_miniature(raw, seed=0)
     return raw
-
-
-def _rewrite_member(archive: Path, member: str, data: bytes) -> None:
-    with zipfile.ZipFile(archive) as zf:
-        members = {n: zf.read(n) for n in zf.namelist()}
-    assert member in members
-    members[member] = data
-    with zipfile.ZipFile(archive, "w") as zf:
-        for name, content in members.items():
-            zf.writestr(name, content)
-
-
-def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def _assert_fails_cleanly(key: str, raw: Path, out: Path, match: str) -> None:
@@ -65,7 +50,7 @@ def test_truncated_image_inside_archive(tmp_path: Path) -> None:
     member = "bdd100k/images/10k/val/7d2f7985-e0c1c5a7.jpg"
     with zipfile.ZipFile(raw / "bdd100k_images_10k.zip") as zf:
         data = zf.read(member)
-    _rewrite_member(raw / "bdd100k_images_10k.zip", member, data[: len(data) // 2])
+    replace_members(raw / "bdd100k_images_10k.zip", {member: data[: len(data) // 2]})
     _assert_fails_cleanly("bdd100k", raw, tmp_path / "out", r"7d2f7985-e0c1c5a7\.jpg: cannot decode")
 
 
@@ -74,7 +59,7 @@ def test_unknown_label_colour(tmp_path: Path) -> None:
     ann_path = raw / "cwfid" / "annotations" / "010_annotation.png"
     ann = np.asarray(Image.open(ann_path)).copy()
     ann[5, 5] = (1, 2, 3)
-    ann_path.write_bytes(_png(ann))
+    ann_path.write_bytes(encode(ann, "PNG"))
     _assert_fails_cleanly(
         "cwfid", raw, tmp_path / "out", r"010_annotation\.png: unknown label colour.*\(1, 2, 3\)"
     )
@@ -113,7 +98,7 @@ def test_label_value_out_of_range(tmp_path: Path) -> None:
     with zipfile.ZipFile(raw / "bdd100k_sem_seg_labels_trainval.zip") as zf:
         mask = np.asarray(Image.open(io.BytesIO(zf.read(member)))).copy()
     mask[3, 3] = 40
-    _rewrite_member(raw / "bdd100k_sem_seg_labels_trainval.zip", member, _png(mask))
+    replace_members(raw / "bdd100k_sem_seg_labels_trainval.zip", {member: encode(mask, "PNG")})
     _assert_fails_cleanly("bdd100k", raw, tmp_path / "out", r"7d2f7986-e0c1c5a7\.png: label values \[40\]")
 
 

@@ -8,9 +8,13 @@ outside {0..K-1, 255}, so no unknown value can leak into training or scoring.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import shutil
 import tarfile
+import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +23,9 @@ from PIL import Image
 
 IGNORE = 255
 MESS_TILE = 1024
+COPYABLE_SUFFIXES = (".jpg", ".jpeg", ".png")  # formats copied byte for byte when already 8-bit RGB
+
+log = logging.getLogger(__name__)
 
 
 class PrepareError(ValueError):
@@ -65,6 +72,46 @@ def save_image(path: str | Path, array: np.ndarray) -> None:
     Image.fromarray(arr).save(path, **kwargs)
 
 
+def is_rgb8(image: np.ndarray) -> bool:
+    return image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+
+
+def copy_or_convert(src: str | Path, image: np.ndarray, dst: str | Path) -> None:
+    """Write the decoded source image ``image`` of ``src`` to ``dst``.
+
+    An 8-bit RGB source is copied byte for byte (no re-encoding loss, no extra CPU); anything else
+    (grey, RGBA, 16-bit) goes through PIL's RGB conversion, as MESS does, in the format of ``dst``'s
+    suffix. The caller decodes first (it needs the size for its checks), so a truncated file has
+    already failed, naming it.
+    """
+    dst = Path(dst)
+    if is_rgb8(image):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    else:
+        save_image(dst, load_image(src, "RGB"))
+
+
+def put_image(
+    src: Path, dst_dir: Path, stem: str, copy_suffixes: Sequence[str] = COPYABLE_SUFFIXES
+) -> tuple[int, int]:
+    """Write ``src`` as ``dst_dir/<stem>.{jpg,png}``; return its (height, width).
+
+    8-bit RGB files whose suffix is in ``copy_suffixes`` are copied byte for byte (as ``.png`` or
+    ``.jpg``); anything else (grey, RGBA, TIFF, BMP) is converted to RGB by PIL and saved as PNG.
+    Unlike :func:`copy_or_convert`, the output suffix follows the source, so callers need not know
+    the format in advance.
+    """
+    array = load_image(src)
+    dst_dir.mkdir(parents=True, exist_ok=True)
+    suffix = src.suffix.lower()
+    if is_rgb8(array) and suffix in copy_suffixes:
+        copy_or_convert(src, array, dst_dir / f"{stem}{'.png' if suffix == '.png' else '.jpg'}")
+    else:
+        save_image(dst_dir / f"{stem}.png", load_image(src, "RGB"))  # PIL's RGB conversion, as MESS
+    return array.shape[0], array.shape[1]
+
+
 def check_label_values(label: np.ndarray, num_classes: int, where: str | Path) -> None:
     values = np.unique(label)
     bad = values[(values >= num_classes) & (values != IGNORE)]
@@ -87,6 +134,38 @@ def save_label(path: str | Path, label: np.ndarray, num_classes: int) -> None:
     check_label_values(label, num_classes, path)
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(label, mode="L").save(path)
+
+
+def ensure_layout(out_dir: Path, splits: Sequence[str] = ("train", "test")) -> None:
+    """Create ``<split>/{images,labels}`` up front, so a split with no images (k-fold datasets have
+    no labelled train split) still has the layout the validator expects."""
+    for split in splits:
+        for sub in ("images", "labels"):
+            (out_dir / split / sub).mkdir(parents=True, exist_ok=True)
+
+
+# ------------------------------------------------------------------------------------ mask decoding
+def floor_div_255(mask: np.ndarray, where: Path) -> np.ndarray:
+    """MESS's ``np.uint8(mask / 255)`` for a 0/255 mask: only 255 becomes 1, anything lower 0."""
+    if mask.dtype == bool:
+        return mask.astype(np.uint8)
+    if mask.dtype != np.uint8:
+        raise PrepareError(f"{where}: expected an 8-bit mask, got {mask.dtype}")
+    return (mask == 255).astype(np.uint8)
+
+
+def single_channel(mask: np.ndarray, where: Path) -> np.ndarray:
+    """An id mask saved as RGB with equal channels is accepted; genuinely colour masks are not."""
+    if mask.ndim == 2:
+        return mask
+    if mask.ndim == 3 and (mask[..., :3] == mask[..., :1]).all():
+        return mask[..., 0]
+    raise PrepareError(f"{where}: expected a single-channel id mask, got shape {mask.shape}")
+
+
+def check_same_size(label: np.ndarray, hw: tuple[int, int], where: Path) -> None:
+    if label.shape[:2] != hw:
+        raise PrepareError(f"{where}: mask size {label.shape[:2]} differs from its image {hw}")
 
 
 # ------------------------------------------------------------------------------------ label mapping
@@ -184,6 +263,65 @@ def extract(archive: str | Path, dest: str | Path, password: str | None = None) 
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
         raise PrepareError(f"{archive}: cannot extract ({exc})") from None
     return dest
+
+
+# --------------------------------------------------------------------------------------- raw layouts
+@contextlib.contextmanager
+def scratch_dir(out_dir: Path, key: str) -> Iterator[Path]:
+    """Temporary extraction folder next to ``out_dir`` (same file system: archives are tens of GB
+    and /tmp may be small), always deleted. Its name starts with a dot, like the preparer's own
+    temporary output, so leftovers are easy to spot."""
+    with tempfile.TemporaryDirectory(prefix=f".{key}-scratch-", dir=Path(out_dir).parent) as tmp:
+        yield Path(tmp)
+
+
+def find_dir(root: Path, rel: str, archive: Path) -> Path:
+    """The unique folder under ``root`` whose path ends with ``rel`` (e.g. ``original/Test``).
+
+    Mirrors and re-zips differ in their top-level folder, so we search instead of hard-coding it;
+    more than one match would be ambiguous and is refused.
+    """
+    parts = Path(rel).parts
+    hits = sorted(p for p in [root, *root.rglob(parts[-1])] if p.is_dir() and p.parts[-len(parts) :] == parts)
+    if not hits:
+        raise PrepareError(f"{archive}: no folder '{rel}' inside")
+    if len(hits) > 1:
+        raise PrepareError(f"{archive}: folder '{rel}' found {len(hits)} times: {[str(h) for h in hits[:3]]}")
+    return hits[0]
+
+
+def find_file(root: Path, name: str, archive: Path) -> Path:
+    """The unique file called ``name`` anywhere under ``root`` (top-level folders vary)."""
+    hits = sorted(p for p in root.rglob(name) if p.is_file())
+    if len(hits) != 1:
+        raise PrepareError(f"{archive}: expected one '{name}' inside, found {len(hits)}")
+    return hits[0]
+
+
+def files_with_suffix(folder: Path, *suffixes: str) -> list[Path]:
+    """Files of ``folder`` whose suffix matches case-insensitively (ZeroWaste uses ``.PNG``)."""
+    wanted = {s.lower() for s in suffixes}
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in wanted)
+
+
+def pair_by_stem(images: Sequence[Path], masks: Sequence[Path], where: Path) -> list[tuple[Path, Path]]:
+    """Match images and masks by file stem.
+
+    When the stems differ but the counts agree, fall back to pairing the sorted lists, which is
+    what MESS's ``load_sem_seg`` does (it zips sorted file lists); a warning says so, and the
+    callers' size check still catches a misaligned pair. Differing counts mean a broken download.
+    """
+    by_img = {p.stem: p for p in images}
+    by_mask = {p.stem: p for p in masks}
+    if set(by_img) == set(by_mask):
+        return [(by_img[s], by_mask[s]) for s in sorted(by_img)]
+    if len(by_img) == len(by_mask) and by_img:
+        log.warning("%s: image and mask names differ; pairing sorted lists as MESS does", where)
+        by_name = sorted(images, key=lambda p: p.stem), sorted(masks, key=lambda p: p.stem)
+        return list(zip(*by_name, strict=True))
+    only_i = sorted(set(by_img) - set(by_mask))[:3]
+    only_m = sorted(set(by_mask) - set(by_img))[:3]
+    raise PrepareError(f"{where}: images without masks {only_i}, masks without images {only_m}")
 
 
 def kfold_assignment(stems: list[str], k: int) -> dict[str, int]:

@@ -10,14 +10,12 @@ Train = official train + val (3364 + 535), names prefixed by split and class fol
 
 from __future__ import annotations
 
-import io
-import shutil
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from mopeft.data.common import PrepareError, PrepareOptions, load_image, map_ids, save_image, save_label
+from mopeft.data.common import PrepareError, PrepareOptions, copy_or_convert, load_image, map_ids, save_label
+from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_files
 from mopeft.data.spec import DatasetSpec, Source
 
 CLONE = "atlantis"
@@ -129,17 +127,8 @@ def _write(img: Path, mask: Path, out_dir: Path, split: str, stem: str) -> None:
         raw = raw[..., 0]
     if raw.shape != image.shape[:2]:
         raise PrepareError(f"{mask}: size {raw.shape} differs from image {image.shape[:2]}")
-    _write_image(img, image, out_dir / split / "images" / f"{stem}.jpg")
+    copy_or_convert(img, image, out_dir / split / "images" / f"{stem}.jpg")
     save_label(out_dir / split / "labels" / f"{stem}.png", map_ids(raw, LUT), SPEC.num_classes)
-
-
-def _write_image(src: Path, image: np.ndarray, dst: Path) -> None:
-    """Copy the original bytes when already 8-bit RGB (no re-encoding loss), else convert to RGB."""
-    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
-    else:
-        save_image(dst, load_image(src, "RGB"))
 
 
 def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
@@ -163,12 +152,6 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
 
 
 # ------------------------------------------------------------------------------------- miniature
-def _bytes(array: np.ndarray, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format=fmt)
-    return buf.getvalue()
-
-
 def write_miniature(raw_dir: Path, seed: int = 0) -> None:
     """A fake clone: atlantis/atlantis/{images,masks}/{train,val,test}/<class>/; one test name
     occurs in two class folders (the MESS duplicate)."""
@@ -182,18 +165,17 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
     h, w, block = 48, 64, 16
     for split, items in files.items():
         for cls_folder, stem in items:
-            grid = rng.integers(0, 57, size=(h // block, w // block))
-            mask = np.kron(grid, np.ones((block, block), dtype=np.int64)).astype(np.uint8)
+            mask = random_block_ids(rng, h, w, 57, block).astype(np.uint8)
             if (cls_folder, stem) == ("river", "1000001"):
                 mask[:block, :block] = 35  # known pixel: raw 35 -> 34 "river"
                 mask[:block, block : 2 * block] = 0  # unlabelled -> 255
             image = np.clip(mask[..., None] * np.array([3, 4, 2]) + rng.integers(0, 30, (h, w, 3)), 0, 255)
-            for sub, data in (
-                ("images", _bytes(image.astype(np.uint8), "JPEG")),
-                ("masks", _bytes(mask, "PNG")),
-            ):
-                path = root / sub / split / cls_folder / f"{stem}.{'jpg' if sub == 'images' else 'png'}"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
+            write_files(
+                root,
+                {
+                    f"images/{split}/{cls_folder}/{stem}.jpg": encode(image.astype(np.uint8), "JPEG"),
+                    f"masks/{split}/{cls_folder}/{stem}.png": encode(mask, "PNG"),
+                },
+            )
     (raw_dir / CLONE / "README.md").write_text("synthetic miniature of the ATLANTIS repository\n")
-    (raw_dir / "MINIATURE").touch()
+    mark_miniature(raw_dir)

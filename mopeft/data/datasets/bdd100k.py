@@ -9,16 +9,20 @@ train split.
 
 from __future__ import annotations
 
-import io
-import shutil
-import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from mopeft.data.common import PrepareError, PrepareOptions, extract, load_image, save_image, save_label
+from mopeft.data.common import (
+    PrepareError,
+    PrepareOptions,
+    copy_or_convert,
+    extract,
+    load_image,
+    save_label,
+    scratch_dir,
+)
+from mopeft.data.miniature import encode, mark_miniature, random_block_label, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 
 IMAGES_ZIP = "bdd100k_images_10k.zip"
@@ -85,19 +89,9 @@ SPEC = DatasetSpec(
 _SPLITS = {"train": "train", "test": "val"}  # our split -> BDD split
 
 
-def _write_image(src: Path, image: np.ndarray, dst: Path) -> None:
-    """Copy the original bytes when already 8-bit RGB (no re-encoding loss), else convert to RGB."""
-    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
-    else:
-        save_image(dst, load_image(src, "RGB"))
-
-
 def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     """Official val -> test, official train -> train; images copied as JPEG, masks checked."""
-    with tempfile.TemporaryDirectory(prefix=".bdd100k-scratch-", dir=out_dir.parent) as scratch:
-        scratch = Path(scratch)
+    with scratch_dir(out_dir, SPEC.key) as scratch:
         extract(raw_dir / IMAGES_ZIP, scratch)
         extract(raw_dir / LABELS_ZIP, scratch)
         root = scratch / "bdd100k"
@@ -121,52 +115,34 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
                     raise PrepareError(
                         f"{mask_path.name}: size {label.shape} differs from image {image.shape[:2]}"
                     )
-                _write_image(img_path, image, out_dir / split / "images" / img_path.name)
+                copy_or_convert(img_path, image, out_dir / split / "images" / img_path.name)
                 save_label(out_dir / split / "labels" / mask_path.name, label, SPEC.num_classes)
     return {"split_protocol": "official: train = 10k/train (7000), test = 10k/val (1000)"}
 
 
 # ------------------------------------------------------------------------------------- miniature
-def _blocks(rng: np.random.Generator, h: int, w: int, values: list[int], block: int = 16) -> np.ndarray:
-    """Piecewise-constant label (blocks) so a model can actually learn the miniature."""
-    grid = rng.choice(values, size=(-(-h // block), -(-w // block)))
-    return np.kron(grid, np.ones((block, block), dtype=np.int64))[:h, :w].astype(np.uint8)
-
-
-def _png(array: np.ndarray, palette: list[int] | None = None) -> bytes:
-    im = Image.fromarray(array, mode="P" if palette else None)
-    if palette:
-        im.putpalette(palette)
-    buf = io.BytesIO()
-    im.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _jpg(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="JPEG", quality=90)
-    return buf.getvalue()
-
-
 def write_miniature(raw_dir: Path, seed: int = 0) -> None:
     """Two zips as BDD ships them: 10k images (train/val/test) and sem_seg masks + colormaps."""
     rng = np.random.default_rng(seed)
-    raw_dir.mkdir(parents=True, exist_ok=True)
     h, w = 72, 128  # 1280x720 scaled down
     palette = [int(v) for v in rng.integers(0, 256, size=256 * 3)]
-    with zipfile.ZipFile(raw_dir / IMAGES_ZIP, "w") as zi, zipfile.ZipFile(raw_dir / LABELS_ZIP, "w") as zl:
-        for k, (bdd_split, n) in enumerate((("train", 3), ("val", 2), ("test", 1))):
-            for i in range(n):
-                stem = f"{0x7D2F7975 + 16 * k + i:08x}-e0c1c5a7"  # BDD-style names; val #0 = 7d2f7985-...
-                label = _blocks(rng, h, w, [*range(19), 255])
-                if bdd_split == "val" and i == 0:
-                    label[:8, :8] = 13  # known pixel: car
-                    label[:8, 8:16] = 255
-                image = (label[..., None] * np.array([7, 13, 29]) % 256).astype(np.uint8)
-                image = np.clip(image + rng.integers(0, 20, image.shape), 0, 255).astype(np.uint8)
-                zi.writestr(f"bdd100k/images/10k/{bdd_split}/{stem}.jpg", _jpg(image))
-                if bdd_split == "test":
-                    continue  # test labels are withheld
-                zl.writestr(f"bdd100k/labels/sem_seg/masks/{bdd_split}/{stem}.png", _png(label))
-                zl.writestr(f"bdd100k/labels/sem_seg/colormaps/{bdd_split}/{stem}.png", _png(label, palette))
-    (raw_dir / "MINIATURE").touch()
+    images, labels = {}, {}
+    for k, (bdd_split, n) in enumerate((("train", 3), ("val", 2), ("test", 1))):
+        for i in range(n):
+            stem = f"{0x7D2F7975 + 16 * k + i:08x}-e0c1c5a7"  # BDD-style names; val #0 = 7d2f7985-...
+            label = random_block_label(rng, h, w, [*range(19), 255])
+            if bdd_split == "val" and i == 0:
+                label[:8, :8] = 13  # known pixel: car
+                label[:8, 8:16] = 255
+            image = (label[..., None] * np.array([7, 13, 29]) % 256).astype(np.uint8)
+            image = np.clip(image + rng.integers(0, 20, image.shape), 0, 255).astype(np.uint8)
+            images[f"bdd100k/images/10k/{bdd_split}/{stem}.jpg"] = encode(image, "JPEG", quality=90)
+            if bdd_split == "test":
+                continue  # test labels are withheld
+            labels[f"bdd100k/labels/sem_seg/masks/{bdd_split}/{stem}.png"] = encode(label, "PNG")
+            labels[f"bdd100k/labels/sem_seg/colormaps/{bdd_split}/{stem}.png"] = encode(
+                label, "PNG", palette=palette
+            )
+    write_zip(raw_dir / IMAGES_ZIP, images)
+    write_zip(raw_dir / LABELS_ZIP, labels)
+    mark_miniature(raw_dir)

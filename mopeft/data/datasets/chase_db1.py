@@ -15,17 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import PrepareError, PrepareOptions, extract, load_image, save_label
-from mopeft.data.datasets._medeng import (
-    blob_label,
+from mopeft.data.common import (
+    PrepareError,
+    PrepareOptions,
     check_same_size,
-    encode,
-    image_for,
-    mark_miniature,
+    extract,
+    load_image,
     put_image,
+    save_label,
     scratch_dir,
-    write_zip,
 )
+from mopeft.data.miniature import blob_label, encode, image_for, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 
 ZIP = "CHASEDB1.zip"
@@ -36,7 +36,9 @@ SPEC = DatasetSpec(
     name="CHASE DB1",
     domain="Medical Imaging",
     classes=("others", "blood vessels"),
-    sources=(Source(ZIP, "http", url="https://staffnet.kingston.ac.uk/~ku15565/CHASE_DB1/assets/CHASEDB1.zip"),),
+    sources=(
+        Source(ZIP, "http", url="https://staffnet.kingston.ac.uk/~ku15565/CHASE_DB1/assets/CHASEDB1.zip"),
+    ),
     expected_test=20,
     mess_key="chase_db1_sem_seg_test",
     channels="RGB",
@@ -101,7 +103,7 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
             first[:4, :4] = 1
             second = blob_label(rng, h, w, [0, 1])
             second[:4, :4] = 0
-            members[f"{stem}.jpg"] = encode(image_for(rng, first), "JPEG")
+            members[f"{stem}.jpg"] = encode(image_for(rng, first), "JPEG", quality=92)
             mode = None if stem == "Image_05L" else "1"
             members[f"{stem}_1stHO.png"] = encode((first * 255).astype(np.uint8), "PNG", mode)
             members[f"{stem}_2ndHO.png"] = encode((second * 255).astype(np.uint8), "PNG", "1")

@@ -13,21 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import PrepareOptions, extract, load_image, map_ids, save_label
-from mopeft.data.datasets._medeng import (
-    blob_label,
+from mopeft.data.common import (
+    PrepareOptions,
     check_same_size,
-    encode,
+    extract,
     files_with_suffix,
     find_dir,
-    image_for,
-    mark_miniature,
+    load_image,
+    map_ids,
     pair_by_stem,
     put_image,
+    save_label,
     scratch_dir,
     single_channel,
-    write_zip,
 )
+from mopeft.data.miniature import blob_label, encode, image_for, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 
 ZIP = "31729733"
@@ -100,7 +100,7 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
             raw = lab.copy()
             raw[-4:, -4:] = 7
             base = f"{ROOT}/original/{folder}"
-            members[f"{base}/images/{stem}.jpeg"] = encode(image_for(rng, lab), "JPEG")
+            members[f"{base}/images/{stem}.jpeg"] = encode(image_for(rng, lab), "JPEG", quality=92)
             members[f"{base}/masks/{stem}.png"] = encode(raw, "PNG")
     write_zip(raw_dir / ZIP, members)
     mark_miniature(raw_dir)

@@ -13,20 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import PrepareError, PrepareOptions, extract, load_image, save_label
-from mopeft.data.datasets._medeng import (
-    blob_label,
+from mopeft.data.common import (
+    PrepareError,
+    PrepareOptions,
     check_same_size,
-    encode,
+    extract,
     find_dir,
     floor_div_255,
-    image_for,
-    mark_miniature,
+    load_image,
     put_image,
+    save_label,
     scratch_dir,
     single_channel,
-    write_zip,
 )
+from mopeft.data.miniature import blob_label, encode, image_for, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 
 ZIP = "archive.zip"

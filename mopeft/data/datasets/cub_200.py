@@ -8,16 +8,20 @@ image's folder ``NNN.Class_Name`` (background 0). Splits follow ``train_test_spl
 
 from __future__ import annotations
 
-import io
-import shutil
-import tarfile
-import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from mopeft.data.common import PrepareError, PrepareOptions, extract, load_image, save_image, save_label
+from mopeft.data.common import (
+    PrepareError,
+    PrepareOptions,
+    extract,
+    load_image,
+    put_image,
+    save_label,
+    scratch_dir,
+)
+from mopeft.data.miniature import encode, mark_miniature, write_tar_gz
 from mopeft.data.spec import DatasetSpec, Source
 
 CLASSES = (
@@ -74,11 +78,18 @@ SPEC = DatasetSpec(
     domain="Agriculture and Biology",
     classes=CLASSES,
     sources=(
-        Source(IMAGES_TGZ, "http", url="https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz",
-               md5="97eceeb196236b17998738112f37df78"),
-        Source(SEGMENTATIONS_TGZ, "http",
-               url="https://data.caltech.edu/records/w9d68-gec53/files/segmentations.tgz",
-               md5="4d47ba1228eae64f2fa547c47bc65255"),
+        Source(
+            IMAGES_TGZ,
+            "http",
+            url="https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz",
+            md5="97eceeb196236b17998738112f37df78",
+        ),
+        Source(
+            SEGMENTATIONS_TGZ,
+            "http",
+            url="https://data.caltech.edu/records/w9d68-gec53/files/segmentations.tgz",
+            md5="4d47ba1228eae64f2fa547c47bc65255",
+        ),
     ),
     expected_test=5794,
     mess_key="cub_200_sem_seg_test",
@@ -118,24 +129,10 @@ def _class_of(rel: str, where: Path) -> int:
     return int(prefix)
 
 
-def _copy_image(src: Path, dst_dir: Path, stem: str) -> tuple[int, int]:
-    """Keep the original JPEG bytes when RGB (no re-encoding loss); convert grayscale/CMYK to RGB PNG."""
-    image = load_image(src, "RGB")  # full decode: a truncated file fails here, naming it
-    with Image.open(src) as im:
-        mode = im.mode
-    if mode == "RGB" and src.suffix.lower() in (".jpg", ".jpeg"):
-        dst_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst_dir / f"{stem}.jpg")
-    else:
-        save_image(dst_dir / f"{stem}.png", image)
-    return image.shape[0], image.shape[1]
-
-
 def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     """Threshold each soft mask at 128 and write the species id on the bird pixels."""
     counts = {"test": 0, "train": 0}
-    with tempfile.TemporaryDirectory(prefix=".scratch-cub-", dir=out_dir.parent) as scratch:
-        scratch = Path(scratch)
+    with scratch_dir(out_dir, SPEC.key) as scratch:
         extract(raw_dir / IMAGES_TGZ, scratch / "img")
         extract(raw_dir / SEGMENTATIONS_TGZ, scratch / "seg")
         root = scratch / "img" / "CUB_200_2011"
@@ -156,7 +153,10 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
             seg_path = seg_root / Path(rel).with_suffix(".png")
             soft = load_image(seg_path, "L")
             label = ((soft > 128) * cls).astype(np.uint8)
-            hw = _copy_image(root / "images" / rel, out_dir / name / "images", stem)
+            # RGB JPEGs are copied unchanged; grayscale/CMYK ones become RGB PNGs
+            hw = put_image(
+                root / "images" / rel, out_dir / name / "images", stem, copy_suffixes=(".jpg", ".jpeg")
+            )
             if label.shape != hw:
                 raise PrepareError(f"{seg_path}: size {label.shape} differs from its image {hw}")
             save_label(out_dir / name / "labels" / f"{stem}.png", label, len(CLASSES))
@@ -165,18 +165,6 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
 
 
 # --------------------------------------------------------------------------------------- miniature
-def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tf.addfile(info, io.BytesIO(data))
-
-
-def _encode(arr: np.ndarray, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format=fmt, **({"quality": 95} if fmt == "JPEG" else {}))
-    return buf.getvalue()
-
-
 def write_miniature(raw_dir: Path, seed: int = 0) -> None:
     """CUB_200_2011.tgz (images + txt tables + attributes.txt) and segmentations.tgz (soft PNG masks).
 
@@ -184,32 +172,34 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
     """
     rng = np.random.default_rng(seed)
     raw_dir = Path(raw_dir)
-    raw_dir.mkdir(parents=True, exist_ok=True)
     folders = {i: f"{i:03d}." + CLASSES[i].replace(" ", "_") for i in range(1, 201)}
     picks = [(1, 0), (1, 1), (17, 0), (200, 1), (200, 0)]  # (class, is_training)
     images_txt, split_txt, labels_txt = [], [], []
-    with (
-        tarfile.open(raw_dir / IMAGES_TGZ, "w:gz") as ti,
-        tarfile.open(raw_dir / SEGMENTATIONS_TGZ, "w:gz") as ts,
+    images, segmentations = {}, {}
+    for image_id, (cls, is_train) in enumerate(picks, 1):
+        h, w = int(rng.integers(40, 90)), int(rng.integers(40, 90))
+        yy, xx = np.mgrid[:h, :w]
+        ell = ((yy - h / 2) / (h / 3)) ** 2 + ((xx - w / 2) / (w / 3)) ** 2
+        soft = np.clip((1.2 - ell) * 255, 0, 255).astype(np.uint8)  # soft edge around 128
+        bird = (soft[..., None] > 128) * (cls % 150)
+        image = (rng.integers(0, 80, size=(h, w, 3)) + bird).astype(np.uint8)
+        if image_id == 4:
+            image = image[..., 0]  # CUB has a few grayscale JPEGs
+        rel = f"{folders[cls]}/{folders[cls].split('.', 1)[1]}_{image_id:04d}_{100000 + image_id}.jpg"
+        images[f"CUB_200_2011/images/{rel}"] = encode(image, "JPEG", quality=95)
+        segmentations[f"segmentations/{rel[:-4]}.png"] = encode(soft, "PNG")
+        images_txt.append(f"{image_id} {rel}")
+        split_txt.append(f"{image_id} {is_train}")
+        labels_txt.append(f"{image_id} {cls}")
+    classes_txt = [f"{i} {folders[i]}" for i in range(1, 201)]
+    for name, lines in (
+        ("images.txt", images_txt),
+        ("train_test_split.txt", split_txt),
+        ("classes.txt", classes_txt),
+        ("image_class_labels.txt", labels_txt),
     ):
-        for image_id, (cls, is_train) in enumerate(picks, 1):
-            h, w = int(rng.integers(40, 90)), int(rng.integers(40, 90))
-            yy, xx = np.mgrid[:h, :w]
-            ell = ((yy - h / 2) / (h / 3)) ** 2 + ((xx - w / 2) / (w / 3)) ** 2
-            soft = np.clip((1.2 - ell) * 255, 0, 255).astype(np.uint8)  # soft edge around 128
-            bird = (soft[..., None] > 128) * (cls % 150)
-            image = (rng.integers(0, 80, size=(h, w, 3)) + bird).astype(np.uint8)
-            if image_id == 4:
-                image = image[..., 0]  # CUB has a few grayscale JPEGs
-            rel = f"{folders[cls]}/{folders[cls].split('.', 1)[1]}_{image_id:04d}_{100000 + image_id}.jpg"
-            _add(ti, f"CUB_200_2011/images/{rel}", _encode(image, "JPEG"))
-            _add(ts, f"segmentations/{rel[:-4]}.png", _encode(soft, "PNG"))
-            images_txt.append(f"{image_id} {rel}")
-            split_txt.append(f"{image_id} {is_train}")
-            labels_txt.append(f"{image_id} {cls}")
-        classes_txt = [f"{i} {folders[i]}" for i in range(1, 201)]
-        for name, lines in (("images.txt", images_txt), ("train_test_split.txt", split_txt),
-                            ("classes.txt", classes_txt), ("image_class_labels.txt", labels_txt)):
-            _add(ti, f"CUB_200_2011/{name}", ("\n".join(lines) + "\n").encode())
-        _add(ti, "attributes.txt", b"1 has_bill_shape::curved_(up_or_down)\n")
-    (raw_dir / "MINIATURE").touch()
+        images[f"CUB_200_2011/{name}"] = ("\n".join(lines) + "\n").encode()
+    images["attributes.txt"] = b"1 has_bill_shape::curved_(up_or_down)\n"
+    write_tar_gz(raw_dir / IMAGES_TGZ, images)
+    write_tar_gz(raw_dir / SEGMENTATIONS_TGZ, segmentations)
+    mark_miniature(raw_dir)

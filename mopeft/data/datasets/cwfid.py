@@ -10,15 +10,20 @@ is removed from train to avoid leakage.
 
 from __future__ import annotations
 
-import io
-import shutil
 from pathlib import Path
 
 import numpy as np
 import yaml
-from PIL import Image
 
-from mopeft.data.common import PrepareError, PrepareOptions, load_image, map_colours, save_image, save_label
+from mopeft.data.common import (
+    PrepareError,
+    PrepareOptions,
+    copy_or_convert,
+    load_image,
+    map_colours,
+    save_label,
+)
+from mopeft.data.miniature import encode, mark_miniature
 from mopeft.data.spec import DatasetSpec, Source
 
 CLONE = "cwfid"
@@ -105,15 +110,6 @@ def _check_split_file(clone: Path) -> None:
         raise PrepareError(f"{path}: test ids differ from the official CWFID split")
 
 
-def _write_image(src: Path, image: np.ndarray, dst: Path) -> None:
-    """Copy the original bytes when already 8-bit RGB (no re-encoding loss), else convert to RGB."""
-    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
-    else:
-        save_image(dst, load_image(src, "RGB"))
-
-
 def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     clone = raw_dir / CLONE
     if not (clone / "images").is_dir():
@@ -131,7 +127,7 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
             label = map_colours(load_image(ann, "RGB"), COLOURS, ann)
             if label.shape != image.shape[:2]:
                 raise PrepareError(f"{ann}: size {label.shape} differs from image {image.shape[:2]}")
-            _write_image(img, image, out_dir / split / "images" / f"{i:03d}.png")
+            copy_or_convert(img, image, out_dir / split / "images" / f"{i:03d}.png")
             save_label(out_dir / split / "labels" / f"{i:03d}.png", label, SPEC.num_classes)
     return {
         "split_protocol": "official train_test_split.yaml; id 28 removed from train",
@@ -140,12 +136,6 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
 
 
 # ------------------------------------------------------------------------------------- miniature
-def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def write_miniature(raw_dir: Path, seed: int = 0) -> None:
     """A fake clone with images/, annotations/ (RGB + YAML), masks/ and train_test_split.yaml."""
     rng = np.random.default_rng(seed)
@@ -164,12 +154,14 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
             ann[:6, 6:12] = (255, 0, 0)  # red = weed -> 2
         veg = ann.any(axis=2)
         image = np.where(veg[..., None], [40, 160, 40], [120, 90, 60]) + rng.integers(0, 30, (h, w, 3))
-        (clone / "images" / f"{i:03d}_image.png").write_bytes(_png(np.clip(image, 0, 255).astype(np.uint8)))
-        (clone / "annotations" / f"{i:03d}_annotation.png").write_bytes(_png(ann))
+        (clone / "images" / f"{i:03d}_image.png").write_bytes(
+            encode(np.clip(image, 0, 255).astype(np.uint8), "PNG")
+        )
+        (clone / "annotations" / f"{i:03d}_annotation.png").write_bytes(encode(ann, "PNG"))
         (clone / "annotations" / f"{i:03d}_annotation.yaml").write_text(
             "filename: synthetic\nannotation: []\n"
         )
-        (clone / "masks" / f"{i:03d}_mask.png").write_bytes(_png((veg * 255).astype(np.uint8)))
+        (clone / "masks" / f"{i:03d}_mask.png").write_bytes(encode((veg * 255).astype(np.uint8), "PNG"))
     split = {"train": list(TRAIN_IDS), "test": list(TEST_IDS)}
     (clone / "train_test_split.yaml").write_text(yaml.safe_dump(split, default_flow_style=True))
-    (raw_dir / "MINIATURE").touch()
+    mark_miniature(raw_dir)

@@ -9,25 +9,23 @@ to ``test/`` and training uses k-fold units over it.
 
 from __future__ import annotations
 
-import io
-import shutil
-import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from mopeft.data.common import (
     IGNORE,
     PrepareError,
     PrepareOptions,
+    copy_or_convert,
+    ensure_layout,
     extract,
     load_image,
     map_ids,
-    save_image,
     save_label,
+    scratch_dir,
 )
+from mopeft.data.miniature import encode, mark_miniature, random_block_label, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 
 ARCHIVE = "Dark_Zurich_val_anon.zip"
@@ -105,22 +103,10 @@ CITYSCAPES_TO_MESS: dict[int, int] = {
 _IMG_SUFFIX = "_rgb_anon.png"
 
 
-def _write_image(src: Path, image: np.ndarray, dst: Path) -> None:
-    """Copy the original bytes when already 8-bit RGB (no re-encoding loss), else convert to RGB."""
-    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
-    else:
-        save_image(dst, load_image(src, "RGB"))
-
-
 def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     """All 50 val images -> test/ (stem ``<seq>_frame_<n>``); train/ stays empty."""
-    for split in ("train", "test"):
-        for sub in ("images", "labels"):
-            (out_dir / split / sub).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".dark_zurich-scratch-", dir=out_dir.parent) as scratch:
-        scratch = Path(scratch)
+    ensure_layout(out_dir)
+    with scratch_dir(out_dir, SPEC.key) as scratch:
         extract(raw_dir / ARCHIVE, scratch)
         images = sorted(p for p in scratch.rglob(f"*{_IMG_SUFFIX}") if "val" in p.parts)
         if not images:
@@ -143,40 +129,33 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
                 label[load_image(inv_path, "L") == 255] = IGNORE
             elif not options.miniature:
                 raise PrepareError(f"{inv_path}: missing invalid-region mask")
-            _write_image(img_path, image, out_dir / "test" / "images" / f"{stem}.png")
+            copy_or_convert(img_path, image, out_dir / "test" / "images" / f"{stem}.png")
             save_label(out_dir / "test" / "labels" / f"{stem}.png", label, SPEC.num_classes)
     return {"split_protocol": "kfold over test", "unmapped_cityscapes_ids": "ignore (255)"}
 
 
 # ------------------------------------------------------------------------------------- miniature
-def _png(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def write_miniature(raw_dir: Path, seed: int = 0) -> None:
     """Val zip with rgb_anon/ and gt/ (labelIds incl. unmapped ids, invGray, labelColor)."""
     rng = np.random.default_rng(seed)
-    raw_dir.mkdir(parents=True, exist_ok=True)
     h, w, block = 54, 96, 12  # 1920x1080 scaled down
     ids_pool = [*sorted(CITYSCAPES_TO_MESS), 4, 15]  # 4 and 15 have no MESS class -> 255
     seq = "GOPR0356"
-    with zipfile.ZipFile(raw_dir / ARCHIVE, "w") as zf:
-        for i in range(4):
-            stem = f"{seq}_frame_{321 + 60 * i:06d}"
-            grid = rng.choice(ids_pool, size=(-(-h // block), -(-w // block)))
-            ids = np.kron(grid, np.ones((block, block), dtype=np.int64))[:h, :w].astype(np.uint8)
-            inv = np.zeros((h, w), dtype=np.uint8)
-            inv[-6:, :] = 255  # invalid strip at the bottom
-            if i == 0:
-                ids[:12, :12] = 26  # known pixel: Cityscapes car -> MESS 14
-                ids[:12, 12:24] = 4  # unmapped Cityscapes id -> 255
-            image = np.clip(ids[..., None] * np.array([5, 9, 3]) + rng.integers(0, 30, (h, w, 3)), 0, 255)
-            colour = (ids[..., None] * np.array([37, 91, 53]) % 256).astype(np.uint8)
-            zf.writestr(f"rgb_anon/val/night/{seq}/{stem}_rgb_anon.png", _png(image.astype(np.uint8)))
-            zf.writestr(f"gt/val/night/{seq}/{stem}_gt_labelIds.png", _png(ids))
-            zf.writestr(f"gt/val/night/{seq}/{stem}_gt_invGray.png", _png(inv))
-            zf.writestr(f"gt/val/night/{seq}/{stem}_gt_labelColor.png", _png(colour))
-        zf.writestr("LICENSE.txt", "synthetic miniature of Dark Zurich val (not real data)\n")
-    (raw_dir / "MINIATURE").touch()
+    members = {}
+    for i in range(4):
+        stem = f"{seq}_frame_{321 + 60 * i:06d}"
+        ids = random_block_label(rng, h, w, ids_pool, block)
+        inv = np.zeros((h, w), dtype=np.uint8)
+        inv[-6:, :] = 255  # invalid strip at the bottom
+        if i == 0:
+            ids[:12, :12] = 26  # known pixel: Cityscapes car -> MESS 14
+            ids[:12, 12:24] = 4  # unmapped Cityscapes id -> 255
+        image = np.clip(ids[..., None] * np.array([5, 9, 3]) + rng.integers(0, 30, (h, w, 3)), 0, 255)
+        colour = (ids[..., None] * np.array([37, 91, 53]) % 256).astype(np.uint8)
+        members[f"rgb_anon/val/night/{seq}/{stem}_rgb_anon.png"] = encode(image.astype(np.uint8), "PNG")
+        members[f"gt/val/night/{seq}/{stem}_gt_labelIds.png"] = encode(ids, "PNG")
+        members[f"gt/val/night/{seq}/{stem}_gt_invGray.png"] = encode(inv, "PNG")
+        members[f"gt/val/night/{seq}/{stem}_gt_labelColor.png"] = encode(colour, "PNG")
+    members["LICENSE.txt"] = b"synthetic miniature of Dark Zurich val (not real data)\n"
+    write_zip(raw_dir / ARCHIVE, members)
+    mark_miniature(raw_dir)

@@ -11,21 +11,21 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import PrepareError, PrepareOptions, extract, load_image, save_label
-from mopeft.data.datasets._medeng import (
-    blob_label,
+from mopeft.data.common import (
+    PrepareError,
+    PrepareOptions,
     check_same_size,
-    encode,
+    extract,
     files_with_suffix,
     find_dir,
     floor_div_255,
-    image_for,
-    mark_miniature,
+    load_image,
     pair_by_stem,
     put_image,
+    save_label,
     scratch_dir,
-    write_zip,
 )
+from mopeft.data.miniature import blob_label, encode, image_for, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 
 REPO = "DeepCrack"  # git clone of https://github.com/yhlleo/DeepCrack.git
@@ -57,8 +57,10 @@ SPEC = DatasetSpec(
     task_description="Cracks",
     citation="Liu et al., DeepCrack: A deep hierarchical feature learning architecture for crack "
     "segmentation, Neurocomputing 2019",
-    notes=("MESS 'adapted' variant names class 0 'concrete or asphalt or others'; the benchmark key uses "
-           "'concrete or asphalt'.",),
+    notes=(
+        "MESS 'adapted' variant names class 0 'concrete or asphalt or others'; the benchmark key uses "
+        "'concrete or asphalt'.",
+    ),
 )
 
 
@@ -98,7 +100,7 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
             lab[:4, :4] = 1
             mask = (lab * 255).astype(np.uint8)
             mask[-4:, -4:] = 254
-            members[f"{split}_img/{stem}.jpg"] = encode(image_for(rng, lab), "JPEG")
+            members[f"{split}_img/{stem}.jpg"] = encode(image_for(rng, lab), "JPEG", quality=92)
             members[f"{split}_lab/{stem}.png"] = encode(mask, "PNG")
     write_zip(raw_dir / REPO / INNER_ZIP, members)
     (raw_dir / REPO / "README.md").write_text("Miniature stand-in for the DeepCrack git clone.\n")

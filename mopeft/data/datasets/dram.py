@@ -10,26 +10,26 @@ VOC ids are mapped with MESS's table (11 VOC classes kept, the other VOC classes
 
 from __future__ import annotations
 
-import io
 import shutil
 import subprocess
 import tarfile
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from mopeft.data.common import (
     PrepareError,
     PrepareOptions,
+    copy_or_convert,
+    ensure_layout,
     extract,
     load_image,
     map_ids,
-    save_image,
     save_label,
+    scratch_dir,
 )
+from mopeft.data.miniature import encode, mark_miniature, random_block_label, write_zip, zip_bytes
 from mopeft.data.spec import DatasetSpec, Source
 
 ARCHIVE = "DRAM_processed.zip"
@@ -100,21 +100,9 @@ def _extract_rar(archive: Path, dest: Path, shown_as: Path) -> None:
     raise PrepareError(f"{shown_as}: {INNER} needs unrar, unar, 7z or bsdtar (e.g. apt-get install unar)")
 
 
-def _write_image(src: Path, image: np.ndarray, dst: Path) -> None:
-    """Copy the original bytes when already 8-bit RGB (no re-encoding loss), else convert to RGB."""
-    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
-    else:
-        save_image(dst, load_image(src, "RGB"))
-
-
 def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
-    for split in ("train", "test"):
-        for sub in ("images", "labels"):
-            (out_dir / split / sub).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".dram-scratch-", dir=out_dir.parent) as scratch:
-        scratch = Path(scratch)
+    ensure_layout(out_dir)
+    with scratch_dir(out_dir, SPEC.key) as scratch:
         extract(raw_dir / ARCHIVE, scratch / "outer")
         inner = next((scratch / "outer").rglob(INNER), None)
         if inner is None:
@@ -136,7 +124,7 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
                 raise PrepareError(f"{mask_path}: expected single-channel {image.shape[:2]}, got {voc.shape}")
             if (out_dir / "test" / "images" / f"{stem}.jpg").exists():
                 raise PrepareError(f"{img}: output name {stem} is not unique")
-            _write_image(img, image, out_dir / "test" / "images" / f"{stem}.jpg")
+            copy_or_convert(img, image, out_dir / "test" / "images" / f"{stem}.jpg")
             save_label(
                 out_dir / "test" / "labels" / f"{stem}.png", map_ids(voc, VOC_TO_MESS), SPEC.num_classes
             )
@@ -158,22 +146,11 @@ def _voc_palette() -> list[int]:
     return pal
 
 
-def _bytes(array: np.ndarray, fmt: str, palette: list[int] | None = None) -> bytes:
-    im = Image.fromarray(array, mode="P" if palette else None)
-    if palette:
-        im.putpalette(palette)
-    buf = io.BytesIO()
-    im.save(buf, format=fmt)
-    return buf.getvalue()
-
-
 def write_miniature(raw_dir: Path, seed: int = 0) -> None:
     """DRAM_processed.zip holding DRAM_processed.rar. The inner file is a ZIP under the .rar name
     (RAR cannot be written with free tools); the preparer detects it by content."""
     rng = np.random.default_rng(seed)
-    raw_dir.mkdir(parents=True, exist_ok=True)
     palette = _voc_palette()
-    inner = io.BytesIO()
     h, w, block = 40, 56, 8
     tests = [
         ("Impressionism", "monet_1"),
@@ -181,20 +158,16 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
         ("Realism", "monet_1"),
         ("Baroque", "x_7"),
     ]
-    with zipfile.ZipFile(inner, "w") as zf:
-        for movement, stem in tests:
-            grid = rng.choice([0, 1, 3, 8, 12, 15, 20, 255], size=(h // block, w // block))
-            voc = np.kron(grid, np.ones((block, block), dtype=np.int64)).astype(np.uint8)
-            if (movement, stem) == ("Realism", "monet_1"):
-                voc[:block, :block] = 12  # known pixel: VOC dog -> 6
-                voc[:block, block : 2 * block] = 7  # VOC car -> 11 background
-            image = np.clip(
-                voc[..., None] % 64 * np.array([3, 2, 4]) + rng.integers(0, 50, (h, w, 3)), 0, 255
-            )
-            zf.writestr(f"DRAM_processed/test/{movement}/{stem}.jpg", _bytes(image.astype(np.uint8), "JPEG"))
-            zf.writestr(f"DRAM_processed/labels/{movement}/{stem}.png", _bytes(voc, "PNG", palette))
-        unlabeled = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
-        zf.writestr("DRAM_processed/train/Impressionism/degas_2.jpg", _bytes(unlabeled, "JPEG"))
-    with zipfile.ZipFile(raw_dir / ARCHIVE, "w") as outer:
-        outer.writestr(INNER, inner.getvalue())
-    (raw_dir / "MINIATURE").touch()
+    members = {}
+    for movement, stem in tests:
+        voc = random_block_label(rng, h, w, [0, 1, 3, 8, 12, 15, 20, 255], block)
+        if (movement, stem) == ("Realism", "monet_1"):
+            voc[:block, :block] = 12  # known pixel: VOC dog -> 6
+            voc[:block, block : 2 * block] = 7  # VOC car -> 11 background
+        image = np.clip(voc[..., None] % 64 * np.array([3, 2, 4]) + rng.integers(0, 50, (h, w, 3)), 0, 255)
+        members[f"DRAM_processed/test/{movement}/{stem}.jpg"] = encode(image.astype(np.uint8), "JPEG")
+        members[f"DRAM_processed/labels/{movement}/{stem}.png"] = encode(voc, "PNG", palette=palette)
+    unlabeled = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    members["DRAM_processed/train/Impressionism/degas_2.jpg"] = encode(unlabeled, "JPEG")
+    write_zip(raw_dir / ARCHIVE, {INNER: zip_bytes(members)})
+    mark_miniature(raw_dir)

@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from mopeft.data.common import PrepareError, PrepareOptions, save_image, save_label
+from mopeft.data.miniature import encode, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 from mopeft.detection import CLASSES, SPEC_CLASSES
 from mopeft.detection.rotated import area, clip_to_window, convex_hull, min_area_rect
@@ -58,8 +59,13 @@ _OFFICIAL = (
 
 def _gdrive(filename: str, gid: str, md5: str, required: bool = True) -> Source:
     return Source(
-        filename, "gdrive", url=f"https://drive.google.com/file/d/{gid}", md5=md5, gdrive_id=gid,
-        instructions=_OFFICIAL, required=required,
+        filename,
+        "gdrive",
+        url=f"https://drive.google.com/file/d/{gid}",
+        md5=md5,
+        gdrive_id=gid,
+        instructions=_OFFICIAL,
+        required=required,
     )
 
 
@@ -76,18 +82,34 @@ SPEC = DatasetSpec(
     classes=SPEC_CLASSES,
     sources=(
         # Google-Drive mirrors and md5s as shipped by torchgeo's FAIR1M dataset (datasets.md §4).
-        _gdrive("train/part1/images.zip",
-                "1LWT_ybL-s88Lzg9A9wHpj0h2rJHrqrVf", "a460fe6b1b5b276bf856ce9ac72d6568"),
-        _gdrive("train/part1/labelXml.zip",
-                "1CnOuS8oX6T9JMqQnfFsbmf7U38G6Vc8u", "80f833ff355f91445c92a0c0c1fa7414"),
-        _gdrive("train/part2/images.zip",
-                "1cx4MRfpmh68SnGAYetNlDy68w0NgKucJ", "ad237e61dba304fcef23cd14aa6c4280"),
-        _gdrive("train/part2/labelXmls.zip",
-                "1RFVjadTHA_bsB7BJwSZoQbiyM7KIDEUI", "5c5948e68cd0f991a0d73f10956a3b05"),
-        _gdrive("validation/images.zip",
-                "1lSSHOD02B6_sUmr2b-R1iqhgWRQRw-S9", "dce782be65405aa381821b5f4d9eac94", required=False),
-        _gdrive("validation/labelXmls.zip",
-                "1sTTna1C5n3Senpfo-73PdiNilnja1AV4", "700b516a21edc9eae66ca315b72a09a1", required=False),
+        _gdrive(
+            "train/part1/images.zip", "1LWT_ybL-s88Lzg9A9wHpj0h2rJHrqrVf", "a460fe6b1b5b276bf856ce9ac72d6568"
+        ),
+        _gdrive(
+            "train/part1/labelXml.zip",
+            "1CnOuS8oX6T9JMqQnfFsbmf7U38G6Vc8u",
+            "80f833ff355f91445c92a0c0c1fa7414",
+        ),
+        _gdrive(
+            "train/part2/images.zip", "1cx4MRfpmh68SnGAYetNlDy68w0NgKucJ", "ad237e61dba304fcef23cd14aa6c4280"
+        ),
+        _gdrive(
+            "train/part2/labelXmls.zip",
+            "1RFVjadTHA_bsB7BJwSZoQbiyM7KIDEUI",
+            "5c5948e68cd0f991a0d73f10956a3b05",
+        ),
+        _gdrive(
+            "validation/images.zip",
+            "1lSSHOD02B6_sUmr2b-R1iqhgWRQRw-S9",
+            "dce782be65405aa381821b5f4d9eac94",
+            required=False,
+        ),
+        _gdrive(
+            "validation/labelXmls.zip",
+            "1sTTna1C5n3Senpfo-73PdiNilnja1AV4",
+            "700b516a21edc9eae66ca315b72a09a1",
+            required=False,
+        ),
     ),
     expected_test=0,  # depends on the split protocol and tile size; count checks are not exact
     expected_test_is_exact=False,
@@ -247,8 +269,12 @@ def tile_objects(
         full = area(o.poly)
         if full <= 0:
             continue
-        if o.poly[:, 0].max() <= x0 or o.poly[:, 0].min() >= x0 + w or o.poly[:, 1].max() <= y0 or \
-                o.poly[:, 1].min() >= y0 + h:
+        if (
+            o.poly[:, 0].max() <= x0
+            or o.poly[:, 0].min() >= x0 + w
+            or o.poly[:, 1].max() <= y0
+            or o.poly[:, 1].min() >= y0 + h
+        ):
             continue
         visible = clip_to_window(convex_hull(o.poly), x0, y0, x0 + w, y0 + h)
         frac = area(visible) / full if len(visible) >= 3 else 0.0
@@ -267,8 +293,14 @@ def tile_objects(
 
 # ------------------------------------------------------------------------------------------ prepare
 def _write_split(
-    split: str, stems: list[str], pairs: dict[str, tuple[Member, Member]], out_dir: Path, scratch: Path,
-    size: int, stride: int, keep_fraction: float,
+    split: str,
+    stems: list[str],
+    pairs: dict[str, tuple[Member, Member]],
+    out_dir: Path,
+    scratch: Path,
+    size: int,
+    stride: int,
+    keep_fraction: float,
 ) -> dict[str, int]:
     stats = {"images": 0, "tiles": 0, "objects": 0, "objects_in_tiles": 0}
     for d in ("images", "labels", "annotations"):
@@ -320,8 +352,10 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     else:
         pairs = train_pairs
         train, test = split_stems(list(train_pairs), test_every)
-        protocol = (f"v1.0: train/part1 + part2 sorted by numeric id; image i (0-based) is test if "
-                    f"i % {test_every} == {test_every - 1}, else train")
+        protocol = (
+            f"v1.0: train/part1 + part2 sorted by numeric id; image i (0-based) is test if "
+            f"i % {test_every} == {test_every - 1}, else train"
+        )
     scratch = out_dir / ".scratch"
     scratch.mkdir()
     try:
@@ -353,12 +387,6 @@ def _rotated_box(cx: float, cy: float, w: float, h: float, angle: float) -> np.n
     c, s = np.cos(angle), np.sin(angle)
     corners = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
     return corners @ np.array([[c, s], [-s, c]]) + np.array([cx, cy])
-
-
-def _tiff(array: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="TIFF")
-    return buf.getvalue()
 
 
 MINI_SIZE = (130, 150)  # height, width of every miniature image
@@ -397,15 +425,15 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
     palette = rng.integers(40, 255, size=(len(SPEC_CLASSES), 3))
     palette[0] = (30, 30, 30)
     for part, xml_folder, ids in MINI_PARTS:
-        (raw_dir / part).mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(raw_dir / part / "images.zip", "w") as zi, \
-                zipfile.ZipFile(raw_dir / part / f"{xml_folder}.zip", "w") as zx:
-            for image_id in ids:
-                objs = miniature_objects(image_id, seed)
-                order = sorted(objs, key=lambda o: -area(o.poly))
-                label = rasterise([o.poly for o in order], [CLASS_ID[o.name] for o in order], h, w)
-                image = palette[label].astype(np.int64) + rng.integers(-15, 16, size=(h, w, 3))
-                zi.writestr(f"images/{image_id}.tif", _tiff(np.clip(image, 0, 255).astype(np.uint8)))
-                ann = Annotation(f"{image_id}.tif", w, h, 3, objs)
-                zx.writestr(f"{xml_folder}/{image_id}.xml", to_xml_string(ann))
-    (raw_dir / "MINIATURE").touch()
+        images, xmls = {}, {}
+        for image_id in ids:
+            objs = miniature_objects(image_id, seed)
+            order = sorted(objs, key=lambda o: -area(o.poly))
+            label = rasterise([o.poly for o in order], [CLASS_ID[o.name] for o in order], h, w)
+            image = palette[label].astype(np.int64) + rng.integers(-15, 16, size=(h, w, 3))
+            images[f"images/{image_id}.tif"] = encode(np.clip(image, 0, 255).astype(np.uint8), "TIFF")
+            ann = Annotation(f"{image_id}.tif", w, h, 3, objs)
+            xmls[f"{xml_folder}/{image_id}.xml"] = to_xml_string(ann).encode()
+        write_zip(raw_dir / part / "images.zip", images)
+        write_zip(raw_dir / part / f"{xml_folder}.zip", xmls)
+    mark_miniature(raw_dir)

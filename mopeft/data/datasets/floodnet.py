@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image
 
 from mopeft.data.common import PrepareError, PrepareOptions, load_image, save_image, save_label, tile
+from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_files
 from mopeft.data.spec import DatasetSpec, Source
 
 CLASSES = (
@@ -102,14 +103,16 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
     base = raw_dir / ROOT
     number = 6000
     for split, n in (("train", 3), ("val", 1), ("test", 2)):
-        (base / split / f"{split}-org-img").mkdir(parents=True, exist_ok=True)
-        (base / split / f"{split}-label-img").mkdir(parents=True, exist_ok=True)
         for _ in range(n):
             h, w = int(rng.integers(70, 100)), int(rng.integers(70, 140))
-            ids = rng.integers(0, len(CLASSES), size=(-(-h // 8), -(-w // 8)))
-            ids = np.kron(ids, np.ones((8, 8), dtype=np.int64))[:h, :w].astype(np.uint8)
+            ids = random_block_ids(rng, h, w, len(CLASSES)).astype(np.uint8)
             image = (ids[..., None] * 20 + rng.integers(0, 40, size=(h, w, 3))).clip(0, 255).astype(np.uint8)
-            Image.fromarray(image).save(base / split / f"{split}-org-img" / f"{number}.jpg", quality=95)
-            Image.fromarray(ids, mode="L").save(base / split / f"{split}-label-img" / f"{number}_lab.png")
+            write_files(
+                base / split,
+                {
+                    f"{split}-org-img/{number}.jpg": encode(image, "JPEG", quality=95),
+                    f"{split}-label-img/{number}_lab.png": encode(ids, "PNG"),  # uint8 2-D: mode L
+                },
+            )
             number += 1
-    (raw_dir / "MINIATURE").touch()
+    mark_miniature(raw_dir)

@@ -9,18 +9,24 @@ images are paired by stem (intersection, as MESS's loader falls back to).
 
 from __future__ import annotations
 
-import io
 import shutil
 import struct
 import subprocess
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from mopeft.data.common import PrepareError, PrepareOptions, extract, load_image, save_image, save_label
+from mopeft.data.common import (
+    PrepareError,
+    PrepareOptions,
+    copy_or_convert,
+    extract,
+    load_image,
+    save_label,
+    scratch_dir,
+)
+from mopeft.data.miniature import encode, mark_miniature
 from mopeft.data.spec import DatasetSpec, Source
 
 ARCHIVE = "FoodSeg103.zip"
@@ -169,18 +175,8 @@ def _extract_encrypted(archive: Path, dest: Path) -> None:
     extract(archive, dest, password=PASSWORD)
 
 
-def _write_image(src: Path, image: np.ndarray, dst: Path) -> None:
-    """Copy the original bytes when already 8-bit RGB (no re-encoding loss), else convert to RGB."""
-    if image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst)
-    else:
-        save_image(dst, load_image(src, "RGB"))
-
-
 def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
-    with tempfile.TemporaryDirectory(prefix=".foodseg103-scratch-", dir=out_dir.parent) as scratch:
-        scratch = Path(scratch)
+    with scratch_dir(out_dir, SPEC.key) as scratch:
         _extract_encrypted(raw_dir / ARCHIVE, scratch)
         roots = [p.parent.parent for p in scratch.rglob("img_dir") if p.parent.name == "Images"]
         if len(roots) != 1:
@@ -203,7 +199,7 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
                     raise PrepareError(
                         f"{anns[stem]}: expected single-channel {image.shape[:2]}, got {label.shape}"
                     )
-                _write_image(imgs[stem], image, out_dir / split / "images" / f"{stem}.jpg")
+                copy_or_convert(imgs[stem], image, out_dir / split / "images" / f"{stem}.jpg")
                 save_label(out_dir / split / "labels" / f"{stem}.png", label, SPEC.num_classes)
     return {"split_protocol": "official: Images/{img,ann}_dir/{train,test}", "unpaired_files": unpaired}
 
@@ -259,12 +255,6 @@ def _write_encrypted_zip(
     path.write_bytes(bytes(body + central + eocd))
 
 
-def _bytes(array: np.ndarray, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format=fmt)
-    return buf.getvalue()
-
-
 def write_miniature(raw_dir: Path, seed: int = 0) -> None:
     """Password-protected zip in the FoodSeg103 layout: 3 train + 2 test pairs, lists, category ids."""
     rng = np.random.default_rng(seed)
@@ -281,9 +271,9 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
             if stem == "00000048":
                 label[:8, :8] = 58  # known pixel: bread
             image = np.clip(label[..., None] * np.array([2, 3, 1]) + rng.integers(0, 40, (h, w, 3)), 0, 255)
-            members[f"{root}/Images/img_dir/{split}/{stem}.jpg"] = _bytes(image.astype(np.uint8), "JPEG")
-            members[f"{root}/Images/ann_dir/{split}/{stem}.png"] = _bytes(label, "PNG")
+            members[f"{root}/Images/img_dir/{split}/{stem}.jpg"] = encode(image.astype(np.uint8), "JPEG")
+            members[f"{root}/Images/ann_dir/{split}/{stem}.png"] = encode(label, "PNG")
         members[f"{root}/ImageSets/{split}.txt"] = "".join(f"{s}.jpg\n" for s in stems).encode()
     members[f"{root}/category_id.txt"] = "".join(f"{i}\t{c}\n" for i, c in enumerate(SPEC.classes)).encode()
     _write_encrypted_zip(raw_dir / ARCHIVE, members, PASSWORD, rng)
-    (raw_dir / "MINIATURE").touch()
+    mark_miniature(raw_dir)

@@ -9,8 +9,6 @@ The raw layout mirrors the Google-Drive folders MESS downloads (``part*.zip`` ho
 from __future__ import annotations
 
 import contextlib
-import tempfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,8 +24,10 @@ from mopeft.data.common import (
     map_colours,
     save_image,
     save_label,
+    scratch_dir,
     tile,
 )
+from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 
 CLASSES = (
@@ -67,18 +67,25 @@ SPEC = DatasetSpec(
     classes=CLASSES,
     sources=(
         Source(
-            "val/part1.zip", "manual", url=_VAL_IMAGES,
+            "val/part1.zip",
+            "manual",
+            url=_VAL_IMAGES,
             instructions="DOTA-v1.0 val images (MESS mirror): "
             + _FOLDER_HOWTO.format(url=_VAL_IMAGES, name="part1.zip", dest="data/raw/isaid/val/part1.zip"),
         ),
         Source(
-            "val/images.zip", "manual", url=_VAL_MASKS,
+            "val/images.zip",
+            "manual",
+            url=_VAL_MASKS,
             instructions="iSAID val semantic masks (MESS mirror): "
             + _FOLDER_HOWTO.format(url=_VAL_MASKS, name="images.zip", dest="data/raw/isaid/val/images.zip"),
         ),
         *(
             Source(
-                f"train/part{i}.zip", "gdrive", url=f"https://drive.google.com/file/d/{fid}", gdrive_id=fid,
+                f"train/part{i}.zip",
+                "gdrive",
+                url=f"https://drive.google.com/file/d/{fid}",
+                gdrive_id=fid,
                 instructions="DOTA-v1.0 train images; the three part ids are listed next to the Drive folder "
                 f"{_TRAIN_IMAGES} by franchesoni/crispy-bassoon (their order does not matter: the preparer "
                 "merges the parts)",
@@ -86,7 +93,8 @@ SPEC = DatasetSpec(
             for i, fid in enumerate(_TRAIN_PART_IDS, 1)
         ),
         Source(
-            "train/train_masks.zip", "gdrive",
+            "train/train_masks.zip",
+            "gdrive",
             url="https://drive.google.com/file/d/1YLjZ1cmA9PH3OfzMF-eq6T-O9FTGvSrx",
             gdrive_id="1YLjZ1cmA9PH3OfzMF-eq6T-O9FTGvSrx",
             instructions="iSAID train semantic masks (Drive mirror used by franchesoni/crispy-bassoon); "
@@ -141,10 +149,9 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     k = SPEC.num_classes
     stats: dict[str, int] = {}
     unknown = 0
-    scratch_ctx = tempfile.TemporaryDirectory(prefix=".scratch-isaid-", dir=out_dir.parent)
-    with scratch_ctx as scratch, _no_pixel_limit():
+    with scratch_dir(out_dir, SPEC.key) as scratch, _no_pixel_limit():
         for split, (image_zips, mask_zip) in SPLIT_ARCHIVES.items():
-            root = Path(scratch) / split
+            root = scratch / split
             for name in (*image_zips, mask_zip):
                 extract(raw_dir / name, root / Path(name).stem)
             n = 0
@@ -167,15 +174,6 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
 
 
 # --------------------------------------------------------------------------------------- miniature
-def _zip_pngs(path: Path, files: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(path, "w") as zf:
-        for name, arr in files.items():
-            p = Path(tmp) / Path(name).name
-            Image.fromarray(arr).save(p)
-            zf.write(p, name)
-
-
 def write_miniature(raw_dir: Path, seed: int = 0) -> None:
     """Tiny DOTA/iSAID lookalike: RGB PNGs, colour masks in 8x8 blocks, one stray colour per mask."""
     rng = np.random.default_rng(seed)
@@ -183,20 +181,19 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
     palette = np.array(list(COLOURS), dtype=np.uint8)
     pid = 1
     for split, (image_zips, mask_zip) in SPLIT_ARCHIVES.items():
-        masks: dict[str, np.ndarray] = {}
-        parts: list[dict[str, np.ndarray]] = [{} for _ in image_zips]
+        masks: dict[str, bytes] = {}
+        parts: list[dict[str, bytes]] = [{} for _ in image_zips]
         for j in range(2 if split == "test" else 3):
             h, w = int(rng.integers(70, 110)), int(rng.integers(70, 130))
-            ids = rng.integers(0, len(palette), size=(-(-h // 8), -(-w // 8)))
-            ids = np.kron(ids, np.ones((8, 8), dtype=np.int64))[:h, :w]
+            ids = random_block_ids(rng, h, w, len(palette))
             mask = palette[ids].copy()
             mask[0, 0] = (10, 20, 30)  # stray colour, must become 255
             image = (palette[ids].astype(np.int64) + rng.integers(0, 60, size=(h, w, 3))).clip(0, 255)
             stem = f"P{pid:04d}"
             pid += 1
-            parts[j % len(parts)][f"images/{stem}.png"] = image.astype(np.uint8)
-            masks[f"images/{stem}{MASK_SUFFIX}"] = mask
+            parts[j % len(parts)][f"images/{stem}.png"] = encode(image.astype(np.uint8), "PNG")
+            masks[f"images/{stem}{MASK_SUFFIX}"] = encode(mask, "PNG")
         for name, files in zip(image_zips, parts, strict=True):
-            _zip_pngs(raw_dir / name, files)
-        _zip_pngs(raw_dir / mask_zip, masks)
-    (raw_dir / "MINIATURE").touch()
+            write_zip(raw_dir / name, files)
+        write_zip(raw_dir / mask_zip, masks)
+    mark_miniature(raw_dir)

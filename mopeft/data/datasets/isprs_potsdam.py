@@ -8,13 +8,10 @@ colours outside the palette after binarisation (black boundary pixels) become 25
 
 from __future__ import annotations
 
-import io
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from mopeft.data.common import (
     IGNORE,
@@ -25,8 +22,10 @@ from mopeft.data.common import (
     map_colours,
     save_image,
     save_label,
+    scratch_dir,
     tile,
 )
+from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_zip, zip_bytes
 from mopeft.data.spec import DatasetSpec, Source
 
 CLASSES = ("road", "building", "grass", "tree", "car", "others")
@@ -124,8 +123,7 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     k = SPEC.num_classes
     counts: dict[str, int] = {}
     unknown = 0
-    with tempfile.TemporaryDirectory(prefix=".scratch-potsdam-", dir=out_dir.parent) as scratch:
-        scratch = Path(scratch)
+    with scratch_dir(out_dir, SPEC.key) as scratch:
         inner = _extract_inner(raw_dir / ARCHIVE, (image_zip, LABELS_ZIP), scratch)
         extract(inner[image_zip], scratch / "images")
         extract(inner[LABELS_ZIP], scratch / "labels")
@@ -161,20 +159,6 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
 
 
 # --------------------------------------------------------------------------------------- miniature
-def _tif_bytes(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="TIFF")
-    return buf.getvalue()
-
-
-def _inner_zip(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 def write_miniature(raw_dir: Path, seed: int = 0) -> None:
     """Potsdam.zip with inner RGB/IRRG/label zips; 2 test + 2 train orthophotos of ~100 px.
 
@@ -183,24 +167,28 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
     """
     rng = np.random.default_rng(seed)
     raw_dir = Path(raw_dir)
-    raw_dir.mkdir(parents=True, exist_ok=True)
     palette = np.array(list(COLOURS), dtype=np.uint8)
     rgb, irrg, lab = {}, {}, {}
     for tid in (*TEST_TILES[:2], *TRAIN_TILES[:2]):
         h, w = int(rng.integers(70, 100)), int(rng.integers(70, 120))
-        ids = rng.integers(0, len(palette), size=(-(-h // 8), -(-w // 8)))
-        ids = np.kron(ids, np.ones((8, 8), dtype=np.int64))[:h, :w]
+        ids = random_block_ids(rng, h, w, len(palette))
         label = palette[ids].copy()
         label[label == 255] = np.where(rng.random(int((label == 255).sum())) < 0.3, 200, 255)
         label[h // 2, :] = 0  # noBoundary-style black line
         base = palette[ids].astype(np.int64) // 2
-        rgb[f"2_Ortho_RGB/top_potsdam_{tid}_RGB.tif"] = _tif_bytes(
-            (base + rng.integers(0, 100, size=(h, w, 3))).astype(np.uint8))
-        irrg[f"3_Ortho_IRRG/top_potsdam_{tid}_IRRG.tif"] = _tif_bytes(
-            (base + rng.integers(0, 100, size=(h, w, 3))).astype(np.uint8))
-        lab[f"top_potsdam_{tid}_label.tif"] = _tif_bytes(label)
-    with zipfile.ZipFile(raw_dir / ARCHIVE, "w") as zf:
-        zf.writestr("Potsdam/2_Ortho_RGB.zip", _inner_zip(rgb))
-        zf.writestr("Potsdam/3_Ortho_IRRG.zip", _inner_zip(irrg))
-        zf.writestr("Potsdam/5_Labels_all.zip", _inner_zip(lab))
-    (raw_dir / "MINIATURE").touch()
+        rgb[f"2_Ortho_RGB/top_potsdam_{tid}_RGB.tif"] = encode(
+            (base + rng.integers(0, 100, size=(h, w, 3))).astype(np.uint8), "TIFF"
+        )
+        irrg[f"3_Ortho_IRRG/top_potsdam_{tid}_IRRG.tif"] = encode(
+            (base + rng.integers(0, 100, size=(h, w, 3))).astype(np.uint8), "TIFF"
+        )
+        lab[f"top_potsdam_{tid}_label.tif"] = encode(label, "TIFF")
+    write_zip(
+        raw_dir / ARCHIVE,
+        {
+            "Potsdam/2_Ortho_RGB.zip": zip_bytes(rgb),
+            "Potsdam/3_Ortho_IRRG.zip": zip_bytes(irrg),
+            "Potsdam/5_Labels_all.zip": zip_bytes(lab),
+        },
+    )
+    mark_miniature(raw_dir)

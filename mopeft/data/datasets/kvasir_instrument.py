@@ -13,21 +13,20 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import PrepareError, PrepareOptions, extract, load_image, save_label
-from mopeft.data.datasets._medeng import (
-    blob_label,
+from mopeft.data.common import (
+    PrepareError,
+    PrepareOptions,
     check_same_size,
-    encode,
+    extract,
     find_dir,
     find_file,
     floor_div_255,
-    image_for,
-    mark_miniature,
+    load_image,
     put_image,
+    save_label,
     scratch_dir,
-    tar_gz_bytes,
-    write_zip,
 )
+from mopeft.data.miniature import blob_label, encode, image_for, mark_miniature, tar_gz_bytes, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 
 ZIP = "kvasir-instrument.zip"
@@ -84,8 +83,10 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
 
 
 # ------------------------------------------------------------------------------------- miniature
-MINI_IDS = {"train": ["ckcu8ty6z00003b5yzfaezbs5", "ckcu9bfjl00023b5yoo9wgg7r", "ckcua2pog00043b5ye7hzjaq2"],
-            "test": ["ckcud1qxh00083b5yd2yv1ejz", "ckcudcyw200093b5yuz1n2ufj"]}
+MINI_IDS = {
+    "train": ["ckcu8ty6z00003b5yzfaezbs5", "ckcu9bfjl00023b5yoo9wgg7r", "ckcua2pog00043b5ye7hzjaq2"],
+    "test": ["ckcud1qxh00083b5yd2yv1ejz", "ckcudcyw200093b5yuz1n2ufj"],
+}
 
 
 def write_miniature(raw_dir: Path, seed: int = 0) -> None:
@@ -103,7 +104,7 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
             lab[:4, :4] = 1
             mask = np.repeat((lab * 255).astype(np.uint8)[..., None], 3, axis=2)
             mask[-4:, -4:] = 254
-            images[f"images/{id_}.jpg"] = encode(image_for(rng, lab), "JPEG")
+            images[f"images/{id_}.jpg"] = encode(image_for(rng, lab), "JPEG", quality=92)
             masks[f"masks/{id_}.png"] = encode(mask, "PNG")
     write_zip(
         raw_dir / ZIP,

@@ -10,16 +10,22 @@ with PIL's truncated-image tolerance and re-encoded as RGB JPEG.
 from __future__ import annotations
 
 import contextlib
-import io
-import tempfile
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import ImageFile
 
-from mopeft.data.common import PrepareError, PrepareOptions, extract, load_image, save_image, save_label
+from mopeft.data.common import (
+    PrepareError,
+    PrepareOptions,
+    extract,
+    load_image,
+    save_image,
+    save_label,
+    scratch_dir,
+)
+from mopeft.data.miniature import encode, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 
 ARCHIVE = "LV-MHP-v1.zip"
@@ -108,8 +114,7 @@ def _merge_person_masks(ann_dir: Path, img_id: str, shape: tuple[int, int]) -> n
 
 
 def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
-    with tempfile.TemporaryDirectory(prefix=".mhp_v1-scratch-", dir=out_dir.parent) as scratch:
-        scratch = Path(scratch)
+    with scratch_dir(out_dir, SPEC.key) as scratch:
         extract(raw_dir / ARCHIVE, scratch)
         roots = [p.parent for p in scratch.rglob("train_list.txt")]
         if len(roots) != 1:
@@ -132,37 +137,29 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
 
 
 # ------------------------------------------------------------------------------------- miniature
-def _bytes(array: np.ndarray, fmt: str) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format=fmt)
-    return buf.getvalue()
-
-
 def write_miniature(raw_dir: Path, seed: int = 0) -> None:
     """Zip with images/, per-person annotations/ and the two split lists (4 train, 2 test)."""
     rng = np.random.default_rng(seed)
-    raw_dir.mkdir(parents=True, exist_ok=True)
     h, w = 80, 60
     train_ids, test_ids = ["1", "2", "10", "12"], ["3", "21"]
-    with zipfile.ZipFile(raw_dir / ARCHIVE, "w") as zf:
-        for img_id in train_ids + test_ids:
-            n_persons = 2 if img_id in ("3", "10") else 1
-            union = np.zeros((h, w), dtype=np.uint8)
-            for person in range(1, n_persons + 1):
-                mask = np.zeros((h, w), dtype=np.uint8)
-                x0 = int(rng.integers(0, w // 2))
-                for part, (y0, y1) in enumerate(((0, 16), (16, 40), (40, 64), (64, 80)), start=1):
-                    mask[y0:y1, x0 : x0 + 24] = rng.choice([part, part + 4, part + 10])
-                if img_id == "3" and person == 1:
-                    mask[:4, :4] = 11  # known pixel: face
-                if img_id == "3" and person == 2:
-                    mask[:4, :4] = 2  # overlapping person: max(11, 2) = 11 (face)
-                np.maximum(union, mask, out=union)
-                zf.writestr(
-                    f"LV-MHP-v1/annotations/{img_id}_{n_persons:02d}_{person:02d}.png", _bytes(mask, "PNG")
-                )
-            image = np.clip(union[..., None] * np.array([11, 5, 13]) + rng.integers(0, 40, (h, w, 3)), 0, 255)
-            zf.writestr(f"LV-MHP-v1/images/{img_id}.jpg", _bytes(image.astype(np.uint8), "JPEG"))
-        zf.writestr("LV-MHP-v1/train_list.txt", "".join(f"{i}.jpg\n" for i in train_ids))
-        zf.writestr("LV-MHP-v1/test_list.txt", "".join(f"{i}.jpg\n" for i in test_ids))
-    (raw_dir / "MINIATURE").touch()
+    members = {}
+    for img_id in train_ids + test_ids:
+        n_persons = 2 if img_id in ("3", "10") else 1
+        union = np.zeros((h, w), dtype=np.uint8)
+        for person in range(1, n_persons + 1):
+            mask = np.zeros((h, w), dtype=np.uint8)
+            x0 = int(rng.integers(0, w // 2))
+            for part, (y0, y1) in enumerate(((0, 16), (16, 40), (40, 64), (64, 80)), start=1):
+                mask[y0:y1, x0 : x0 + 24] = rng.choice([part, part + 4, part + 10])
+            if img_id == "3" and person == 1:
+                mask[:4, :4] = 11  # known pixel: face
+            if img_id == "3" and person == 2:
+                mask[:4, :4] = 2  # overlapping person: max(11, 2) = 11 (face)
+            np.maximum(union, mask, out=union)
+            members[f"LV-MHP-v1/annotations/{img_id}_{n_persons:02d}_{person:02d}.png"] = encode(mask, "PNG")
+        image = np.clip(union[..., None] * np.array([11, 5, 13]) + rng.integers(0, 40, (h, w, 3)), 0, 255)
+        members[f"LV-MHP-v1/images/{img_id}.jpg"] = encode(image.astype(np.uint8), "JPEG")
+    members["LV-MHP-v1/train_list.txt"] = "".join(f"{i}.jpg\n" for i in train_ids).encode()
+    members["LV-MHP-v1/test_list.txt"] = "".join(f"{i}.jpg\n" for i in test_ids).encode()
+    write_zip(raw_dir / ARCHIVE, members)
+    mark_miniature(raw_dir)

@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from mopeft.data.common import PrepareError, PrepareOptions, save_image, save_label
-from mopeft.data.datasets._medeng import blob_label, encode, image_for, mark_miniature, write_zip
+from mopeft.data.miniature import blob_label, encode, image_for, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 
 ZIP = "paxray_dataset.zip"

@@ -8,15 +8,20 @@ the ``train_val`` release (1525 images). Images are copied unchanged (JPEG bytes
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from mopeft.data.common import PrepareError, PrepareOptions, extract, load_image, save_image, save_label
+from mopeft.data.common import (
+    PrepareError,
+    PrepareOptions,
+    extract,
+    load_image,
+    put_image,
+    save_label,
+    scratch_dir,
+)
+from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 
 CLASSES = (
@@ -39,15 +44,22 @@ SPEC = DatasetSpec(
     domain="Agriculture and Biology",
     classes=CLASSES,
     sources=(
-        Source("TEST.zip", "gdrive", url="https://drive.google.com/file/d/1diN3tNe2nR1eV3Px4gqlp6wp3XuLBwDy",
-               gdrive_id="1diN3tNe2nR1eV3Px4gqlp6wp3XuLBwDy",
-               instructions="SUIM test set (110 images); dataset page "
-               "https://irvlab.cs.umn.edu/resources/suim-dataset"),
-        Source("train_val.zip", "gdrive",
-               url="https://drive.google.com/file/d/1YWjUODQWwQ3_vKSytqVdF4recqBOEe72",
-               gdrive_id="1YWjUODQWwQ3_vKSytqVdF4recqBOEe72",
-               instructions="SUIM train_val set (1525 images); also in the Drive folder "
-               "10KMK0rNB43V2g30NcA1RYipL535DuZ-h"),
+        Source(
+            "TEST.zip",
+            "gdrive",
+            url="https://drive.google.com/file/d/1diN3tNe2nR1eV3Px4gqlp6wp3XuLBwDy",
+            gdrive_id="1diN3tNe2nR1eV3Px4gqlp6wp3XuLBwDy",
+            instructions="SUIM test set (110 images); dataset page "
+            "https://irvlab.cs.umn.edu/resources/suim-dataset",
+        ),
+        Source(
+            "train_val.zip",
+            "gdrive",
+            url="https://drive.google.com/file/d/1YWjUODQWwQ3_vKSytqVdF4recqBOEe72",
+            gdrive_id="1YWjUODQWwQ3_vKSytqVdF4recqBOEe72",
+            instructions="SUIM train_val set (1525 images); also in the Drive folder "
+            "10KMK0rNB43V2g30NcA1RYipL535DuZ-h",
+        ),
     ),
     expected_test=110,
     mess_key="suim_sem_seg_test",
@@ -71,25 +83,12 @@ def mask_to_ids(mask: np.ndarray, where: Path) -> np.ndarray:
     return 4 * bits[..., 0] + 2 * bits[..., 1] + bits[..., 2]
 
 
-def _copy_image(src: Path, dst_dir: Path) -> tuple[int, int]:
-    """Keep the original JPEG bytes when already RGB (no re-encoding loss); else convert."""
-    with Image.open(src) as im:
-        mode, size = im.mode, im.size
-    image = load_image(src, "RGB")  # full decode: a truncated file fails here, naming it
-    if mode == "RGB" and src.suffix.lower() in (".jpg", ".jpeg"):
-        dst_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dst_dir / f"{src.stem}.jpg")
-    else:
-        save_image(dst_dir / f"{src.stem}.png", image)
-    return size[1], size[0]
-
-
 def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     """One label per mask (*.bmp); its image is the same stem in images/."""
     counts: dict[str, int] = {}
-    with tempfile.TemporaryDirectory(prefix=".scratch-suim-", dir=out_dir.parent) as scratch:
+    with scratch_dir(out_dir, SPEC.key) as scratch:
         for split, (archive, top) in ARCHIVES.items():
-            root = extract(raw_dir / archive, Path(scratch) / split)
+            root = extract(raw_dir / archive, scratch / split)
             tops = [p for p in (root / top, *root.glob(f"*/{top}")) if (p / "masks").is_dir()]
             if not tops:
                 raise PrepareError(f"{raw_dir / archive}: no {top}/masks/ folder inside")
@@ -105,7 +104,9 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
                 if mask_path.stem not in images:
                     raise PrepareError(f"{mask_path}: no image with stem {mask_path.stem!r} in {top}/images")
                 label = mask_to_ids(load_image(mask_path, "RGB"), mask_path)
-                hw = _copy_image(images[mask_path.stem], out_dir / split / "images")
+                # RGB JPEGs are copied unchanged; anything else becomes an RGB PNG
+                src = images[mask_path.stem]
+                hw = put_image(src, out_dir / split / "images", src.stem, copy_suffixes=(".jpg", ".jpeg"))
                 if label.shape != hw:
                     raise PrepareError(f"{mask_path}: size {label.shape} differs from its image {hw}")
                 save_label(out_dir / split / "labels" / f"{mask_path.stem}.png", label, len(CLASSES))
@@ -117,23 +118,20 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
     """TEST.zip and train_val.zip with images/*.jpg and masks/*.bmp; train masks carry impure colours."""
     rng = np.random.default_rng(seed)
     raw_dir = Path(raw_dir)
-    raw_dir.mkdir(parents=True, exist_ok=True)
     palette = np.array(list(COLOURS), dtype=np.uint8)
-    with tempfile.TemporaryDirectory() as tmp:
-        for split, (archive, top) in ARCHIVES.items():
-            with zipfile.ZipFile(raw_dir / archive, "w") as zf:
-                for j in range(2 if split == "test" else 3):
-                    h, w = int(rng.integers(40, 80)), int(rng.integers(40, 90))
-                    ids = rng.integers(0, len(palette), size=(-(-h // 8), -(-w // 8)))
-                    ids = np.kron(ids, np.ones((8, 8), dtype=np.int64))[:h, :w]
-                    mask = palette[ids].astype(np.int64)
-                    if split == "train":  # compression-like noise around pure values
-                        mask = np.where(mask > 127, mask - rng.integers(0, 60, mask.shape),
-                                        mask + rng.integers(0, 60, mask.shape))
-                    image = (palette[ids] // 2 + rng.integers(0, 80, size=(h, w, 3))).astype(np.uint8)
-                    stem = f"d_r_{100 + j}_" if split == "test" else f"f_r_{1000 + j}_"
-                    Image.fromarray(image).save(Path(tmp) / "i.jpg", quality=95)
-                    Image.fromarray(mask.astype(np.uint8)).save(Path(tmp) / "m.bmp")
-                    zf.write(Path(tmp) / "i.jpg", f"{top}/images/{stem}.jpg")
-                    zf.write(Path(tmp) / "m.bmp", f"{top}/masks/{stem}.bmp")
-    (raw_dir / "MINIATURE").touch()
+    for split, (archive, top) in ARCHIVES.items():
+        members = {}
+        for j in range(2 if split == "test" else 3):
+            h, w = int(rng.integers(40, 80)), int(rng.integers(40, 90))
+            ids = random_block_ids(rng, h, w, len(palette))
+            mask = palette[ids].astype(np.int64)
+            if split == "train":  # compression-like noise around pure values
+                mask = np.where(
+                    mask > 127, mask - rng.integers(0, 60, mask.shape), mask + rng.integers(0, 60, mask.shape)
+                )
+            image = (palette[ids] // 2 + rng.integers(0, 80, size=(h, w, 3))).astype(np.uint8)
+            stem = f"d_r_{100 + j}_" if split == "test" else f"f_r_{1000 + j}_"
+            members[f"{top}/images/{stem}.jpg"] = encode(image, "JPEG", quality=95)
+            members[f"{top}/masks/{stem}.bmp"] = encode(mask.astype(np.uint8), "BMP")
+        write_zip(raw_dir / archive, members)
+    mark_miniature(raw_dir)

@@ -8,12 +8,9 @@ lookup would fail on it too).
 
 from __future__ import annotations
 
-import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from mopeft.data.common import (
     PrepareError,
@@ -23,8 +20,10 @@ from mopeft.data.common import (
     map_colours,
     save_image,
     save_label,
+    scratch_dir,
     tile,
 )
+from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 
 CLASSES = ("others", "building", "road", "tree", "grass", "moving car", "parked car", "humans")
@@ -78,10 +77,10 @@ def _split_dir(root: Path, name: str) -> Path:
 def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     """Map label colours to ids and tile frames of val (test) and train; stems seqN_000XXX_<i>."""
     counts: dict[str, int] = {}
-    with tempfile.TemporaryDirectory(prefix=".scratch-uavid-", dir=out_dir.parent) as scratch:
+    with scratch_dir(out_dir, SPEC.key) as scratch:
         extract(raw_dir / ARCHIVE, scratch)
         for split, name in SPLITS.items():
-            frames = sorted(_split_dir(Path(scratch), name).glob("*/Images/*.png"))
+            frames = sorted(_split_dir(scratch, name).glob("*/Images/*.png"))
             if not frames:
                 raise PrepareError(f"{raw_dir / ARCHIVE}: no {name}/seq*/Images/*.png frames")
             n = 0
@@ -108,26 +107,24 @@ def write_miniature(raw_dir: Path, seed: int = 0, stray_colour: bool = False) ->
     """
     rng = np.random.default_rng(seed)
     raw_dir = Path(raw_dir)
-    raw_dir.mkdir(parents=True, exist_ok=True)
     palette = np.array(list(COLOURS), dtype=np.uint8)
     top = "uavid_v1.5_official_release_image"
-    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(raw_dir / ARCHIVE, "w") as zf:
-        seq = 1
-        for split, n_seq in (("uavid_train", 2), ("uavid_val", 1), ("uavid_test", 1)):
-            for _ in range(n_seq):
-                for frame in (0, 100):
-                    h, w = int(rng.integers(70, 100)), int(rng.integers(70, 140))
-                    ids = rng.integers(0, len(palette), size=(-(-h // 8), -(-w // 8)))
-                    ids = np.kron(ids, np.ones((8, 8), dtype=np.int64))[:h, :w]
-                    image = (palette[ids].astype(np.int64) + rng.integers(0, 60, size=(h, w, 3))).clip(0, 255)
-                    p = Path(tmp) / "img.png"
-                    Image.fromarray(image.astype(np.uint8)).save(p)
-                    zf.write(p, f"{top}/{split}/seq{seq}/Images/{frame:06d}.png")
-                    if split != "uavid_test":
-                        label = palette[ids]
-                        if stray_colour and split == "uavid_val":
-                            label[1, 1] = (1, 2, 3)
-                        Image.fromarray(label).save(p)
-                        zf.write(p, f"{top}/{split}/seq{seq}/Labels/{frame:06d}.png")
-                seq += 1
-    (raw_dir / "MINIATURE").touch()
+    members = {}
+    seq = 1
+    for split, n_seq in (("uavid_train", 2), ("uavid_val", 1), ("uavid_test", 1)):
+        for _ in range(n_seq):
+            for frame in (0, 100):
+                h, w = int(rng.integers(70, 100)), int(rng.integers(70, 140))
+                ids = random_block_ids(rng, h, w, len(palette))
+                image = (palette[ids].astype(np.int64) + rng.integers(0, 60, size=(h, w, 3))).clip(0, 255)
+                members[f"{top}/{split}/seq{seq}/Images/{frame:06d}.png"] = encode(
+                    image.astype(np.uint8), "PNG"
+                )
+                if split != "uavid_test":
+                    label = palette[ids]
+                    if stray_colour and split == "uavid_val":
+                        label[1, 1] = (1, 2, 3)
+                    members[f"{top}/{split}/seq{seq}/Labels/{frame:06d}.png"] = encode(label, "PNG")
+            seq += 1
+    write_zip(raw_dir / ARCHIVE, members)
+    mark_miniature(raw_dir)

@@ -10,13 +10,22 @@ GeoTIFFs are read with ``tifffile`` (no GDAL needed).
 
 from __future__ import annotations
 
-import tempfile
-import zipfile
+import io
 from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import PrepareError, PrepareOptions, extract, save_image, save_label, tile
+from mopeft.data.common import (
+    PrepareError,
+    PrepareOptions,
+    extract,
+    map_ids,
+    save_image,
+    save_label,
+    scratch_dir,
+    tile,
+)
+from mopeft.data.miniature import mark_miniature, random_block_ids, write_files, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 
 CLASSES = ("land", "water and flood", "cloud")
@@ -95,8 +104,9 @@ def _read_tif(path: Path) -> np.ndarray:
     except FileNotFoundError:
         raise PrepareError(f"{path}: file not found") from None
     except Exception as exc:  # tifffile raises many types (e.g. missing imagecodecs for LZW)
-        raise PrepareError(f"{path}: cannot decode GeoTIFF ({exc}); compressed files may need "
-                           "'pip install imagecodecs'") from None
+        raise PrepareError(
+            f"{path}: cannot decode GeoTIFF ({exc}); compressed files may need 'pip install imagecodecs'"
+        ) from None
 
 
 def to_channels(s2: np.ndarray, bands: tuple[int, int, int], where: Path) -> np.ndarray:
@@ -117,10 +127,7 @@ def to_label(gt: np.ndarray, where: Path) -> np.ndarray:
     bad = np.setdiff1d(np.unique(gt), list(GT_TO_ID))
     if bad.size:
         raise PrepareError(f"{where}: ground-truth values {bad.tolist()[:10]} outside {{0,1,2,3}}")
-    lut = np.zeros(4, dtype=np.uint8)
-    for src, dst in GT_TO_ID.items():
-        lut[src] = dst
-    return lut[gt.astype(np.int64)]
+    return map_ids(gt.astype(np.int64), GT_TO_ID)
 
 
 def _prepare_split(src: Path, dst: Path, bands: tuple[int, int, int], size: int) -> tuple[int, int]:
@@ -149,9 +156,9 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
         raise PrepareError(f"worldfloods: unknown channel_variant {variant!r}; use one of {list(VARIANTS)}")
     bands = VARIANTS[variant]
     n_test, empty = _prepare_split(raw_dir / TEST_DIR, out_dir / "test", bands, options.tile_size)
-    with tempfile.TemporaryDirectory(prefix=".scratch-worldfloods-", dir=out_dir.parent) as scratch:
+    with scratch_dir(out_dir, SPEC.key) as scratch:
         extract(raw_dir / SAMPLE_ZIP, scratch)
-        roots = [p for p in Path(scratch).rglob("train") if (p / "S2").is_dir()]
+        roots = [p for p in scratch.rglob("train") if (p / "S2").is_dir()]
         if len(roots) != 1:
             raise PrepareError(f"{raw_dir / SAMPLE_ZIP}: expected one train/S2 folder, found {len(roots)}")
         n_train, _ = _prepare_split(roots[0], out_dir / "train", bands, options.tile_size)
@@ -167,21 +174,22 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
 
 # --------------------------------------------------------------------------------------- miniature
 def _scene(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    gt = rng.integers(0, 4, size=(-(-h // 8), -(-w // 8)))
-    gt = np.kron(gt, np.ones((8, 8), dtype=np.int64))[:h, :w].astype(np.uint8)
+    gt = random_block_ids(rng, h, w, 4).astype(np.uint8)
     s2 = rng.integers(0, 9000, size=(13, h, w)).astype(np.uint16)
     s2[:, gt == 2] //= 3  # water darker: learnable
     return s2, gt
 
 
-def _write_tif(path: Path, arr: np.ndarray) -> None:
+def _tif_bytes(arr: np.ndarray) -> bytes:
     """One-page TIFF; a band stack is stored band-interleaved (planar), as GDAL writes GeoTIFFs."""
     import tifffile
 
+    buf = io.BytesIO()
     if arr.ndim == 3:
-        tifffile.imwrite(path, arr, photometric="minisblack", planarconfig="separate")
+        tifffile.imwrite(buf, arr, photometric="minisblack", planarconfig="separate")
     else:
-        tifffile.imwrite(path, arr, photometric="minisblack")
+        tifffile.imwrite(buf, arr, photometric="minisblack")
+    return buf.getvalue()
 
 
 def write_miniature(raw_dir: Path, seed: int = 0) -> None:
@@ -191,14 +199,14 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
     for j in range(2):
         s2, gt = _scene(rng, int(rng.integers(70, 100)), int(rng.integers(70, 120)))
         for sub, arr in (("S2", s2), ("gt", gt)):
-            (raw_dir / TEST_DIR / sub).mkdir(parents=True, exist_ok=True)
-            _write_tif(raw_dir / TEST_DIR / sub / f"EMSR{300 + j}_AOI01_DEL_MONIT01_v1.tif", arr)
-    with tempfile.TemporaryDirectory() as tmp, zipfile.ZipFile(raw_dir / SAMPLE_ZIP, "w") as zf:
-        for split, n in (("train", 2), ("test", 1)):
-            for j in range(n):
-                s2, gt = _scene(rng, int(rng.integers(70, 100)), int(rng.integers(70, 120)))
-                for sub, arr in (("S2", s2), ("gt", gt)):
-                    p = Path(tmp) / f"{split}_{sub}_{j}.tif"
-                    _write_tif(p, arr)
-                    zf.write(p, f"worldfloods_v1_0_sample/{split}/{sub}/ST{split}{j:02d}_v1.tif")
-    (raw_dir / "MINIATURE").touch()
+            write_files(
+                raw_dir / TEST_DIR, {f"{sub}/EMSR{300 + j}_AOI01_DEL_MONIT01_v1.tif": _tif_bytes(arr)}
+            )
+    members = {}
+    for split, n in (("train", 2), ("test", 1)):
+        for j in range(n):
+            s2, gt = _scene(rng, int(rng.integers(70, 100)), int(rng.integers(70, 120)))
+            for sub, arr in (("S2", s2), ("gt", gt)):
+                members[f"worldfloods_v1_0_sample/{split}/{sub}/ST{split}{j:02d}_v1.tif"] = _tif_bytes(arr)
+    write_zip(raw_dir / SAMPLE_ZIP, members)
+    mark_miniature(raw_dir)

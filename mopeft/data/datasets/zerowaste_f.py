@@ -13,21 +13,21 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import PrepareOptions, extract, load_image, map_ids, save_label
-from mopeft.data.datasets._medeng import (
-    blob_label,
+from mopeft.data.common import (
+    PrepareOptions,
     check_same_size,
-    encode,
+    extract,
     files_with_suffix,
     find_dir,
-    image_for,
-    mark_miniature,
+    load_image,
+    map_ids,
     pair_by_stem,
     put_image,
+    save_label,
     scratch_dir,
     single_channel,
-    write_zip,
 )
+from mopeft.data.miniature import blob_label, encode, image_for, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 
 ZIP = "zerowaste-f-final.zip"
