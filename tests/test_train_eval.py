@@ -252,3 +252,18 @@ def test_train_rejects_bad_input_with_a_clear_error(tmp_path, capsys):
     ds = write_blocky_dataset(tmp_path / "p", n_train=1, n_test=1)
     assert main(["evaluate", "--model", str(bad), "--data", str(ds), "--out", str(tmp_path / "e")]) == 2
     assert "model.pt" in capsys.readouterr().err
+
+
+def test_vpt_deep_checkpoint_ships_folded_tokens_and_reloads(tmp_path):
+    ds = write_blocky_dataset(tmp_path / "prepared", n_train=2, n_test=1)
+    out = tmp_path / "cell"
+    main(["train", "--data", str(ds), "--method", "vpt_deep", "--steps", "2", *FAST, "--out", str(out)])
+    trainable = torch.load(out / "model.pt", weights_only=True)["trainable"]
+    assert not any(".reparam." in k for k in trainable)  # the training-only MLP is not shipped
+    folded = [k for k in trainable if k.endswith("prefix.folded_tokens")]
+    assert len(folded) == 4 and all(trainable[k].shape == (20, 64) for k in folded)  # L x C per block
+    model = load_model(out / "model.pt")
+    data = SegmentationPairs(load_unit(ds, "main").test, 96)
+    with torch.no_grad():
+        logits = model(data[0]["image"][None])
+    assert torch.isfinite(logits).all()

@@ -12,6 +12,7 @@ from mopeft.data.loader import SegmentationPairs
 from mopeft.data.units import load_unit
 from mopeft.io import read_json, write_json
 from mopeft.methods import METHODS
+from mopeft.model.build import fold_prefixes
 from mopeft.model.weights import VIT_B_SHA256
 from mopeft.train.checkpoint import build_from_config, model_config, save_model
 from mopeft.train.loop import TrainSettings, steps_for_epochs, train
@@ -119,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         "synthetic": bool(meta.get("synthetic")),
     }
     write_json(args.out / "train_log.json", {**train_info, "losses": losses})
+    # Inference needs only the prefix tokens, not their reparametrisation MLP: fold before saving.
+    fold_prefixes(model)
     save_model(args.out / "model.pt", model.cpu(), cfg, {"train": train_info})
     (args.out / "train_state.pt").unlink(missing_ok=True)
     return 0
