@@ -31,6 +31,7 @@ Design choices (see /work/shared/reference/snakemake.md §3 for the measurements
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -101,10 +102,8 @@ def _stop_pid(pid: int, timeout: float = 10.0) -> None:
         if not _alive(pid):
             return
         time.sleep(0.1)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -281,9 +280,7 @@ GresTypes=gpu
 
     def _logs(self) -> str:
         logdir = self.root / "log"
-        return "\n".join(
-            f"--- {n}.log\n{_tail(logdir / f'{n}.log')}" for n in ("slurmctld", "slurmd")
-        )
+        return "\n".join(f"--- {n}.log\n{_tail(logdir / f'{n}.log')}" for n in ("slurmctld", "slurmd"))
 
     def start(self) -> SlurmCluster:
         reason = unavailable_reason()
@@ -309,7 +306,9 @@ GresTypes=gpu
             if state and all(s == "idle" for s in state.split()):
                 return
             time.sleep(0.5)
-        raise ClusterError(f"node not idle after {self.start_timeout:.0f} s (state {state!r})\n{self._logs()}")
+        raise ClusterError(
+            f"node not idle after {self.start_timeout:.0f} s (state {state!r})\n{self._logs()}"
+        )
 
     def stop(self) -> None:
         """Cancel what is left, then stop the daemons this object started, by PID."""
@@ -317,9 +316,12 @@ GresTypes=gpu
             try:
                 self.run("scancel", "--user", pwd.getpwuid(os.getuid()).pw_name, check=False, timeout=15)
                 deadline = time.monotonic() + 15
-                while time.monotonic() < deadline and self.run(
-                    "squeue", "-h", "-t", "RUNNING,COMPLETING,PENDING", check=False, timeout=15
-                ).strip():
+                while (
+                    time.monotonic() < deadline
+                    and self.run(
+                        "squeue", "-h", "-t", "RUNNING,COMPLETING,PENDING", check=False, timeout=15
+                    ).strip()
+                ):
                     time.sleep(0.5)
             except (subprocess.TimeoutExpired, OSError):
                 pass

@@ -23,6 +23,7 @@ def _workflow_copy(tmp_path: Path) -> Path:
     shutil.copy(ROOT / "Snakefile", tmp_path / "Snakefile")
     shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
     shutil.copytree(ROOT / "config", tmp_path / "config")
+    shutil.copytree(ROOT / "envs", tmp_path / "envs")  # rules record their conda env file
     return tmp_path
 
 

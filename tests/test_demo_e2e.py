@@ -30,6 +30,7 @@ def demo(tmp_path_factory):
     shutil.copy(ROOT / "Snakefile", wf / "Snakefile")
     shutil.copytree(ROOT / "workflow", wf / "workflow")
     shutil.copytree(ROOT / "config", wf / "config")
+    shutil.copytree(ROOT / "envs", wf / "envs")  # rules record their conda env file
     res = _snakemake(wf, "--cores", "2", "--configfile", "config/demo.yaml", "--show-failed-logs")
     assert res.returncode == 0, res.out[-6000:]
     return wf

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
+from mopeft.model.sam_modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ two-way transformer, as in pre-training.
 from __future__ import annotations
 
 import torch
-from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder
+from mopeft.model.sam_modeling import ImageEncoderViT, MaskDecoder, PromptEncoder
 from torch import nn
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling.image_encoder import Block, get_rel_pos, window_partition, window_unpartition
+from mopeft.model.sam_modeling import Block, get_rel_pos, window_partition, window_unpartition
 from torch import nn
 
 from mopeft.peft.adapter import Adapter

@@ -14,8 +14,8 @@ import math
 
 import torch
 import torch.nn.functional as F
-from segment_anything.modeling import ImageEncoderViT
-from segment_anything.modeling.image_encoder import Block, window_partition, window_unpartition
+from mopeft.model.sam_modeling import ImageEncoderViT
+from mopeft.model.sam_modeling import Block, window_partition, window_unpartition
 from torch import nn
 
 from mopeft.peft.block import rel_pos_bias

@@ -10,7 +10,7 @@ rule params:
     log:
         "logs/{run}/efficiency/params/{method}.log",
     params:
-        arch=config["model"]["arch"],
+        arch=EFF.get("params_arch", config["model"]["arch"]),
         image_size=EFF["image_size"],
         num_classes=efficiency_num_classes,
     conda:
