@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
+
 from mopeft.model.sam_modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 
 

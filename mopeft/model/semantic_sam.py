@@ -11,8 +11,9 @@ two-way transformer, as in pre-training.
 from __future__ import annotations
 
 import torch
-from mopeft.model.sam_modeling import ImageEncoderViT, MaskDecoder, PromptEncoder
 from torch import nn
+
+from mopeft.model.sam_modeling import ImageEncoderViT, MaskDecoder, PromptEncoder
 
 
 class SemanticMaskDecoder(nn.Module):

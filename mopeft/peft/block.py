@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from mopeft.model.sam_modeling import Block, get_rel_pos, window_partition, window_unpartition
 from torch import nn
 
+from mopeft.model.sam_modeling import Block, get_rel_pos, window_partition, window_unpartition
 from mopeft.peft.adapter import Adapter
 from mopeft.peft.gates import TokenMeanGate
 from mopeft.peft.lora import LoRAQV

@@ -14,10 +14,9 @@ import math
 
 import torch
 import torch.nn.functional as F
-from mopeft.model.sam_modeling import ImageEncoderViT
-from mopeft.model.sam_modeling import Block, window_partition, window_unpartition
 from torch import nn
 
+from mopeft.model.sam_modeling import Block, ImageEncoderViT, window_partition, window_unpartition
 from mopeft.peft.block import rel_pos_bias
 
 
