@@ -27,6 +27,8 @@ rule train:
         runtime=train_runtime,
         mem_mb=train_mem,
     shell:
+        # Record which GPU the scheduler gave the job (tests/test_slurm.py checks it).
+        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} > {log}; "
         "OMP_NUM_THREADS={threads} mopeft train --data {params.data} --unit {wildcards.unit} --method {wildcards.method}"
         " {params.options} {params.checkpoint} {params.hyper} --seed {wildcards.seed}"
-        " --out {params.out} > {log} 2>&1"
+        " --out {params.out} >> {log} 2>&1"
