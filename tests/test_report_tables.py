@@ -416,3 +416,17 @@ def test_dataset_tables(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
         2,
     ]
     assert df["classes_prepared"].isna().all()
+
+
+def test_kfold_datasets_are_flagged_in_csv_display_and_notes(tmp_path: Path) -> None:
+    plain = _cell(tmp_path, "kvasir_instrument", "mopeft", 70.0)
+    kfold = _cell(tmp_path, "dark_zurich", "mopeft", 30.0)
+    data = json.loads(kfold.read_text())
+    data.update(combine="pool", units={"fold0": {"miou": 28.0}, "fold1": {"miou": 33.0}})
+    kfold.write_text(json.dumps(data))
+    df, display, notes, _ = main_table(load_cells([plain, kfold]), TABLE_4_3)
+    assert _row(df, "dark_zurich")["train_protocol"] == "kfold-2"
+    assert _row(df, "kvasir_instrument")["train_protocol"] == ""
+    names = dict(zip(df["dataset"], display["Dataset"], strict=True))
+    assert names["dark_zurich"] == "Dark Zurich †" and names["kvasir_instrument"] == "Kvasir-Instr."
+    assert any(n.startswith("† No labelled train split") and "dark_zurich: k=2" in n for n in notes)

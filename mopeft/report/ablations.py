@@ -23,7 +23,7 @@ import pandas as pd
 
 from mopeft.report import paper
 from mopeft.report.provenance import collect_provenance
-from mopeft.report.tables import Cell, comparison_table, load_cells, write_table
+from mopeft.report.tables import Cell, comparison_table, flag_kfold, load_cells, write_table
 
 OPTION_ALIASES: dict[str, tuple[str, ...]] = {
     "r": ("r", "rank", "lora_r", "lora_rank"),
@@ -162,6 +162,8 @@ def ablation_table(
     label = paper.ABLATIONS[kind]["label"]
     labels = {c: f"{label}={v}" for v, c in values.items()} | {"baseline": "Baseline"}
     df, display, notes = comparison_table(rows, columns, ours, paper_vals, labels)
+    df, display, kfold_notes = flag_kfold(df, display, used)
+    notes += kfold_notes
     notes.insert(0, mopeft_note(directory))
     notes.insert(
         1,

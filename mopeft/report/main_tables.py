@@ -18,7 +18,7 @@ import pandas as pd
 from mopeft.report import paper
 from mopeft.report.ablations import mopeft_note
 from mopeft.report.provenance import collect_provenance
-from mopeft.report.tables import METHOD_LABELS, Cell, comparison_table, load_cells, write_table
+from mopeft.report.tables import METHOD_LABELS, Cell, comparison_table, flag_kfold, load_cells, write_table
 
 TABLE_4_3 = ("baseline", "decoder_ft", "mopeft")
 TABLE_4_4 = ("lora", "vpt_deep", "vpt", "adapter", "mopeft")
@@ -53,6 +53,8 @@ def main_table(
     paper_vals = {(d, m): ref_idx.at[d, m] for d in rows["dataset"] for m in methods}
     labels = {m: METHOD_LABELS.get(m, m) for m in methods}
     df, display, notes = comparison_table(rows, list(methods), ours, paper_vals, labels)
+    df, display, kfold_notes = flag_kfold(df, display, used)
+    notes += kfold_notes
     if "mopeft" in methods:
         notes.insert(0, mopeft_note(directory))
     if "paxray4" in known:

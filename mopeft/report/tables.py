@@ -86,6 +86,33 @@ def load_cells(paths: Iterable[str | os.PathLike[str]]) -> list[Cell]:
     return [load_cell(p) for p in paths]
 
 
+KFOLD_MARK = "†"
+
+
+def flag_kfold(
+    df: pd.DataFrame, display: pd.DataFrame, cells: Iterable[Cell]
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """Mark datasets scored by k-fold over their test set (no labelled train split).
+
+    Their numbers are not comparable one-to-one with a model trained on a separate train split, so
+    the row says so: a ``train_protocol`` column in the CSV, a dagger on the name, and a note.
+    """
+    folds = {c.dataset: len(c.raw.get("units", {})) for c in cells if c.raw.get("combine") == "pool"}
+    if not folds:
+        return df, display, []
+    df = df.copy()
+    display = display.copy()
+    df.insert(3, "train_protocol", [f"kfold-{folds[d]}" if d in folds else "" for d in df["dataset"]])
+    marked = df["dataset"].isin(list(folds)).to_numpy()
+    display.loc[marked, "Dataset"] = display.loc[marked, "Dataset"] + f" {KFOLD_MARK}"
+    ks = ", ".join(f"{d}: k={k}" for d, k in sorted(folds.items()))
+    note = (
+        f"{KFOLD_MARK} No labelled train split: k-fold over the test set ({ks}); each test image is "
+        "scored by a model that never saw it and the folds' confusion matrices are summed."
+    )
+    return df, display, [note]
+
+
 # ---------------------------------------------------------------------------------------- comparison
 def seed_stats(values: Sequence[float]) -> tuple[float, float, int]:
     """(mean, sample std with ddof=1 — NaN for one seed, n) of one cell's seeds."""
