@@ -113,7 +113,10 @@ def dataset_table(
     ]
     spec_notes = [f"{s.name}: {n}" for s in _ordered_specs(specs, directory) for n in s.notes]
     notes += spec_notes
-    return pd.DataFrame.from_records(records), notes
+    frame = pd.DataFrame.from_records(records)
+    if "classes_prepared" in frame:
+        frame["classes_prepared"] = frame["classes_prepared"].astype("Int64")  # not 20.00 beside blanks
+    return frame, notes
 
 
 def build(args: argparse.Namespace, name: str) -> None:
