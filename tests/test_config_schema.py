@@ -3,34 +3,17 @@
 from __future__ import annotations
 
 import csv
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import jsonschema
 import pytest
 import yaml
+from workflow_helpers import run_snakemake, workflow_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
 STUDY = yaml.safe_load((ROOT / "config/config.yaml").read_text())
 DEMO = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
-
-
-def _workflow_copy(tmp_path: Path) -> Path:
-    shutil.copy(ROOT / "Snakefile", tmp_path / "Snakefile")
-    shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
-    shutil.copytree(ROOT / "config", tmp_path / "config")
-    shutil.copytree(ROOT / "envs", tmp_path / "envs")  # rules record their conda env file
-    return tmp_path
-
-
-def _snakemake(cwd: Path, *args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--workflow-profile", "none", *args]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.mark.parametrize("cfg", [STUDY, DEMO], ids=["study", "demo"])
@@ -115,21 +98,21 @@ def test_study_weights_hash_matches_the_package():
 
 
 def test_misspelt_key_is_rejected(tmp_path):
-    wf = _workflow_copy(tmp_path)
+    wf = workflow_copy(tmp_path)
     bad = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
     bad["training"]["lrr"] = bad["training"].pop("lr")
     (wf / "bad.yaml").write_text(yaml.safe_dump(bad))
-    res = _snakemake(wf, "-n", "--configfile", "bad.yaml")
+    res = run_snakemake(wf, "-n", "--configfile", "bad.yaml")
     out = res.stdout + res.stderr
     assert res.returncode != 0
     assert "Additional properties are not allowed ('lrr' was unexpected)" in out, out[-2000:]
 
 
 def test_unknown_ablation_dataset_is_rejected(tmp_path):
-    wf = _workflow_copy(tmp_path)
+    wf = workflow_copy(tmp_path)
     bad = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
     bad["ablations"]["studies"][0]["datasets"] = ["isaid"]  # not among the demo's datasets
     (wf / "bad.yaml").write_text(yaml.safe_dump(bad))
-    res = _snakemake(wf, "-n", "--configfile", "bad.yaml")
+    res = run_snakemake(wf, "-n", "--configfile", "bad.yaml")
     assert res.returncode != 0
     assert "are not segmentation datasets" in res.stdout + res.stderr

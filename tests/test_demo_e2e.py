@@ -3,34 +3,23 @@ and a deleted cell result is recomputed by that cell's own job only."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from workflow_helpers import run_snakemake, workflow_copy
 
-ROOT = Path(__file__).resolve().parents[1]
 TABLES = ("4_1", "4_2", "4_3", "4_4", "4_5", "4_6", "4_7", "4_8", "a1")
 
 
 def _snakemake(cwd: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--workflow-profile", "none", *args]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
-    res.out = res.stdout + res.stderr  # Snakemake 9 logs to stdout
-    return res
+    return run_snakemake(cwd, *args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    wf = tmp_path_factory.mktemp("demo")
-    shutil.copy(ROOT / "Snakefile", wf / "Snakefile")
-    shutil.copytree(ROOT / "workflow", wf / "workflow")
-    shutil.copytree(ROOT / "config", wf / "config")
-    shutil.copytree(ROOT / "envs", wf / "envs")  # rules record their conda env file
+    wf = workflow_copy(tmp_path_factory.mktemp("demo"))
     res = _snakemake(wf, "--cores", "2", "--configfile", "config/demo.yaml", "--show-failed-logs")
     assert res.returncode == 0, res.out[-6000:]
     return wf

@@ -3,10 +3,8 @@ the profile resolves from the checkout root, and `snakemake --lint` is clean."""
 
 from __future__ import annotations
 
-import os
 import re
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -15,27 +13,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from workflow_helpers import run_snakemake, workflow_copy
 
 from mopeft.data.registry import get_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = yaml.safe_load((ROOT / "config/config.yaml").read_text())
-
-
-def _workflow_copy(tmp_path: Path) -> Path:
-    shutil.copy(ROOT / "Snakefile", tmp_path / "Snakefile")
-    shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
-    shutil.copytree(ROOT / "config", tmp_path / "config")
-    shutil.copytree(ROOT / "envs", tmp_path / "envs")  # rules record their conda env file
-    return tmp_path
-
-
-def _snakemake(cwd: Path, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--workflow-profile", "none", *args]
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
-    res.out = res.stdout + res.stderr  # Snakemake 9 logs to stdout
-    return res
 
 
 def _planned(out: str) -> tuple[Counter, set[str]]:
@@ -58,10 +41,10 @@ def _units(dataset: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def study_plan(tmp_path_factory):
-    wf = _workflow_copy(tmp_path_factory.mktemp("study"))
+    wf = workflow_copy(tmp_path_factory.mktemp("study"))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    res = _snakemake(wf, "-n")
+    res = run_snakemake(wf, "-n")
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -111,9 +94,9 @@ def test_study_dag_is_fast(study_plan):
 
 
 def test_single_demo_cell_plans_only_its_jobs(tmp_path):
-    wf = _workflow_copy(tmp_path)
+    wf = workflow_copy(tmp_path)
     target = "results/demo/cells/dark_zurich/lora/default/seed0/metrics.json"
-    res = _snakemake(wf, target, "-n", "--configfile", "config/demo.yaml")
+    res = run_snakemake(wf, target, "-n", "--configfile", "config/demo.yaml")
     assert res.returncode == 0, res.out[-3000:]
     rules, outputs = _planned(res.out)
     assert rules == Counter(raw=1, prepare=1, train=2, evaluate=2, combine=1)
@@ -122,16 +105,16 @@ def test_single_demo_cell_plans_only_its_jobs(tmp_path):
 
 def test_forcing_one_cells_training(tmp_path):
     """`-R train -- <cell>` replans exactly that cell's training (nothing exists yet: all of it)."""
-    wf = _workflow_copy(tmp_path)
+    wf = workflow_copy(tmp_path)
     target = "results/demo/cells/kvasir_instrument/mopeft/r16/seed0/metrics.json"
-    res = _snakemake(wf, "-n", "--configfile", "config/demo.yaml", "-R", "train", "--", target)
+    res = run_snakemake(wf, "-n", "--configfile", "config/demo.yaml", "-R", "train", "--", target)
     assert res.returncode == 0, res.out[-3000:]
     rules, _ = _planned(res.out)
     assert rules["train"] == 1 and rules["combine"] == 1 and "table" not in rules
 
 
 def test_lint_is_clean(tmp_path):
-    res = _snakemake(ROOT, "--lint")
+    res = run_snakemake(ROOT, "--lint")
     assert res.returncode == 0, res.out[-3000:]
     assert "Congratulations" in res.out
 
