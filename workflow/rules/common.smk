@@ -21,6 +21,11 @@ SEEDS = config["seeds"]
 DATASETS = config["datasets"]
 DET = config["detection"]
 EFF = config["efficiency"]
+# Parameter counts are exact without weights or compute; with `params_arch` (the demo counts the
+# study's ViT-B beside tiny-model timings) they are taken at that architecture's own image size
+# (no --image-size: `mopeft params` then uses the architecture's default).
+PARAMS_ARCH = EFF.get("params_arch", config["model"]["arch"])
+PARAMS_SIZE_ARG = "" if "params_arch" in EFF else f"--image-size {EFF['image_size']}"
 # Segmentation datasets: everything except the detection dataset (FAIR-1M).
 SEG_DATASETS = [d for d in DATASETS if d != DET["dataset"]]
 MAIN_METHODS = config["main"]["methods"]

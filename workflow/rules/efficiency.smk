@@ -10,8 +10,8 @@ rule params:
     log:
         "logs/{run}/efficiency/params/{method}.log",
     params:
-        arch=EFF.get("params_arch", config["model"]["arch"]),
-        image_size=EFF["image_size"],
+        arch=PARAMS_ARCH,
+        size=PARAMS_SIZE_ARG,
         num_classes=efficiency_num_classes,
     conda:
         "../../envs/mopeft.yaml"
@@ -20,7 +20,7 @@ rule params:
         mem_mb=cpu_mem,
     shell:
         # The command prints JSON on stdout: write a temporary file and rename it (atomic output).
-        "mopeft params --model {params.arch} --method {wildcards.method} --image-size {params.image_size}"
+        "mopeft params --model {params.arch} --method {wildcards.method} {params.size}"
         " --num-classes {params.num_classes} --json > {output}.tmp 2> {log} && mv {output}.tmp {output}"
 
 
