@@ -5,24 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 
+from mopeft.commands.options import add_set_argument, parse_sets
+
 HELP = "count FLOPs (fvcore GMAC) of a method's image encoder and mask decoder for one image"
-
-
-def parse_set(items: list[str] | None) -> dict[str, str]:
-    """``--set k=v`` pairs; values stay strings (the method coerces them to its defaults' types)."""
-    options: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        options[key] = value
-    return options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="vit_b", help="architecture: vit_b or tiny (default vit_b)")
     parser.add_argument("--method", default="baseline", help="method name (see `mopeft methods`)")
-    parser.add_argument("--set", action="append", metavar="K=V", help="method option, repeatable")
+    add_set_argument(parser)
     parser.add_argument("--image-size", type=int, default=None, help="input side (default: the arch's)")
     parser.add_argument("--num-classes", type=int, default=2, help="decoder classes K (default 2)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a summary")
@@ -32,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mopeft.measure.flops import model_flops
 
-    result = model_flops(args.model, args.method, parse_set(args.set), args.image_size, args.num_classes)
+    result = model_flops(args.model, args.method, parse_sets(args.sets), args.image_size, args.num_classes)
     if args.out:
         from mopeft.io import write_json
 

@@ -10,7 +10,8 @@ HELP = "score oriented detections (JSON) against FAIR-1M XML files: per-class AP
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--pred", required=True,
+        "--pred",
+        required=True,
         help='JSON list of {"image": stem, "class": name, "score": float, "poly": [x1,y1,...,x4,y4]}',
     )
     parser.add_argument("--gt", required=True, help="folder of FAIR-1M XML files, one per image stem")

@@ -6,12 +6,12 @@ import argparse
 import logging
 from pathlib import Path
 
-import yaml
-
+from mopeft.commands.options import add_set_argument, parse_sets
 from mopeft.data.loader import SegmentationPairs
 from mopeft.data.units import load_unit
 from mopeft.io import read_json, write_json
 from mopeft.methods import METHODS
+from mopeft.model.arch import get_arch
 from mopeft.model.build import fold_prefixes
 from mopeft.model.weights import VIT_B_SHA256
 from mopeft.train.checkpoint import build_from_config, model_config, save_model
@@ -21,30 +21,12 @@ HELP = "fine-tune SAM with one method on one prepared dataset unit; writes OUT/m
 log = logging.getLogger(__name__)
 
 
-def parse_sets(items: list[str]) -> dict:
-    """``k=v`` pairs; values parsed as YAML scalars so ``r=8`` is an int and ``scale=0.5`` a float."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        out[key] = yaml.safe_load(value)
-    return out
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="prepared dataset folder (with meta.json)")
     p.add_argument("--unit", default="main", help="main, a PAXRay-4 task, or fold<i>")
     p.add_argument("--kfold", type=int, default=2, help="folds for datasets without a train split")
     p.add_argument("--method", required=True, choices=sorted(METHODS))
-    p.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="method option, e.g. r=16 (repeatable)",
-    )
+    add_set_argument(p)
     p.add_argument("--arch", default="vit_b")
     p.add_argument("--image-size", type=int, default=None)
     p.add_argument("--checkpoint", type=Path, default=None, help="SAM weights (.pth); omit for random init")
@@ -69,24 +51,20 @@ def run(args: argparse.Namespace) -> int:
     unit = load_unit(args.data, args.unit, args.kfold)
     if not unit.train:
         raise ValueError(f"{args.data}: unit {args.unit!r} has no training images")
-    options = {**METHODS[args.method].defaults, **parse_sets(args.sets)}
+    options = METHODS[args.method].options(parse_sets(args.sets))  # validated, typed
     sha = args.checkpoint_sha256 or (VIT_B_SHA256 if args.checkpoint is not None else None)
     cfg = model_config(
         args.arch,
         unit.num_classes,
         args.method,
         options,
-        args.image_size or 0,
+        args.image_size or get_arch(args.arch).default_image_size,
         str(args.checkpoint) if args.checkpoint else None,
         sha,
         args.init_seed,
         list(unit.classes),
         presence_head="detection_classes" in meta,  # FAIR-1M: train the class MLP too
     )
-    if not cfg["image_size"]:
-        from mopeft.model.arch import get_arch
-
-        cfg["image_size"] = get_arch(args.arch).default_image_size
     model = build_from_config(cfg)
     dataset = SegmentationPairs(unit.train, cfg["image_size"])
     steps = args.steps or steps_for_epochs(len(dataset), args.batch_size, args.epochs)
