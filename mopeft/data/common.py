@@ -23,6 +23,30 @@ from PIL import Image
 
 IGNORE = 255
 MESS_TILE = 1024
+
+# The 19 Cityscapes evaluation classes in train-id order (BDD100K uses them as is; Dark Zurich in
+# MESS prepends "unlabeled").
+CITYSCAPES_CLASSES = (
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+)
 COPYABLE_SUFFIXES = (".jpg", ".jpeg", ".png")  # formats copied byte for byte when already 8-bit RGB
 
 log = logging.getLogger(__name__)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from mopeft.data.common import (
+    CITYSCAPES_CLASSES,
     PrepareError,
     PrepareOptions,
     copy_or_convert,
@@ -33,27 +34,7 @@ SPEC = DatasetSpec(
     key="bdd100k",
     name="BDD100K",
     domain="General",
-    classes=(
-        "road",
-        "sidewalk",
-        "building",
-        "wall",
-        "fence",
-        "pole",
-        "traffic light",
-        "traffic sign",
-        "vegetation",
-        "terrain",
-        "sky",
-        "person",
-        "rider",
-        "car",
-        "truck",
-        "bus",
-        "train",
-        "motorcycle",
-        "bicycle",
-    ),
+    classes=CITYSCAPES_CLASSES,
     sources=(
         Source(
             IMAGES_ZIP,
