@@ -183,3 +183,13 @@ def test_git_clone_at_ref(tmp_path: Path) -> None:
     with pytest.raises(dl.PrepareError, match="failed"):
         dl.git_clone((tmp_path / "nowhere").as_uri(), tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_failed_automatic_download_explains_the_manual_route(server: str, tmp_path: Path) -> None:
+    src = Source("gone.zip", "http", url=f"{server}/gone.zip", instructions="Mirror: example.org/gone.")
+    with pytest.raises(dl.PrepareError) as err:
+        dl.download_sources([src], tmp_path / "raw", "toy", tmp_path / "cache")
+    msg = str(err.value)
+    assert "gone.zip: HTTP 404" in msg
+    assert f"gone.zip: put it at {tmp_path / 'raw' / 'gone.zip'}" in msg
+    assert "Mirror: example.org/gone." in msg

@@ -249,7 +249,16 @@ def download_sources(
             elif src.required:
                 missing.append((src, path))
             continue
-        done.append(fetch_source(src, raw_dir, key, cache))
+        try:
+            done.append(fetch_source(src, raw_dir, key, cache))
+        except ChecksumError:
+            raise
+        except PrepareError as exc:
+            # Mirrors fail (Drive quotas, moved files): say how to place the file by hand instead.
+            raise PrepareError(
+                f"{exc}\n{key}: automatic download failed; "
+                + manual_message([(src, raw_dir / src.filename)])
+            ) from None
     if missing:
         raise ManualDownloadRequired(f"{key}: " + manual_message(missing))
     return done
