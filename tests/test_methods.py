@@ -120,3 +120,14 @@ def test_trainable_state_dict_roundtrip_and_unknown_key():
     with pytest.raises(ValueError, match="unknown keys"):
         load_trainable_state_dict(fresh, {**state, "image_encoder.bogus": torch.zeros(1)}, source="ck.pt")
     assert (fresh.method, fresh.num_classes, fresh.image_size, fresh.arch) == ("mopeft", 3, 96, "tiny")
+
+
+def test_load_trainable_state_dict_rejects_missing_trainable_tensors():
+    # A partial checkpoint must not leave some trainable tensors at their fresh initial values.
+    torch.manual_seed(0)
+    model = build_model("tiny", 3, "mopeft")
+    state = trainable_state_dict(model)
+    dropped = next(k for k in state if ".gates." in k)
+    del state[dropped]
+    with pytest.raises(ValueError, match="missing trainable"):
+        load_trainable_state_dict(build_model("tiny", 3, "mopeft"), state, source="ck.pt")

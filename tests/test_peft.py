@@ -289,3 +289,40 @@ def test_vpt_deep_fold_preserves_outputs_and_roundtrips():
     load_trainable_state_dict(fresh, state)
     with torch.no_grad():
         assert torch.equal(fresh.eval()(x), after)
+
+
+def test_logit_prefix_gate_keeps_attn_mask_in_query_dtype(blocks, monkeypatch):
+    # CUDA autocast runs torch.log in fp32 while q/k/v are bf16; simulate that policy on the CPU
+    # with a bf16 block and check that SDPA gets an attn_mask of q's dtype (no fp32 promotion).
+    import copy
+
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    base = copy.deepcopy(blocks[GLOBAL])  # the module fixture stays fp32
+    blk = PEFTBlock(base, prefix=DeepPrompt(3, C), gated=True, prefix_gate="logit").to(torch.bfloat16)
+    log = torch.log
+    monkeypatch.setattr(torch, "log", lambda t: log(t.float()))
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        seen.append((q.dtype, attn_mask.dtype))
+        return sdpa(q, k, v, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    with torch.no_grad():
+        out = blk(_x().to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16
+    assert seen == [(torch.bfloat16, torch.bfloat16)]
+
+
+def test_gates_are_computed_in_fp32_under_bf16_autocast():
+    from mopeft.peft.gates import TokenMeanGate
+
+    gate = TokenMeanGate(16)
+    x = torch.randn(2, 5, 5, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        g = gate(x)
+    assert g.dtype == torch.float32
+    assert torch.allclose(g, gate(x), atol=1e-7)  # same value as outside autocast

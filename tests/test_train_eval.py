@@ -267,3 +267,19 @@ def test_vpt_deep_checkpoint_ships_folded_tokens_and_reloads(tmp_path):
     with torch.no_grad():
         logits = model(data[0]["image"][None])
     assert torch.isfinite(logits).all()
+
+
+def test_sam_weights_are_refused_for_a_random_init_model(tmp_path):
+    # The trained tensors sit on a seeded random base; loading SAM weights under them (e.g.
+    # `mopeft evaluate --weights`) would silently evaluate a different model.
+    from mopeft.model.arch import ARCHS, build_sam_parts
+
+    enc, prompt, dec = build_sam_parts(ARCHS["tiny"])
+    state = {f"image_encoder.{k}": v for k, v in enc.state_dict().items()}
+    state.update({f"prompt_encoder.{k}": v for k, v in prompt.state_dict().items()})
+    state.update({f"mask_decoder.{k}": v for k, v in dec.state_dict().items()})
+    weights = tmp_path / "sam_tiny.pth"
+    torch.save(state, weights)
+    cfg = model_config("tiny", 2, "lora", METHODS["lora"].defaults, 96, None, None, 0)
+    with pytest.raises(ValueError, match="random init"):
+        build_from_config(cfg, weights_path=weights)

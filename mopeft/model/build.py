@@ -72,7 +72,7 @@ def trainable_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 def load_trainable_state_dict(
     model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint"
 ) -> None:
-    """Load trainable tensors; an unknown key or a wrong shape is an error naming ``source``."""
+    """Load trainable tensors; an unknown or missing key or a wrong shape is an error naming ``source``."""
     if any(k.endswith(".folded_tokens") for k in state):
         for module in model.modules():  # a folded checkpoint goes into a folded-shaped model
             if isinstance(module, DeepPrompt):
@@ -82,6 +82,12 @@ def load_trainable_state_dict(
     unknown = sorted(set(state) - set(targets))
     if unknown:
         raise ValueError(f"{source}: unknown keys for this model ({model.method}): {unknown[:5]}")
+    expected = {n for n, p in model.named_parameters() if p.requires_grad} | set(_peft_buffers(model))
+    missing = sorted(expected - set(state))
+    if missing:  # they would silently keep their fresh (untrained) initial values
+        raise ValueError(
+            f"{source}: missing trainable tensors for this model ({model.method}): {missing[:5]}"
+        )
     with torch.no_grad():
         for key, value in state.items():
             if targets[key].shape != value.shape:

@@ -115,7 +115,9 @@ class PEFTBlock(nn.Module):
                 if self.prefix_gate == "scale":
                     p_k, p_v = g * p_k, g * p_v
                 else:
-                    cols = cols + torch.log(g.clamp_min(torch.finfo(g.dtype).tiny))
+                    # .to(q.dtype): CUDA autocast runs log in fp32, which would promote the whole
+                    # attn_mask (and its memory) to fp32 while q/k/v are bf16.
+                    cols = cols + torch.log(g.clamp_min(torch.finfo(g.dtype).tiny)).to(q.dtype)
             k = torch.cat([p_k, k], dim=2)
             v = torch.cat([p_v, v], dim=2)
             bias = torch.cat([cols, bias if bias is not None else q.new_zeros(bw, nh, n, n)], dim=-1)

@@ -20,6 +20,11 @@ class TokenMeanGate(nn.Module):
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, ..., C) -> gate (B,), averaged over every token axis."""
-        g = torch.sigmoid(self.linear(tokens)).squeeze(-1)
+        """tokens (B, ..., C) -> gate (B,), averaged over every token axis.
+
+        Computed in the weights' precision (fp32) even under bf16 autocast: a C-to-1 projection (negligible
+        cost), and bf16's ~3 significant digits would blur the recorded gate values (Fig. 4.2).
+        """
+        with torch.autocast(tokens.device.type, enabled=False):
+            g = torch.sigmoid(self.linear(tokens.to(self.linear.weight.dtype))).squeeze(-1)
         return g.reshape(g.shape[0], -1).mean(dim=1)

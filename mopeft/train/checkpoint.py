@@ -53,6 +53,13 @@ def weights_label(cfg: dict) -> str:
 
 def build_from_config(cfg: dict, weights_path: str | Path | None = None) -> SemanticSAM:
     """Rebuild the (untrained) model a checkpoint belongs to; random init is seeded for exactness."""
+    if weights_path is not None and cfg["weights"] is None:
+        # The trained tensors belong to a randomly initialised base; SAM weights under them would be
+        # a different (wrong) model.
+        raise ValueError(
+            f"{weights_path}: this model was trained from random init (seed {cfg['init_seed']}), "
+            "not from SAM weights; do not pass weights"
+        )
     torch.manual_seed(cfg["init_seed"])
     path = weights_path or cfg["weights"]
     model = build_model(

@@ -21,8 +21,8 @@ def downsample_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tens
 
 
 def dice_loss(logits: torch.Tensor, labels: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
-    """Soft Dice over all classes (background included), ignoring 255 pixels; mean over classes
-    present in the batch's ground truth or prediction mass."""
+    """Soft Dice per class (background included), ignoring 255 pixels, averaged over all K classes
+    as SAMed does (an absent class with no predicted mass scores dice 1 thanks to ``eps``)."""
     probs = logits.float().softmax(dim=1)
     valid = (labels != IGNORE_INDEX).unsqueeze(1)
     target = F.one_hot(labels.clamp(max=logits.shape[1] - 1) * (labels != IGNORE_INDEX), logits.shape[1])
