@@ -37,3 +37,12 @@ def test_fair1m_cell_trains_the_class_mlp_and_scores(tmp_path):
                  "--method", "lora", "--out", str(ap)]) == 0
     scores = json.loads(ap.read_text())
     assert 0 <= scores["map"] <= 100 and scores["num_images"] == len(list((ds / "test" / "images").iterdir()))
+    # provenance travels detect -> score-detections -> Table A.1 (a demo must say it is one)
+    assert out["weights"] == scores["weights"] == "random init"
+    assert out["synthetic"] is scores["synthetic"] is True
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("run: test\n")
+    table = tmp_path / "table_a1"
+    assert main(["table", "a1", "--cells", str(ap), "--config", str(cfg), "--out", str(table)]) == 0
+    md = table.with_suffix(".md").read_text()
+    assert "Base weights: random init" in md and "Data: synthetic" in md

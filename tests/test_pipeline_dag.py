@@ -113,6 +113,22 @@ def test_forcing_one_cells_training(tmp_path):
     assert rules["train"] == 1 and rules["combine"] == 1 and "table" not in rules
 
 
+@pytest.mark.parametrize("table", ["4_3", "4_4"])
+def test_main_table_waits_only_for_the_cells_it_reads(tmp_path, table):
+    """Table 4.3 reads baseline/decoderFT/MoPEFT, 4.4 the single PEFTs + MoPEFT
+    (mopeft.report.main_tables): asking for one table must not train the other's methods."""
+    from mopeft.report.main_tables import TABLE_4_3, TABLE_4_4
+
+    wf = workflow_copy(tmp_path)
+    target = f"results/demo/tables/table_{table}.csv"
+    res = run_snakemake(wf, "-n", "--configfile", "config/demo.yaml", "--", target)
+    assert res.returncode == 0, res.out[-3000:]
+    _, outputs = _planned(res.out)
+    cell = re.compile(r"results/demo/cells/[^/]+/([^/]+)/default/seed0/metrics\.json")
+    cells = {m[1] for p in outputs if (m := cell.fullmatch(p))}
+    assert cells == set(TABLE_4_3 if table == "4_3" else TABLE_4_4)
+
+
 def test_lint_is_clean(tmp_path):
     res = run_snakemake(ROOT, "--lint")
     assert res.returncode == 0, res.out[-3000:]

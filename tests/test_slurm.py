@@ -41,7 +41,7 @@ PROFILE = Path("profiles/slurm/config.yaml")
 TABLE = "results/demo/tables/table_4_4.csv"
 PROBE = "results/slurm_timeout_probe/done.txt"
 DATASETS = ("floodnet", "deepcrack")
-METHODS = ("baseline", "lora")
+METHODS = ("lora", "vpt")  # both columns of Table 4.4 (it reads no baseline cells)
 CONFIG = ["--configfile", "config/demo.yaml", "slurm_demo.yaml"]
 # Only for this cluster (no slurmdbd, no accounts) and for speed; never needed with sacct.
 TEST_ONLY = [

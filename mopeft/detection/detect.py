@@ -86,7 +86,7 @@ def run_detection(
     min_size: int = 4, device: str = "auto",
 ) -> dict[str, Any]:
     """Load the model, detect over ``data_dir/split/images`` and write ``out`` atomically."""
-    from mopeft.train.checkpoint import load_model
+    from mopeft.train.checkpoint import load_model, read_checkpoint, weights_label
     from mopeft.train.loop import resolve_device
 
     data_dir = Path(data_dir)
@@ -106,6 +106,9 @@ def run_detection(
         "data": str(data_dir),
         "split": split,
         "min_size": min_size,
+        # Provenance for Table A.1 (as a segmentation cell's metrics.json records it).
+        "weights": weights_label(read_checkpoint(model_path)["config"]),
+        "synthetic": bool(meta.get("synthetic", False)),
         "num_images": len({p.stem for p in (data_dir / split / "images").iterdir()}),
         "num_detections": len(dets),
         "detections": dets,

@@ -4,7 +4,7 @@
 rule params:
     """`mopeft params`: trainable / total parameters of one method (exact counts)."""
     input:
-        code=code("model", "peft", "methods", "measure/params.py", "commands/params.py"),
+        code=code("model", "peft", "methods", "measure/params.py", "commands/params.py", "commands/options.py"),
     output:
         "results/{run}/efficiency/params/{method}.json",
     log:
@@ -27,7 +27,7 @@ rule params:
 rule flops:
     """`mopeft flops`: fvcore FLOPs of one inference at the efficiency image size."""
     input:
-        code=code("model", "peft", "methods", "measure/flops.py", "commands/flops.py"),
+        code=code("model", "peft", "methods", "measure/flops.py", "commands/flops.py", "commands/options.py"),
     output:
         "results/{run}/efficiency/flops/{method}.json",
     log:

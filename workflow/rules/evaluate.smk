@@ -35,7 +35,7 @@ rule combine:
     input:
         units=eval_dirs,
         meta=meta_of,
-        code=code("evaluation/metrics.py", "commands/combine.py"),
+        code=code("evaluation/metrics.py", "evaluation/combine.py", "data/units.py", "commands/combine.py"),
     output:
         f"{CELLS}/metrics.json",
     log:

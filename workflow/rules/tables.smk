@@ -44,6 +44,7 @@ rule gate_frequency:
         ),
         pdf="results/{run}/figures/gate_frequency.pdf",
         csv="results/{run}/figures/gate_frequency.csv",
+        layers="results/{run}/figures/gate_frequency_layers.csv",
     log:
         "logs/{run}/figures/gate_frequency.log",
     params:

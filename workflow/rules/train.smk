@@ -7,7 +7,15 @@ rule train:
         data=meta_of,
         weights=weights_input,
         code=code(
-            "model", "peft", "methods", "train", "data/loader.py", "data/units.py", "commands/train.py"
+            "model",
+            "peft",
+            "methods",
+            "train",
+            "detection/head.py",
+            "data/loader.py",
+            "data/units.py",
+            "commands/train.py",
+            "commands/options.py",
         ),
     output:
         f"{CELLS}/units/{{unit}}/model.pt",
