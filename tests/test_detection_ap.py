@@ -246,3 +246,24 @@ def test_table_a1_from_ap_files(tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     assert {p.suffix for p in out.parent.iterdir()} == {".csv", ".md", ".tex"}
     assert "Prefix Tuning" in out.with_suffix(".md").read_text()
+
+
+def test_table_a1_reports_mean_std_and_n_over_seeds(tmp_path):
+    from mopeft.report.table_a1 import assemble, display_frame
+
+    files = []
+    for seed, (b737, bus) in enumerate([(40.0, 10.0), (50.0, 30.0)]):
+        f = tmp_path / f"cells/fair1m/lora/default/seed{seed}/ap.json"
+        f.parent.mkdir(parents=True)
+        f.write_text(json.dumps({"per_class_ap": {"Boeing737": b737, "Bus": bus}}))
+        files.append(f)
+    df, _ = assemble(files)
+    b737 = df[(df["row"] == "class") & (df["class"] == "Boeing737")].iloc[0]
+    assert (b737["lora_ours"], b737["lora_n"]) == (45.0, 2)
+    assert b737["lora_std"] == pytest.approx(7.0711, abs=1e-4)  # sample std of 40, 50
+    assert b737["lora_diff"] == pytest.approx(45.0 - 48.17)
+    # mAP over 34 classes: per seed (40+10)/2 = 25 and (50+30)/2 = 40 -> 32.5 ± 10.61 (n=2)
+    m = df[df["row"] == "mAP (34 classes)"].iloc[0]
+    assert m["lora_ours"] == pytest.approx(32.5) and m["lora_std"] == pytest.approx(10.6066, abs=1e-4)
+    shown = display_frame(df).set_index("Class").loc["Boeing737", "LoRA (ours)"]
+    assert shown == "45.00 ± 7.07 (n=2)"

@@ -110,38 +110,42 @@ def assemble(
     per_class, cats = study_values(paper_dir)
     rows: list[dict[str, Any]] = []
 
-    def our_value(method: str, cls: str) -> float:
-        return _mean(run.get(cls) for run in ours.get(method, []))
+    def per_run(method: str, classes: Sequence[str]) -> list[float]:
+        """Each seed's mean AP over ``classes`` (classes without GT in that run are left out)."""
+        vals = [_mean(run.get(c) for c in classes) for run in ours.get(method, [])]
+        return [v for v in vals if not math.isnan(v)]
 
-    def add(kind: str, category: str, name: str, values: dict[str, tuple[float, float]]) -> None:
+    def add(kind: str, category: str, name: str, classes: Sequence[str], study_of: Any) -> None:
         row: dict[str, Any] = {"row": kind, "category": category, "class": name}
-        for method, (o, s) in values.items():
+        for method, (col, _) in METHODS.items():
+            runs = per_run(method, classes)
+            o = float(np.mean(runs)) if runs else math.nan
+            s = study_of(col) if col is not None else math.nan
             row[f"{method}_ours"] = o
+            row[f"{method}_std"] = float(np.std(runs, ddof=1)) if len(runs) > 1 else math.nan
+            row[f"{method}_n"] = len(runs)
             row[f"{method}_study"] = s
-            row[f"{method}_diff"] = o - s if not (math.isnan(o) or math.isnan(s)) else math.nan
+            # From the rounded values, so the printed numbers subtract exactly.
+            row[f"{method}_diff"] = (
+                round(round(o, 2) - round(s, 2), 2) if not (math.isnan(o) or math.isnan(s)) else math.nan
+            )
         rows.append(row)
 
     study = per_class.set_index("class")
     for cat in CATEGORIES:
         for cls in per_class.loc[per_class["category"] == cat, "class"]:
-            add("class", cat, cls, {m: (our_value(m, cls), float(study.loc[cls, col]))
-                                    for m, (col, _) in METHODS.items()})
+            add("class", cat, cls, [cls], lambda col, cls=cls: float(study.loc[cls, col]))
     for cat in CATEGORIES:
         classes = list(per_class.loc[per_class["category"] == cat, "class"])
-        add("category mean", cat, "", {m: (_mean(our_value(m, c) for c in classes), float(cats.loc[cat, col]))
-                                       for m, (col, _) in METHODS.items()})
-    add("mAP (34 classes)", "", "", {
-        m: (_mean(our_value(m, c) for c in study.index), float(per_class[col].mean()))
-        for m, (col, _) in METHODS.items()
-    })
+        add("category mean", cat, "", classes, lambda col, cat=cat: float(cats.loc[cat, col]))
+    add("mAP (34 classes)", "", "", list(study.index), lambda col: float(per_class[col].mean()))
     all37 = [c for names in CATEGORIES.values() for c in names]
-    add("mAP (37 classes)", "", "", {m: (_mean(our_value(m, c) for c in all37), math.nan) for m in METHODS})
+    add("mAP (37 classes)", "", "", all37, lambda col: math.nan)
     df = pd.DataFrame(rows)
-    for m in METHODS:
-        df[f"{m}_runs"] = len(ours.get(m, []))
     notes = [
         "AP: DOTA-style VOC AP on oriented boxes at IoU >= 0.5, all-point interpolation, in percent.",
-        "Prompt Tuning = vpt (shallow VPT), Prefix Tuning = vpt_deep. Ours = mean over the seeds given.",
+        "Prompt Tuning = vpt (shallow VPT), Prefix Tuning = vpt_deep. Ours = mean over seeds (± sample std, "
+        "n seeds, where several); mean rows average each seed's classes first.",
         "Table A.1 lists 34 classes: the three other-* classes are left out of its rows and category "
         "means; 'mAP (37 classes)' includes them (ours only).",
         "The study prints no overall mAP; its value in the 'mAP (34 classes)' row is the mean of its 34 "
@@ -163,12 +167,21 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
             return MISSING
         return f"{x:+.2f}" if signed else f"{x:.2f}"
 
-    out = pd.DataFrame({
-        "Category": df["category"],
-        "Class": [c if r == "class" else r for c, r in zip(df["class"], df["row"], strict=True)],
-    })
+    out = pd.DataFrame(
+        {
+            "Category": df["category"],
+            "Class": [c if r == "class" else r for c, r in zip(df["class"], df["row"], strict=True)],
+        }
+    )
+    multi = any((df[f"{m}_n"] > 1).any() for m in METHODS)
     for m, (_, label) in METHODS.items():
-        out[f"{label} (ours)"] = [fmt(v) for v in df[f"{m}_ours"]]
+        if multi:
+            out[f"{label} (ours)"] = [
+                fmt(v) if n < 2 else f"{v:.2f} ± {sd:.2f} (n={n})"
+                for v, sd, n in zip(df[f"{m}_ours"], df[f"{m}_std"], df[f"{m}_n"], strict=True)
+            ]
+        else:
+            out[f"{label} (ours)"] = [fmt(v) for v in df[f"{m}_ours"]]
         out[f"{label} (study)"] = [fmt(v) for v in df[f"{m}_study"]]
         out[f"{label} Diff."] = [fmt(v, signed=True) for v in df[f"{m}_diff"]]
     return out
