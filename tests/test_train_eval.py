@@ -180,6 +180,10 @@ def _unit_eval(d: Path, unit: str, pred: np.ndarray, gt: np.ndarray, k: int) -> 
     return d
 
 
+def _combine(units: list[Path], meta: Path, out: Path) -> int:
+    return main(["combine", "--units", *map(str, units), "--dataset-meta", str(meta), "--out", str(out)])
+
+
 def test_combine_pools_folds_and_averages_tasks(tmp_path):
     gt1, pr1 = np.array([[0, 0, 1, 1]]), np.array([[0, 0, 0, 1]])
     gt2, pr2 = np.array([[1, 1, 1, 0]]), np.array([[1, 1, 1, 1]])
@@ -190,21 +194,7 @@ def test_combine_pools_folds_and_averages_tasks(tmp_path):
     meta.write_text(
         json.dumps({"dataset": "dz", "classes": ["c0", "c1"], "train_split": "none", "tasks": []})
     )
-    assert (
-        main(
-            [
-                "combine",
-                "--units",
-                str(u0),
-                str(u1),
-                "--dataset-meta",
-                str(meta),
-                "--out",
-                str(cell / "metrics.json"),
-            ]
-        )
-        == 0
-    )
+    assert _combine([u0, u1], meta, cell / "metrics.json") == 0
     out = json.loads((cell / "metrics.json").read_text())
     # pooled over both folds: class 0: tp 2, gt 3, pred 3 -> 2/4; class 1: tp 4, gt 5, pred 5 -> 4/6
     # (the mean of the two folds' own mIoUs would be (7/12 + 3/8)/2 = 47.9 %: pooling is not averaging)
@@ -212,18 +202,7 @@ def test_combine_pools_folds_and_averages_tasks(tmp_path):
     assert out["combine"] == "pool" and out["variant"] == "r4" and out["seed"] == 0
     assert out["gates"] == ["units/fold0/eval/gates.npz", "units/fold1/eval/gates.npz"]
     meta.write_text(json.dumps({"dataset": "px", "classes": ["c0", "c1"], "tasks": ["a", "b"]}))
-    main(
-        [
-            "combine",
-            "--units",
-            str(u0),
-            str(u1),
-            "--dataset-meta",
-            str(meta),
-            "--out",
-            str(tmp_path / "m.json"),
-        ]
-    )
+    _combine([u0, u1], meta, tmp_path / "m.json")
     mean = json.loads((tmp_path / "m.json").read_text())
     per_unit = [json.loads((u / "metrics.json").read_text())["miou"] for u in (u0, u1)]
     assert mean["miou"] == pytest.approx(np.mean(per_unit)) and mean["combine"] == "mean"

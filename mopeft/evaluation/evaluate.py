@@ -17,7 +17,7 @@ from mopeft.data.loader import SegmentationPairs
 from mopeft.data.units import load_unit
 from mopeft.evaluation.metrics import ConfusionMatrix
 from mopeft.io import atomic_path, write_json
-from mopeft.model.preprocess import postprocess
+from mopeft.model.preprocess import postprocess, preprocess_image
 from mopeft.model.semantic_sam import SemanticSAM
 from mopeft.peft.recorder import GateRecorder
 from mopeft.train.loop import resolve_device
@@ -35,13 +35,13 @@ def predict_split(
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     with GateRecorder(model) as rec:
         for i in tqdm(range(len(dataset)), desc="evaluate", mininterval=2):
-            item = dataset[i]
+            # Decode once: the model input is preprocessed here and the raw label is what is scored.
+            image, label = dataset.load_raw(i)
+            x, input_size = preprocess_image(image, dataset.image_size)
             with autocast:
-                logits = model(item["image"][None].to(device))
-            h0, w0 = (int(v) for v in item["original_size"])
-            full = postprocess(logits.float(), tuple(int(v) for v in item["input_size"]), (h0, w0))
+                logits = model(x[None].to(device))
+            full = postprocess(logits.float(), input_size, label.shape)
             pred = full.argmax(dim=1)[0].cpu().numpy()
-            _, label = dataset.load_raw(i)
             cm.update(pred, label)
     return cm, rec.values()
 
