@@ -105,7 +105,7 @@ def test_label_value_out_of_range(tmp_path: Path) -> None:
 def test_not_an_archive(tmp_path: Path) -> None:
     raw = _miniature("dram", tmp_path)
     (raw / "DRAM_processed.zip").write_bytes(b"<html>403 Forbidden</html>")
-    _assert_fails_cleanly("dram", raw, tmp_path / "out", r"DRAM_processed\.zip: not a zip or tar archive")
+    _assert_fails_cleanly("dram", raw, tmp_path / "out", r"DRAM_processed\.zip: not a zip, tar or RAR")
 
 
 def test_failed_rerun_leaves_previous_complete_folder_untouched(tmp_path: Path) -> None:

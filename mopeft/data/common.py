@@ -21,6 +21,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mopeft.data.archive import extract_tar, extract_zip
+from mopeft.data.errors import PrepareError
+from mopeft.data.rar import extract_rar, is_rar
+
 IGNORE = 255
 MESS_TILE = 1024
 
@@ -50,10 +54,6 @@ CITYSCAPES_CLASSES = (
 COPYABLE_SUFFIXES = (".jpg", ".jpeg", ".png")  # formats copied byte for byte when already 8-bit RGB
 
 log = logging.getLogger(__name__)
-
-
-class PrepareError(ValueError):
-    """Bad or missing raw input; the message names the file."""
 
 
 @dataclass
@@ -267,23 +267,20 @@ def require(path: Path, hint: str = "") -> Path:
 
 
 def extract(archive: str | Path, dest: str | Path, password: str | None = None) -> Path:
-    """Extract a zip / tar(.gz|.bz2|.xz) archive, refusing members that escape ``dest``."""
+    """Extract a zip, tar(.gz|.bz2|.xz) or RAR archive below ``dest``, refusing any member that
+    could land outside it (see :mod:`mopeft.data.archive`; RAR via :mod:`mopeft.data.rar`)."""
     archive, dest = Path(archive), Path(dest)
     require(archive)
     dest.mkdir(parents=True, exist_ok=True)
-    root = dest.resolve()
     try:
         if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                for name in zf.namelist():
-                    if not (root / name).resolve().is_relative_to(root):
-                        raise PrepareError(f"{archive}: member {name!r} escapes the extraction folder")
-                zf.extractall(dest, pwd=password.encode() if password else None)
+            extract_zip(archive, dest, password)
         elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as tf:
-                tf.extractall(dest, filter="data")
+            extract_tar(archive, dest)
+        elif is_rar(archive):
+            extract_rar(archive, dest)
         else:
-            raise PrepareError(f"{archive}: not a zip or tar archive (truncated or wrong file?)")
+            raise PrepareError(f"{archive}: not a zip, tar or RAR archive (truncated or wrong file?)")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
         raise PrepareError(f"{archive}: cannot extract ({exc})") from None
     return dest

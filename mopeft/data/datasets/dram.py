@@ -1,8 +1,10 @@
 """DRAM (MESS ``dram_sem_seg_test``): paintings labelled with Pascal VOC ids, 718 test images.
 
-The download is a zip that contains ``DRAM_processed.rar``. Python cannot read RAR, so the inner
-archive is unpacked with whichever of ``unrar`` / ``unar`` / ``7z`` / ``bsdtar`` is installed; an inner
-archive that is really a zip or tar (the miniature: no free tool writes RAR) is unpacked directly.
+The download is a zip that contains ``DRAM_processed.rar``. Python cannot read RAR, so
+:func:`~mopeft.data.common.extract` hands it to the installed tools in turn (``bsdtar`` from the
+conda env, ``unrar``, ``unar``, 7-Zip; :mod:`mopeft.data.rar`) and names what to install when none
+works; an inner archive that is really a zip or tar (the miniature: no free tool writes RAR) is
+unpacked directly.
 VOC ids are mapped with MESS's table (11 VOC classes kept, the other VOC classes and background ->
 11 "background"); ids outside VOC -> 255. Train images are unlabelled, so every test image goes to
 ``test/`` (named ``<parent folder>_<file>`` as in MESS) and training uses k-fold units.
@@ -10,10 +12,6 @@ VOC ids are mapped with MESS's table (11 VOC classes kept, the other VOC classes
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tarfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +57,8 @@ SPEC = DatasetSpec(
             ARCHIVE,
             "http",
             url=URL,
-            instructions="The zip contains DRAM_processed.rar: install unrar, unar or 7z.",
+            instructions="The zip contains DRAM_processed.rar: bsdtar (conda-forge libarchive, in "
+            "envs/mopeft.yaml), unrar, unar or 7-Zip unpacks it.",
         ),
     ),
     expected_test=718,
@@ -79,27 +78,6 @@ SPEC = DatasetSpec(
 _KEPT = {3: 0, 4: 1, 5: 2, 8: 3, 9: 4, 10: 5, 12: 6, 13: 7, 15: 8, 16: 9, 17: 10}
 VOC_TO_MESS: dict[int, int] = {v: _KEPT.get(v, 11) for v in range(21)} | {255: 255}
 
-_UNRAR_TOOLS = (
-    ("unrar", lambda a, d: ["unrar", "x", "-o+", "-inul", a, d + "/"]),
-    ("unar", lambda a, d: ["unar", "-q", "-f", "-o", d, a]),
-    ("7z", lambda a, d: ["7z", "x", "-y", f"-o{d}", a]),
-    ("bsdtar", lambda a, d: ["bsdtar", "-x", "-f", a, "-C", d]),
-)
-
-
-def _extract_rar(archive: Path, dest: Path, shown_as: Path) -> None:
-    if zipfile.is_zipfile(archive) or tarfile.is_tarfile(archive):
-        extract(archive, dest)
-        return
-    for tool, argv in _UNRAR_TOOLS:
-        if shutil.which(tool):
-            res = subprocess.run(argv(str(archive), str(dest)), capture_output=True, text=True)
-            if res.returncode != 0:
-                raise PrepareError(f"{shown_as}: {tool} failed on {INNER} ({res.stderr.strip()[:200]})")
-            return
-    raise PrepareError(f"{shown_as}: {INNER} needs unrar, unar, 7z or bsdtar (e.g. apt-get install unar)")
-
-
 def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     ensure_layout(out_dir)
     with scratch_dir(out_dir, SPEC.key) as scratch:
@@ -107,7 +85,7 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
         inner = next((scratch / "outer").rglob(INNER), None)
         if inner is None:
             raise PrepareError(f"{raw_dir / ARCHIVE}: no {INNER} inside")
-        _extract_rar(inner, scratch / "inner", raw_dir / ARCHIVE)
+        extract(inner, scratch / "inner")  # RAR: the installed tools in turn (mopeft.data.rar)
         roots = [p.parent for p in (scratch / "inner").rglob("test") if (p.parent / "labels").is_dir()]
         if len(roots) != 1:
             raise PrepareError(

@@ -1,0 +1,7 @@
+"""The one error type of data preparation, in its own module so that every helper can raise it."""
+
+from __future__ import annotations
+
+
+class PrepareError(ValueError):
+    """Bad or missing raw input; the message names the file."""
