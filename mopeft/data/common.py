@@ -296,14 +296,31 @@ def scratch_dir(out_dir: Path, key: str) -> Iterator[Path]:
         yield Path(tmp)
 
 
+def is_hidden(path: Path, root: Path) -> bool:
+    """True for what macOS and file managers add below ``root``: ``__MACOSX/`` copies of every
+    zipped folder, AppleDouble ``._<name>`` files, ``.DS_Store`` and other dot-files or folders.
+    They are never data, and their copies of real folder names would make every lookup ambiguous."""
+    return any(part == "__MACOSX" or part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def visible(root: Path, pattern: str) -> list[Path]:
+    """Sorted ``root.glob(pattern)`` (``**/`` for recursion) without hidden entries (:func:`is_hidden`).
+
+    Every preparer looks files and folders up through this (or the helpers below) rather than with
+    ``glob`` / ``rglob`` directly: pathlib's ``*`` matches dot-files, so ``*.png`` finds ``._a.png``.
+    """
+    return sorted(p for p in root.glob(pattern) if not is_hidden(p, root))
+
+
 def find_dir(root: Path, rel: str, archive: Path) -> Path:
     """The unique folder under ``root`` whose path ends with ``rel`` (e.g. ``original/Test``).
 
     Mirrors and re-zips differ in their top-level folder, so we search instead of hard-coding it;
-    more than one match would be ambiguous and is refused.
+    more than one match would be ambiguous and is refused (hidden copies do not count).
     """
     parts = Path(rel).parts
-    hits = sorted(p for p in [root, *root.rglob(parts[-1])] if p.is_dir() and p.parts[-len(parts) :] == parts)
+    found = [root, *visible(root, f"**/{parts[-1]}")]
+    hits = sorted(p for p in found if p.is_dir() and p.parts[-len(parts) :] == parts)
     if not hits:
         raise PrepareError(f"{archive}: no folder '{rel}' inside")
     if len(hits) > 1:
@@ -313,16 +330,16 @@ def find_dir(root: Path, rel: str, archive: Path) -> Path:
 
 def find_file(root: Path, name: str, archive: Path) -> Path:
     """The unique file called ``name`` anywhere under ``root`` (top-level folders vary)."""
-    hits = sorted(p for p in root.rglob(name) if p.is_file())
+    hits = [p for p in visible(root, f"**/{name}") if p.is_file()]
     if len(hits) != 1:
         raise PrepareError(f"{archive}: expected one '{name}' inside, found {len(hits)}")
     return hits[0]
 
 
 def files_with_suffix(folder: Path, *suffixes: str) -> list[Path]:
-    """Files of ``folder`` whose suffix matches case-insensitively (ZeroWaste uses ``.PNG``)."""
+    """Visible files of ``folder`` whose suffix matches case-insensitively (ZeroWaste uses ``.PNG``)."""
     wanted = {s.lower() for s in suffixes}
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in wanted)
+    return [p for p in visible(folder, "*") if p.is_file() and p.suffix.lower() in wanted]
 
 
 def pair_by_stem(images: Sequence[Path], masks: Sequence[Path], where: Path) -> list[tuple[Path, Path]]:

@@ -161,6 +161,30 @@ def replace_members(path: Path, replace: Mapping[str, bytes | None]) -> None:
     write_zip(path, members)
 
 
+# What macOS adds to an archive or a copied folder: an AppleDouble file per data file (resource
+# fork and extended attributes; magic 0x00051607) and a Finder .DS_Store per folder. Never data.
+APPLE_DOUBLE = b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X        " + bytes(10)
+DS_STORE = b"\x00\x00\x00\x01Bud1" + bytes(24)
+
+
+def macos_junk(members: Mapping[str, bytes], inline: bool = False) -> dict[str, bytes]:
+    """``members`` plus what macOS adds when it packs them: Archive Utility's zip puts an
+    AppleDouble ``._<name>`` for every file under a ``__MACOSX/`` copy of the folder tree; its tar
+    (``inline=True``) puts it next to the file. Both add a ``.DS_Store`` per folder. The preparers
+    must ignore all of it, however many folders it duplicates."""
+    out = dict(members)
+    folders: set[str] = set()
+    for name in members:
+        parent, _, base = name.rpartition("/")
+        prefix = f"{parent}/" if parent else ""
+        out[f"{prefix}._{base}" if inline else f"__MACOSX/{prefix}._{base}"] = APPLE_DOUBLE
+        parts = parent.split("/") if parent else []
+        folders.update("/".join(parts[:i]) for i in range(len(parts) + 1))
+    for folder in sorted(folders):
+        out[f"{folder}/.DS_Store" if folder else ".DS_Store"] = DS_STORE
+    return out
+
+
 def mark_miniature(raw_dir: Path) -> None:
     """Mark ``raw_dir`` as synthetic: preparation then skips checksum and count assertions."""
     raw_dir.mkdir(parents=True, exist_ok=True)

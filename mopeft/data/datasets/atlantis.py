@@ -14,7 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import PrepareError, PrepareOptions, copy_or_convert, load_image, map_ids, save_label
+from mopeft.data.common import (
+    PrepareError,
+    PrepareOptions,
+    copy_or_convert,
+    load_image,
+    map_ids,
+    save_label,
+    visible,
+)
 from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_files
 from mopeft.data.spec import DatasetSpec, Source
 
@@ -112,7 +120,7 @@ def _data_root(raw_dir: Path) -> Path:
 
 def _pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     pairs = []
-    for img in sorted((root / "images" / split).glob("*/*.jpg")):
+    for img in visible(root / "images" / split, "*/*.jpg"):
         mask = root / "masks" / split / img.parent.name / f"{img.stem}.png"
         if not mask.exists():
             raise PrepareError(f"{mask}: missing mask for {img}")

@@ -22,6 +22,7 @@ from mopeft.data.common import (
     load_image,
     save_label,
     scratch_dir,
+    visible,
 )
 from mopeft.data.miniature import encode, mark_miniature, random_block_label, write_zip
 from mopeft.data.spec import DatasetSpec, Source
@@ -82,7 +83,7 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
             if not mask_dir.is_dir():
                 raise PrepareError(f"{raw_dir / LABELS_ZIP}: no bdd100k/labels/sem_seg/masks/{bdd_split}/")
             (out_dir / split / "images").mkdir(parents=True, exist_ok=True)
-            for mask_path in sorted(mask_dir.glob("*.png")):
+            for mask_path in visible(mask_dir, "*.png"):
                 img_path = img_dir / f"{mask_path.stem}.jpg"
                 if not img_path.exists():
                     raise PrepareError(

@@ -24,6 +24,7 @@ from mopeft.data.common import (
     put_image,
     save_label,
     scratch_dir,
+    visible,
 )
 from mopeft.data.miniature import blob_label, encode, image_for, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
@@ -65,7 +66,7 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     archive = raw_dir / ZIP
     with scratch_dir(out_dir, SPEC.key) as scratch:
         extract(archive, scratch)
-        images = sorted(scratch.rglob("Image_*.jpg"), key=lambda p: p.name)
+        images = sorted(visible(scratch, "**/Image_*.jpg"), key=lambda p: p.name)
         folders = {p.parent for p in images}
         if len(folders) != 1:
             raise PrepareError(f"{archive}: expected all Image_*.jpg in one folder, found {len(folders)}")

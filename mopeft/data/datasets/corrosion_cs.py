@@ -27,7 +27,7 @@ from mopeft.data.common import (
     scratch_dir,
     single_channel,
 )
-from mopeft.data.miniature import blob_label, encode, image_for, mark_miniature, write_zip
+from mopeft.data.miniature import blob_label, encode, image_for, macos_junk, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 
 ZIP = "31729733"
@@ -102,5 +102,5 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
             base = f"{ROOT}/original/{folder}"
             members[f"{base}/images/{stem}.jpeg"] = encode(image_for(rng, lab), "JPEG", quality=92)
             members[f"{base}/masks/{stem}.png"] = encode(raw, "PNG")
-    write_zip(raw_dir / ZIP, members)
+    write_zip(raw_dir / ZIP, macos_junk(members))  # zipped on a Mac: __MACOSX/ copies
     mark_miniature(raw_dir)

@@ -18,6 +18,7 @@ from mopeft.data.common import (
     PrepareOptions,
     check_same_size,
     extract,
+    files_with_suffix,
     find_dir,
     floor_div_255,
     load_image,
@@ -26,7 +27,7 @@ from mopeft.data.common import (
     scratch_dir,
     single_channel,
 )
-from mopeft.data.miniature import blob_label, encode, image_for, mark_miniature, write_zip
+from mopeft.data.miniature import blob_label, encode, image_for, macos_junk, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 
 ZIP = "archive.zip"
@@ -78,7 +79,7 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
         extract(archive, scratch)
         img_dir = find_dir(scratch, "tissue images", archive)
         mask_dir = find_dir(scratch, MASK_DIR, archive)
-        images = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in (".tif", ".tiff"))
+        images = files_with_suffix(img_dir, ".tif", ".tiff")
         if not images:
             raise PrepareError(f"{archive}: no .tif images in 'tissue images'")
         for img_path in images:
@@ -114,5 +115,5 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
         members[f"tissue images/{id_}.tif"] = encode(image_for(rng, lab), "TIFF")
         members[f"{MASK_DIR}/{id_}.png"] = encode((lab * 255).astype(np.uint8), "PNG")
         members[f"{other}/{other}/mask binary/{id_}.png"] = encode((alt * 255).astype(np.uint8), "PNG")
-    write_zip(raw_dir / ZIP, members)
+    write_zip(raw_dir / ZIP, macos_junk(members))  # zipped on a Mac: __MACOSX/ copies
     mark_miniature(raw_dir)

@@ -25,6 +25,7 @@ from mopeft.data.common import (
     map_ids,
     save_label,
     scratch_dir,
+    visible,
 )
 from mopeft.data.miniature import encode, mark_miniature, random_block_label, write_zip
 from mopeft.data.spec import DatasetSpec, Source
@@ -88,7 +89,7 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     ensure_layout(out_dir)
     with scratch_dir(out_dir, SPEC.key) as scratch:
         extract(raw_dir / ARCHIVE, scratch)
-        images = sorted(p for p in scratch.rglob(f"*{_IMG_SUFFIX}") if "val" in p.parts)
+        images = [p for p in visible(scratch, f"**/*{_IMG_SUFFIX}") if "val" in p.parts]
         if not images:
             raise PrepareError(f"{raw_dir / ARCHIVE}: no rgb_anon/val/**/*{_IMG_SUFFIX} images inside")
         for img_path in images:

@@ -25,7 +25,7 @@ from mopeft.data.common import (
     save_label,
     scratch_dir,
 )
-from mopeft.data.miniature import blob_label, encode, image_for, mark_miniature, write_zip
+from mopeft.data.miniature import blob_label, encode, image_for, macos_junk, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 
 REPO = "DeepCrack"  # git clone of https://github.com/yhlleo/DeepCrack.git
@@ -102,6 +102,6 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
             mask[-4:, -4:] = 254
             members[f"{split}_img/{stem}.jpg"] = encode(image_for(rng, lab), "JPEG", quality=92)
             members[f"{split}_lab/{stem}.png"] = encode(mask, "PNG")
-    write_zip(raw_dir / REPO / INNER_ZIP, members)
+    write_zip(raw_dir / REPO / INNER_ZIP, macos_junk(members))  # zipped on a Mac: __MACOSX/ copies
     (raw_dir / REPO / "README.md").write_text("Miniature stand-in for the DeepCrack git clone.\n")
     mark_miniature(raw_dir)

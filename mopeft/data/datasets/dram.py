@@ -26,6 +26,7 @@ from mopeft.data.common import (
     map_ids,
     save_label,
     scratch_dir,
+    visible,
 )
 from mopeft.data.miniature import encode, mark_miniature, random_block_label, write_zip, zip_bytes
 from mopeft.data.spec import DatasetSpec, Source
@@ -82,17 +83,17 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     ensure_layout(out_dir)
     with scratch_dir(out_dir, SPEC.key) as scratch:
         extract(raw_dir / ARCHIVE, scratch / "outer")
-        inner = next((scratch / "outer").rglob(INNER), None)
+        inner = next(iter(visible(scratch / "outer", f"**/{INNER}")), None)
         if inner is None:
             raise PrepareError(f"{raw_dir / ARCHIVE}: no {INNER} inside")
         extract(inner, scratch / "inner")  # RAR: the installed tools in turn (mopeft.data.rar)
-        roots = [p.parent for p in (scratch / "inner").rglob("test") if (p.parent / "labels").is_dir()]
+        roots = [p.parent for p in visible(scratch / "inner", "**/test") if (p.parent / "labels").is_dir()]
         if len(roots) != 1:
             raise PrepareError(
                 f"{raw_dir / ARCHIVE}: expected one DRAM_processed/{{test,labels}}, found {len(roots)}"
             )
         root = roots[0]
-        for img in sorted((root / "test").rglob("*.jpg")):
+        for img in visible(root / "test", "**/*.jpg"):
             rel = img.relative_to(root / "test")
             mask_path = (root / "labels" / rel).with_suffix(".png")
             stem = f"{img.parent.name}_{img.stem}"

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mopeft.data.common import PrepareError, PrepareOptions, load_image, save_image, save_label, tile
+from mopeft.data.common import PrepareError, PrepareOptions, load_image, save_image, save_label, tile, visible
 from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_files
 from mopeft.data.spec import DatasetSpec, Source
 
@@ -75,7 +75,7 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     counts: dict[str, int] = {}
     for split, src in SPLITS.items():
         img_dir, lbl_dir = root / src / f"{src}-org-img", root / src / f"{src}-label-img"
-        images = sorted(img_dir.glob("*.jpg"))
+        images = visible(img_dir, "*.jpg")
         if not images:
             raise PrepareError(f"{img_dir}: no *.jpg images")
         n = 0

@@ -25,6 +25,7 @@ from mopeft.data.common import (
     load_image,
     save_label,
     scratch_dir,
+    visible,
 )
 from mopeft.data.miniature import encode, mark_miniature
 from mopeft.data.spec import DatasetSpec, Source
@@ -178,7 +179,7 @@ def _extract_encrypted(archive: Path, dest: Path) -> None:
 def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     with scratch_dir(out_dir, SPEC.key) as scratch:
         _extract_encrypted(raw_dir / ARCHIVE, scratch)
-        roots = [p.parent.parent for p in scratch.rglob("img_dir") if p.parent.name == "Images"]
+        roots = [p.parent.parent for p in visible(scratch, "**/img_dir") if p.parent.name == "Images"]
         if len(roots) != 1:
             raise PrepareError(
                 f"{raw_dir / ARCHIVE}: expected one FoodSeg103/Images/img_dir, found {len(roots)}"
@@ -186,8 +187,8 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
         images_root = roots[0] / "Images"
         unpaired: dict[str, int] = {}
         for split in ("train", "test"):
-            imgs = {p.stem: p for p in (images_root / "img_dir" / split).glob("*.jpg")}
-            anns = {p.stem: p for p in (images_root / "ann_dir" / split).glob("*.png")}
+            imgs = {p.stem: p for p in visible(images_root / "img_dir" / split, "*.jpg")}
+            anns = {p.stem: p for p in visible(images_root / "ann_dir" / split, "*.png")}
             if not imgs:
                 raise PrepareError(f"{raw_dir / ARCHIVE}: no Images/img_dir/{split}/*.jpg")
             unpaired[split] = len(set(imgs) ^ set(anns))

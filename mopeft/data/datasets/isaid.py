@@ -26,6 +26,7 @@ from mopeft.data.common import (
     save_label,
     scratch_dir,
     tile,
+    visible,
 )
 from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_zip
 from mopeft.data.spec import DatasetSpec, Source
@@ -132,9 +133,9 @@ def _no_pixel_limit() -> Iterator[None]:
 
 
 def _find_pairs(root: Path, split: str) -> list[tuple[str, Path, Path]]:
-    images = {p.name: p for p in root.rglob("*.png") if not p.name.endswith(MASK_SUFFIX)}
+    images = {p.name: p for p in visible(root, "**/*.png") if not p.name.endswith(MASK_SUFFIX)}
     pairs = []
-    for mask in sorted(root.rglob(f"*{MASK_SUFFIX}")):
+    for mask in visible(root, f"**/*{MASK_SUFFIX}"):
         stem = mask.name.split("_")[0]
         if f"{stem}.png" not in images:
             raise PrepareError(f"{mask}: no image {stem}.png in the {split} image archives")

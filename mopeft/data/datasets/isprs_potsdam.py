@@ -24,6 +24,7 @@ from mopeft.data.common import (
     save_label,
     scratch_dir,
     tile,
+    visible,
 )
 from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_zip, zip_bytes
 from mopeft.data.spec import DatasetSpec, Source
@@ -109,7 +110,7 @@ def _extract_inner(outer: Path, wanted: tuple[str, ...], dest: Path) -> dict[str
 def _index(root: Path, tag: str) -> dict[str, Path]:
     """tile id ('2_13') -> path of top_potsdam_<id>_<tag>.tif."""
     out = {}
-    for p in root.rglob(f"top_potsdam_*_{tag}.tif"):
+    for p in visible(root, f"**/top_potsdam_*_{tag}.tif"):
         out[p.name[len("top_potsdam_") : -len(f"_{tag}.tif")]] = p
     return out
 

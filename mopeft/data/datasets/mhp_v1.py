@@ -24,6 +24,7 @@ from mopeft.data.common import (
     save_image,
     save_label,
     scratch_dir,
+    visible,
 )
 from mopeft.data.miniature import encode, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
@@ -99,7 +100,7 @@ def _read_list(path: Path) -> list[str]:
 
 def _merge_person_masks(ann_dir: Path, img_id: str, shape: tuple[int, int]) -> np.ndarray:
     """Pixel-wise max over the person masks of one image (overlaps resolve to the larger id)."""
-    paths = sorted(ann_dir.glob(f"{img_id}_*.png"))  # "_": avoid prefix collisions (1.png vs 10_..)
+    paths = visible(ann_dir, f"{img_id}_*.png")  # "_": avoid prefix collisions (1.png vs 10_..)
     if not paths:
         raise PrepareError(f"{ann_dir}: no person masks {img_id}_*.png")
     merged = np.zeros(shape, dtype=np.uint8)
@@ -116,7 +117,7 @@ def _merge_person_masks(ann_dir: Path, img_id: str, shape: tuple[int, int]) -> n
 def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     with scratch_dir(out_dir, SPEC.key) as scratch:
         extract(raw_dir / ARCHIVE, scratch)
-        roots = [p.parent for p in scratch.rglob("train_list.txt")]
+        roots = [p.parent for p in visible(scratch, "**/train_list.txt")]
         if len(roots) != 1:
             raise PrepareError(
                 f"{raw_dir / ARCHIVE}: expected one LV-MHP-v1/train_list.txt, found {len(roots)}"

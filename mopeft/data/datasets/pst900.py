@@ -27,7 +27,7 @@ from mopeft.data.common import (
     scratch_dir,
     single_channel,
 )
-from mopeft.data.miniature import blob_label, encode, image_for, mark_miniature, write_zip
+from mopeft.data.miniature import blob_label, encode, image_for, macos_junk, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 
 ZIP = "PST900_RGBT_Dataset.zip"
@@ -114,5 +114,5 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
             members[f"{base}/thermal/{stem}.png"] = encode(thermal, "PNG")
             members[f"{base}/labels/{stem}.png"] = encode(lab, "PNG")
             members[f"{base}/depth/{stem}.png"] = encode((lab * 40).astype(np.uint8), "PNG")
-    write_zip(raw_dir / ZIP, members)
+    write_zip(raw_dir / ZIP, macos_junk(members))  # zipped on a Mac: __MACOSX/ copies
     mark_miniature(raw_dir)

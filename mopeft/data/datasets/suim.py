@@ -16,10 +16,12 @@ from mopeft.data.common import (
     PrepareError,
     PrepareOptions,
     extract,
+    files_with_suffix,
     load_image,
     put_image,
     save_label,
     scratch_dir,
+    visible,
 )
 from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_zip
 from mopeft.data.spec import DatasetSpec, Source
@@ -89,15 +91,15 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     with scratch_dir(out_dir, SPEC.key) as scratch:
         for split, (archive, top) in ARCHIVES.items():
             root = extract(raw_dir / archive, scratch / split)
-            tops = [p for p in (root / top, *root.glob(f"*/{top}")) if (p / "masks").is_dir()]
+            tops = [p for p in (root / top, *visible(root, f"*/{top}")) if (p / "masks").is_dir()]
             if not tops:
                 raise PrepareError(f"{raw_dir / archive}: no {top}/masks/ folder inside")
             base = tops[0]
             if not (base / "images").is_dir():
                 raise PrepareError(f"{raw_dir / archive}: no {top}/images/ folder inside")
             suffixes = (".jpg", ".jpeg", ".png")
-            images = {p.stem: p for p in (base / "images").iterdir() if p.suffix.lower() in suffixes}
-            masks = sorted(p for p in (base / "masks").iterdir() if p.suffix.lower() == ".bmp")
+            images = {p.stem: p for p in files_with_suffix(base / "images", *suffixes)}
+            masks = files_with_suffix(base / "masks", ".bmp")
             if not masks:
                 raise PrepareError(f"{raw_dir / archive}: no masks/*.bmp")
             for mask_path in masks:

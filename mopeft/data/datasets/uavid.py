@@ -22,6 +22,7 @@ from mopeft.data.common import (
     save_label,
     scratch_dir,
     tile,
+    visible,
 )
 from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_zip
 from mopeft.data.spec import DatasetSpec, Source
@@ -68,7 +69,7 @@ SPEC = DatasetSpec(
 
 def _split_dir(root: Path, name: str) -> Path:
     """The archive may or may not wrap everything in uavid_v1.5_official_release_image/."""
-    hits = [p for p in (root / name, *root.glob(f"*/{name}")) if p.is_dir()]
+    hits = [p for p in (root / name, *visible(root, f"*/{name}")) if p.is_dir()]
     if not hits:
         raise PrepareError(f"{ARCHIVE}: no {name}/ folder inside the archive")
     return hits[0]
@@ -80,7 +81,7 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     with scratch_dir(out_dir, SPEC.key) as scratch:
         extract(raw_dir / ARCHIVE, scratch)
         for split, name in SPLITS.items():
-            frames = sorted(_split_dir(scratch, name).glob("*/Images/*.png"))
+            frames = visible(_split_dir(scratch, name), "*/Images/*.png")
             if not frames:
                 raise PrepareError(f"{raw_dir / ARCHIVE}: no {name}/seq*/Images/*.png frames")
             n = 0

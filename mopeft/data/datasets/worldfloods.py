@@ -24,6 +24,7 @@ from mopeft.data.common import (
     save_label,
     scratch_dir,
     tile,
+    visible,
 )
 from mopeft.data.miniature import mark_miniature, random_block_ids, write_files, write_zip
 from mopeft.data.spec import DatasetSpec, Source
@@ -131,7 +132,7 @@ def to_label(gt: np.ndarray, where: Path) -> np.ndarray:
 
 
 def _prepare_split(src: Path, dst: Path, bands: tuple[int, int, int], size: int) -> tuple[int, int]:
-    s2_files = sorted((src / "S2").glob("*.tif"))
+    s2_files = visible(src / "S2", "*.tif")
     if not s2_files:
         raise PrepareError(f"{src / 'S2'}: no Sentinel-2 *.tif files")
     n = empty = 0
@@ -158,7 +159,7 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     n_test, empty = _prepare_split(raw_dir / TEST_DIR, out_dir / "test", bands, options.tile_size)
     with scratch_dir(out_dir, SPEC.key) as scratch:
         extract(raw_dir / SAMPLE_ZIP, scratch)
-        roots = [p for p in scratch.rglob("train") if (p / "S2").is_dir()]
+        roots = [p for p in visible(scratch, "**/train") if (p / "S2").is_dir()]
         if len(roots) != 1:
             raise PrepareError(f"{raw_dir / SAMPLE_ZIP}: expected one train/S2 folder, found {len(roots)}")
         n_train, _ = _prepare_split(roots[0], out_dir / "train", bands, options.tile_size)

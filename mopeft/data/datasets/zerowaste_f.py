@@ -27,7 +27,7 @@ from mopeft.data.common import (
     scratch_dir,
     single_channel,
 )
-from mopeft.data.miniature import blob_label, encode, image_for, mark_miniature, write_zip
+from mopeft.data.miniature import blob_label, encode, image_for, macos_junk, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
 
 ZIP = "zerowaste-f-final.zip"
@@ -105,5 +105,5 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
             members[f"{base}/data/{stem}.PNG"] = encode(image_for(rng, lab), "PNG")
             members[f"{base}/sem_seg/{stem}.PNG"] = encode(raw, "PNG")
         members[f"{ROOT}/{split}/labels.json"] = b'{"images": [], "annotations": [], "categories": []}'
-    write_zip(raw_dir / ZIP, members)
+    write_zip(raw_dir / ZIP, macos_junk(members))  # zipped on a Mac: __MACOSX/ copies
     mark_miniature(raw_dir)
