@@ -165,3 +165,33 @@ def test_non_rgb_source_images_become_rgb(tmp_path: Path) -> None:
     assert (out / "test" / "images" / "003.png").read_bytes() == (
         raw / "cwfid" / "images" / "003_image.png"
     ).read_bytes()
+
+
+def _stems(zip_path: Path, folder: str) -> set[str]:
+    with zipfile.ZipFile(zip_path) as zf:
+        return {Path(n).stem for n in zf.namelist() if f"/{folder}/" in n}
+
+
+def test_bdd_train_pairs_by_intersection_and_records_what_it_dropped(tmp_path: Path) -> None:
+    out = _prepare("bdd100k", tmp_path)
+    raw = tmp_path / "raw" / "bdd100k"
+    images = _stems(raw / "bdd100k_images_10k.zip", "10k/train")
+    masks = _stems(raw / "bdd100k_sem_seg_labels_trainval.zip", "masks/train")
+    assert masks - images and images - masks, "the miniature must carry BDD's unpaired train files"
+    assert read_json(out / "meta.json")["train_dropped"] == {
+        "masks_without_image": sorted(f"{s}.png" for s in masks - images),
+        "images_without_mask": sorted(f"{s}.jpg" for s in images - masks),
+    }
+    assert sorted(p.stem for p in (out / "train" / "labels").iterdir()) == sorted(images & masks)
+
+
+def test_bdd_test_split_stays_exact(tmp_path: Path) -> None:
+    from mopeft.data.common import PrepareError
+    from mopeft.data.miniature import replace_members
+
+    raw = tmp_path / "raw" / "bdd100k"
+    dataset_module("bdd100k").write_miniature(raw)
+    replace_members(raw / "bdd100k_images_10k.zip", {"bdd100k/images/10k/val/7d2f7986-e0c1c5a7.jpg": None})
+    with pytest.raises(PrepareError, match=r"images_10k\.zip: missing image for 7d2f7986-e0c1c5a7\.png"):
+        prepare_dataset("bdd100k", raw, tmp_path / "prepared", PrepareOptions())
+    assert not (tmp_path / "prepared" / "bdd100k").exists()

@@ -193,3 +193,77 @@ def test_failed_automatic_download_explains_the_manual_route(server: str, tmp_pa
     assert "gone.zip: HTTP 404" in msg
     assert f"gone.zip: put it at {tmp_path / 'raw' / 'gone.zip'}" in msg
     assert "Mirror: example.org/gone." in msg
+
+
+def test_reissued_file_matches_any_published_md5(tmp_path: Path) -> None:
+    from mopeft.data.prepare import verify_sources
+    from mopeft.data.spec import DatasetSpec
+
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    (raw / "a.zip").write_bytes(BODY)
+    src = Source("a.zip", "manual", md5="0" * 32, also_md5=(MD5,))
+    assert dl.download_sources([src], raw, "toy", tmp_path / "cache") == [raw / "a.zip"]
+    spec = DatasetSpec("toy", "toy", "x", ("c",), (src,), expected_test=1)
+    assert verify_sources(spec, raw) == {"a.zip": SHA}
+    neither = Source("a.zip", "manual", md5="0" * 32, also_md5=("1" * 32,))
+    with pytest.raises(
+        dl.ChecksumError, match=rf"a\.zip: md5 {MD5} does not match the expected one of 0+, 1+"
+    ):
+        dl.download_sources([neither], raw, "toy", tmp_path / "cache")
+    with pytest.raises(dl.PrepareError, match=r"a\.zip: md5 .* one of"):
+        verify_sources(DatasetSpec("toy", "toy", "x", ("c",), (neither,), expected_test=1), raw)
+
+
+def test_bdd_labels_accept_both_published_md5s() -> None:
+    labels = {s.filename: s for s in dl.get_spec("bdd100k").sources}["bdd100k_sem_seg_labels_trainval.zip"]
+    assert set(labels.md5s) == {"098c0c17ca58364c47c5882b3eb7058d", "9a2968dde3345eeb689cffb1e26f9c78"}
+
+
+def test_git_sources_are_pinned_to_a_commit_and_checked(tmp_path: Path) -> None:
+    import subprocess
+
+    from mopeft.data.checksums import is_commit
+    from mopeft.data.prepare import verify_sources
+    from mopeft.data.registry import all_specs
+    from mopeft.data.spec import DatasetSpec
+
+    git_sources = [s for spec in all_specs() for s in spec.sources if s.kind == "git"]
+    assert len(git_sources) == 3 and all(is_commit(s.git_ref) for s in git_sources)
+
+    origin = tmp_path / "origin"
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(origin)]
+    subprocess.run(["git", "init", "-q", str(origin)], check=True)
+    shas = []
+    for text in ("one", "two"):
+        (origin / "a.txt").write_text(text)
+        subprocess.run([*git, "add", "a.txt"], check=True)
+        subprocess.run([*git, "commit", "-qm", text], check=True)
+        shas.append(
+            subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+        )
+    raw = tmp_path / "raw"
+    dl.git_clone(origin.as_uri(), raw / "repo", shas[0])
+    src = Source("repo", "git", url=origin.as_uri(), git_ref=shas[0])
+    spec = DatasetSpec("toy", "toy", "x", ("c",), (src,), expected_test=1)
+    assert verify_sources(spec, raw) == {"repo": f"git {shas[0]}"}  # what meta.json records
+    subprocess.run(["git", "-C", str(raw / "repo"), "fetch", "-q", "origin", shas[1]], check=True)
+    subprocess.run(["git", "-C", str(raw / "repo"), "checkout", "-q", shas[1]], check=True)
+    with pytest.raises(
+        dl.PrepareError, match=rf"checked out commit {shas[1]}, but .* is pinned at {shas[0]}"
+    ):
+        verify_sources(spec, raw)
+
+
+def test_every_module_says_how_its_sources_are_pinned() -> None:
+    """No publisher gives a sha256: a file source without any checksum must say so in its module
+    (its sha256 then goes to meta.json), and git sources are pinned to a commit."""
+    from mopeft.data.registry import DATASETS, dataset_module
+
+    for key in DATASETS:
+        module = dataset_module(key)
+        for src in module.SPEC.sources:
+            if src.kind == "git":
+                assert "pinned" in module.__doc__, key
+            elif not (src.sha256 or src.md5s):
+                assert "Checksums:" in module.__doc__ and "meta.json" in module.__doc__, (key, src.filename)

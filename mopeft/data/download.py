@@ -11,7 +11,6 @@ and where to get it.
 
 from __future__ import annotations
 
-import hashlib
 import html
 import http.cookiejar
 import logging
@@ -26,6 +25,7 @@ import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
+from mopeft.data.checksums import checksum_problem, file_digest, git_head, is_commit
 from mopeft.data.common import PrepareError
 from mopeft.data.registry import get_spec
 from mopeft.data.spec import Source
@@ -47,23 +47,6 @@ class ChecksumError(PrepareError):
 
 def cache_dir() -> Path:
     return Path(os.environ.get("MOPEFT_CACHE") or Path.home() / ".cache" / "mopeft")
-
-
-# --------------------------------------------------------------------------------------- checksums
-def _digest(path: Path, algo: str) -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
-
-
-def checksum_problem(path: Path, src: Source) -> str | None:
-    """None when ``path`` matches every checksum ``src`` publishes, else a message naming the file."""
-    for algo, want in (("sha256", src.sha256), ("md5", src.md5)):
-        if want and (got := _digest(path, algo)) != want.lower():
-            return f"{path}: {algo} {got} does not match the expected {want}"
-    return None
 
 
 # -------------------------------------------------------------------------------------------- HTTP
@@ -161,7 +144,11 @@ def gdrive_download(file_id: str, dest: Path, timeout: float = 60) -> Path:
 
 # --------------------------------------------------------------------------------------------- git
 def git_clone(url: str, dest: Path, ref: str | None = None) -> Path:
-    """Shallow clone at ``ref`` (branch, tag or commit) into a temp sibling, then rename."""
+    """Shallow clone at ``ref`` (branch, tag or commit) into a temp sibling, then rename.
+
+    A commit ``ref`` (how every git source is pinned) is checked after checkout, so a server that
+    answered with something else cannot slip through.
+    """
     if dest.exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -177,6 +164,8 @@ def git_clone(url: str, dest: Path, ref: str | None = None) -> Path:
             res = subprocess.run(cmd, capture_output=True, text=True)
             if res.returncode != 0:
                 raise PrepareError(f"{dest}: `{' '.join(cmd)}` failed: {res.stderr.strip()[:300]}")
+        if is_commit(ref) and (head := git_head(tmp)) != ref:
+            raise PrepareError(f"{dest}: {url} gave commit {head}, not the pinned {ref}")
         os.replace(tmp, dest)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -228,6 +217,8 @@ def fetch_source(src: Source, raw_dir: Path, key: str, cache: Path | None = None
     if (problem := checksum_problem(cached, src)) is not None:
         cached.rename(cached.with_name(cached.name + ".bad"))
         raise ChecksumError(problem + " (moved aside with suffix .bad)")
+    # Most publishers give no sha256: say which file this run got (meta.json records it as well).
+    log.info("downloaded %s: sha256 %s", src.filename, file_digest(cached, "sha256"))
     _place(cached, target)
     return target
 

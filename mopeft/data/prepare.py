@@ -7,7 +7,6 @@ Snakemake can use ``<root>/<key>/meta.json`` as the rule's output.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import warnings
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from mopeft import __version__
+from mopeft.data.checksums import checksum_problem, file_digest, git_head, is_commit
 from mopeft.data.common import IGNORE, PrepareError, PrepareOptions, check_label_values
 from mopeft.data.registry import dataset_module
 from mopeft.data.spec import DatasetSpec, Source
@@ -28,16 +28,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MINIATURE_MARKER = "MINIATURE"  # written by write_miniature(): raw data is synthetic
 
 
-def file_digest(path: Path, algo: str) -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify_sources(spec: DatasetSpec, raw_dir: Path, check: bool = True) -> dict[str, str]:
-    """Check every required source is present (and matches its checksum); return name -> sha256."""
+    """Check every required source is present (and matches its checksum or pinned commit); return
+    name -> sha256 (``git <commit>`` for a git clone, ``directory`` for another folder)."""
     found: dict[str, str] = {}
     for src in spec.sources:
         path = raw_dir / src.filename
@@ -46,16 +39,18 @@ def verify_sources(spec: DatasetSpec, raw_dir: Path, check: bool = True) -> dict
                 raise PrepareError(f"{path}: missing. {manual_hint(src, raw_dir)}")
             continue
         if path.is_dir():
-            found[src.filename] = "directory"
+            head = git_head(path) if src.kind == "git" else None
+            found[src.filename] = f"git {head}" if head else "directory"
+            if check and head and is_commit(src.git_ref) and head != src.git_ref:
+                raise PrepareError(
+                    f"{path}: checked out commit {head}, but {src.url} is pinned at {src.git_ref}; "
+                    f"run `git -C {path} fetch origin {src.git_ref} && git -C {path} checkout {src.git_ref}`"
+                )
             continue
         sha = file_digest(path, "sha256")
         found[src.filename] = sha
-        if not check:
-            continue
-        if src.sha256 and sha != src.sha256:
-            raise PrepareError(f"{path}: sha256 {sha} does not match the expected {src.sha256}")
-        if src.md5 and (md5 := file_digest(path, "md5")) != src.md5:
-            raise PrepareError(f"{path}: md5 {md5} does not match the expected {src.md5}")
+        if check and (problem := checksum_problem(path, src, sha)):
+            raise PrepareError(problem)
     return found
 
 

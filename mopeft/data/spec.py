@@ -14,8 +14,11 @@ class Source:
 
     ``filename`` is the name the artefact has in the raw directory (``data/raw/<key>/``); a
     directory name is allowed for sources that are folders (git clones, manual downloads).
-    Checksums are optional because some publishers do not give one; when known they are checked
-    before anything is extracted.
+    Checksums are optional because most publishers give none (and none gives a sha256): when known
+    they are checked before anything is extracted, and the sha256 of every file actually used is
+    recorded in the prepared dataset's ``meta.json`` (``sources``) either way. A publisher that
+    re-issued a file under a new md5 is covered by ``also_md5``; a git source is pinned by
+    ``git_ref`` (a commit).
     """
 
     filename: str
@@ -23,10 +26,16 @@ class Source:
     url: str = ""
     sha256: str | None = None
     md5: str | None = None
+    also_md5: tuple[str, ...] = ()  # other published md5s of the same file (a re-issued release)
     gdrive_id: str | None = None
     git_ref: str | None = None
     instructions: str = ""  # for manual/kaggle sources: where to get it and where to put it
     required: bool = True
+
+    @property
+    def md5s(self) -> tuple[str, ...]:
+        """Every md5 under which the publisher has released this file."""
+        return tuple(m for m in (self.md5, *self.also_md5) if m)
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,9 @@ two class folders is written twice and only one survives (a plausible reason for
 README's 1296); we reproduce that deterministically (the last in sorted order wins) and report the
 dropped duplicates. Mask values 1..56 -> 0..55, 0 (unlabelled) -> 255, anything else -> 255.
 Train = official train + val (3364 + 535), names prefixed by split and class folder so none clash.
+
+Source: a git clone pinned to commit ``COMMIT`` (checked by ``mopeft prepare``; ``meta.json``
+records the commit).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ from mopeft.data.spec import DatasetSpec, Source
 
 CLONE = "atlantis"
 REPO = "https://github.com/smhassanerfani/atlantis.git"
+# Pinned commit: the newest commit of the repository's README that could be looked up (it cites the
+# 2022 paper); the full history was too large to fetch, so that it is the branch tip is unverified.
+COMMIT = "dfd7626f96822b41a3f666b56a4c358924a93de7"
 
 SPEC = DatasetSpec(
     key="atlantis",
@@ -91,7 +97,7 @@ SPEC = DatasetSpec(
         "waterfall",
         "wetland",
     ),
-    sources=(Source(CLONE, "git", url=REPO),),
+    sources=(Source(CLONE, "git", url=REPO, git_ref=COMMIT),),
     expected_test=1295,
     expected_test_is_exact=False,
     mess_key="atlantis_sem_seg_test",

@@ -5,10 +5,18 @@ MESS evaluates on the official 10K val split (1000 images) and reads the palette
 single-channel ``masks/`` PNGs, so we read ``masks/`` directly (no palette trick needed) and let
 :func:`save_label` refuse any value outside 0..18 / 255. The 7000 labelled train images are the
 train split.
+
+The labels zip has been re-issued (331 MB, then 419 MB): both published md5s are accepted. Its
+train masks are not exactly the 10K images' train set (masks without an image, reported in the
+bdd100k issue tracker), so train pairs are the intersection of the two and ``meta.json`` lists what
+was dropped (``train_dropped``); the test split stays exact: a val mask without its image is an error.
+Checksums: the publisher gives md5s only (no sha256); the sha256 of the files used is recorded in
+``meta.json`` ``sources``.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -48,9 +56,10 @@ SPEC = DatasetSpec(
             LABELS_ZIP,
             "manual",
             url="https://bdd-data.berkeley.edu/",
-            md5="098c0c17ca58364c47c5882b3eb7058d",
-            instructions=f"{_WHERE}, download 'Semantic Segmentation' ({LABELS_ZIP}, 331 MB) "
-            "into data/raw/bdd100k/.",
+            md5="098c0c17ca58364c47c5882b3eb7058d",  # first release, 331 MB
+            also_md5=("9a2968dde3345eeb689cffb1e26f9c78",),  # re-issued release, 419 MB (current docs)
+            instructions=f"{_WHERE}, download 'Semantic Segmentation' ({LABELS_ZIP}, 419 MB; older "
+            "copies are 331 MB, both are accepted) into data/raw/bdd100k/.",
         ),
     ),
     expected_test=1000,
@@ -69,10 +78,36 @@ SPEC = DatasetSpec(
 )
 
 _SPLITS = {"train": "train", "test": "val"}  # our split -> BDD split
+log = logging.getLogger(__name__)
+
+
+def _pairs(
+    img_dir: Path, mask_dir: Path, split: str, images_zip: Path
+) -> tuple[list[tuple[Path, Path]], dict[str, list[str]]]:
+    """(image, mask) pairs by stem; train keeps the intersection and reports the rest, test is exact."""
+    masks = {p.stem: p for p in visible(mask_dir, "*.png")}
+    images = {p.stem: p for p in visible(img_dir, "*.jpg")} if img_dir.is_dir() else {}
+    if split == "test":
+        if missing := sorted(set(masks) - set(images)):
+            more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+            raise PrepareError(f"{images_zip}: missing image for {missing[0]}.png ({missing[0]}.jpg){more}")
+        return [(images[s], masks[s]) for s in sorted(masks)], {}
+    dropped = {
+        "masks_without_image": sorted(f"{s}.png" for s in set(masks) - set(images)),
+        "images_without_mask": sorted(f"{s}.jpg" for s in set(images) - set(masks)),
+    }
+    if dropped["masks_without_image"] or dropped["images_without_mask"]:
+        log.warning(
+            "bdd100k train: dropped %d masks without image and %d images without mask (listed in meta.json)",
+            len(dropped["masks_without_image"]),
+            len(dropped["images_without_mask"]),
+        )
+    return [(images[s], masks[s]) for s in sorted(set(masks) & set(images))], dropped
 
 
 def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     """Official val -> test, official train -> train; images copied as JPEG, masks checked."""
+    dropped: dict[str, list[str]] = {}
     with scratch_dir(out_dir, SPEC.key) as scratch:
         extract(raw_dir / IMAGES_ZIP, scratch)
         extract(raw_dir / LABELS_ZIP, scratch)
@@ -83,12 +118,9 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
             if not mask_dir.is_dir():
                 raise PrepareError(f"{raw_dir / LABELS_ZIP}: no bdd100k/labels/sem_seg/masks/{bdd_split}/")
             (out_dir / split / "images").mkdir(parents=True, exist_ok=True)
-            for mask_path in visible(mask_dir, "*.png"):
-                img_path = img_dir / f"{mask_path.stem}.jpg"
-                if not img_path.exists():
-                    raise PrepareError(
-                        f"{raw_dir / IMAGES_ZIP}: missing image for {mask_path.name} ({img_path.name})"
-                    )
+            pairs, lost = _pairs(img_dir, mask_dir, split, raw_dir / IMAGES_ZIP)
+            dropped |= lost
+            for img_path, mask_path in pairs:
                 image = load_image(img_path)  # decodes fully: truncated files fail here
                 label = load_image(mask_path)
                 if label.ndim != 2:
@@ -99,12 +131,16 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
                     )
                 copy_or_convert(img_path, image, out_dir / split / "images" / img_path.name)
                 save_label(out_dir / split / "labels" / mask_path.name, label, SPEC.num_classes)
-    return {"split_protocol": "official: train = 10k/train (7000), test = 10k/val (1000)"}
+    return {
+        "split_protocol": "official: train = 10k/train with a mask (7000), test = 10k/val (1000)",
+        "train_dropped": dropped,
+    }
 
 
 # ------------------------------------------------------------------------------------- miniature
 def write_miniature(raw_dir: Path, seed: int = 0) -> None:
-    """Two zips as BDD ships them: 10k images (train/val/test) and sem_seg masks + colormaps."""
+    """Two zips as BDD ships them: 10k images (train/val/test) and sem_seg masks + colormaps; the
+    train split has one mask without an image and one image without a mask."""
     rng = np.random.default_rng(seed)
     h, w = 72, 128  # 1280x720 scaled down
     palette = [int(v) for v in rng.integers(0, 256, size=256 * 3)]
@@ -125,6 +161,12 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
             labels[f"bdd100k/labels/sem_seg/colormaps/{bdd_split}/{stem}.png"] = encode(
                 label, "PNG", palette=palette
             )
+    # The real train split's quirk: a mask whose image is not in the 10K set (and vice versa).
+    orphan = random_block_label(rng, h, w, [*range(19), 255])
+    labels["bdd100k/labels/sem_seg/masks/train/0a0a0b1a-7c39d841.png"] = encode(orphan, "PNG")
+    images["bdd100k/images/10k/train/0a0eaeaf-9ad0c6dd.jpg"] = encode(
+        (orphan[..., None] * np.array([7, 13, 29]) % 256).astype(np.uint8), "JPEG", quality=90
+    )
     write_zip(raw_dir / IMAGES_ZIP, images)
     write_zip(raw_dir / LABELS_ZIP, labels)
     mark_miniature(raw_dir)

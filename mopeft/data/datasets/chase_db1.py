@@ -7,6 +7,9 @@ converts the mask with ``astype(uint8)`` and no division, which is right only wh
 PNG as 1-bit; some CHASE PNGs are 8-bit 0/255, which that rule would turn into 255 = ignore. We
 therefore threshold explicitly (>= 128 -> vessel, after decoding as 8-bit grey), which gives the
 intended {0, 1} for both encodings.
+
+Checksums: the publisher gives none for ``CHASEDB1.zip``, so nothing is pinned here; the sha256 of
+the file actually used is recorded in ``meta.json`` (``sources``) when it is prepared.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ Figshare file 31729733 is a zip (saved without extension under its file id) with
 masks hold class ids 0-3 (background, fair, poor, severe corrosion) and MESS uses them as they are.
 Other folders of the archive are ignored, as in MESS. Ids outside 0-3 are mapped to 255 through
 an explicit table rather than passed on.
+
+Checksums: the publisher gives none for figshare file 31729733, so nothing is pinned here; the
+sha256 of the file actually used is recorded in ``meta.json`` (``sources``) when it is prepared.
 """
 
 from __future__ import annotations

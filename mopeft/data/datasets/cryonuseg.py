@@ -5,6 +5,9 @@ annotators' masks; MESS uses ``Annotator 1 (biologist second round of manual mar
 again>/mask binary/<id>.png`` (0/255) and computes ``uint8(mask / 255)``. There is no labelled
 train split: all 30 images go to ``test/`` and training uses k-fold units over them
 (:mod:`mopeft.data.units`).
+
+Checksums: the publisher gives none for the Kaggle ``archive.zip``, so nothing is pinned here; the
+sha256 of the file actually used is recorded in ``meta.json`` (``sources``) when it is prepared.
 """
 
 from __future__ import annotations

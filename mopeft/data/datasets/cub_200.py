@@ -4,6 +4,9 @@ The segmentation masks come as a separate archive of soft masks (0-255, averaged
 MESS thresholds them at 128 and writes the bird pixels as the species number NNN taken from the
 image's folder ``NNN.Class_Name`` (background 0). Splits follow ``train_test_split.txt``
 (0 -> test, 5794 images; 1 -> train, 5994). Images are copied unchanged when already RGB JPEGs.
+
+Checksums: Caltech publishes md5s for both archives (checked); there is no published sha256, so the
+sha256 of each file used is recorded in ``meta.json`` (``sources``).
 """
 
 from __future__ import annotations

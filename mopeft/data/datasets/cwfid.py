@@ -6,6 +6,9 @@ names swapped; mIoU of a closed-set fine-tuned model is invariant to that permut
 MESS's class names and order but give each colour its TRUE class (green -> 1 "crop seedling", red ->
 2 "weed"). Any other colour is an error. The official split lists id 28 in both train and test; it
 is removed from train to avoid leakage.
+
+Source: a git clone pinned to commit ``COMMIT`` (checked by ``mopeft prepare``; ``meta.json``
+records the commit).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from mopeft.data.spec import DatasetSpec, Source
 
 CLONE = "cwfid"
 REPO = "https://github.com/cwfid/dataset.git"
+COMMIT = "36290d0912a032f0bd1a5678ed55457ddafde217"  # pinned: the branch tip (2015-04-20)
 
 TEST_IDS = (1, 3, 4, 9, 10, 13, 15, 21, 22, 26, 28, 29, 30, 32, 35, 39, 44, 47, 48, 54, 60)
 TRAIN_IDS = (
@@ -79,7 +83,7 @@ SPEC = DatasetSpec(
     name="CWFID",
     domain="Agriculture and Biology",
     classes=("ground", "crop seedling", "weed"),
-    sources=(Source(CLONE, "git", url=REPO),),
+    sources=(Source(CLONE, "git", url=REPO, git_ref=COMMIT),),
     expected_test=21,
     mess_key="cwfid_sem_seg_test",
     sensor="Visible Spectrum",

@@ -5,6 +5,9 @@ the 19 evaluated ids plus 0 ("unlabeled", a real class here) to 0..19. MESS's ta
 the other Cityscapes ids (1-6, 9, 10, 14-16, 18, 29, 30), so its code would crash on them; we map
 them to 255 (Cityscapes convention) explicitly. There is no labelled train split: every image goes
 to ``test/`` and training uses k-fold units over it.
+
+Checksums: the publisher gives none for ``Dark_Zurich_val_anon.zip``, so nothing is pinned here; the
+sha256 of the file actually used is recorded in ``meta.json`` (``sources``) when it is prepared.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 The data ship inside the authors' git repository as ``DeepCrack/dataset/DeepCrack.zip`` with
 ``{train,test}_img/*.jpg`` and ``{train,test}_lab/*.png`` (0/255, 544x384). MESS computes
 ``uint8(mask / 255)``: only 255 is "crack", lower values (JPEG-era edge noise) are background.
+
+Source: a git clone pinned to commit ``COMMIT`` (checked by ``mopeft prepare``; ``meta.json``
+records the commit), which fixes ``DeepCrack.zip`` too.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from mopeft.data.miniature import blob_label, encode, image_for, macos_junk, mar
 from mopeft.data.spec import DatasetSpec, Source
 
 REPO = "DeepCrack"  # git clone of https://github.com/yhlleo/DeepCrack.git
+COMMIT = "8202a60701068645c883ed68b95fd3f30914d90c"  # pinned: the branch tip (2023-05-08, README update)
 INNER_ZIP = Path("dataset") / "DeepCrack.zip"
 
 SPEC = DatasetSpec(
@@ -41,8 +45,10 @@ SPEC = DatasetSpec(
             REPO,
             "git",
             url="https://github.com/yhlleo/DeepCrack.git",
+            git_ref=COMMIT,
             instructions="git clone https://github.com/yhlleo/DeepCrack.git data/raw/deepcrack/DeepCrack "
-            "(the preparer reads DeepCrack/dataset/DeepCrack.zip).",
+            f"&& git -C data/raw/deepcrack/DeepCrack checkout {COMMIT} (the preparer reads "
+            "DeepCrack/dataset/DeepCrack.zip).",
         ),
     ),
     expected_test=237,

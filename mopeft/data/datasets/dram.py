@@ -8,6 +8,9 @@ unpacked directly.
 VOC ids are mapped with MESS's table (11 VOC classes kept, the other VOC classes and background ->
 11 "background"); ids outside VOC -> 255. Train images are unlabelled, so every test image goes to
 ``test/`` (named ``<parent folder>_<file>`` as in MESS) and training uses k-fold units.
+
+Checksums: the publisher gives none for ``DRAM_processed.zip``, so nothing is pinned here; the
+sha256 of the file actually used is recorded in ``meta.json`` (``sources``) when it is prepared.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ SPEC = DatasetSpec(
 # Pascal VOC id -> MESS id (mess/prepare_datasets/prepare_dram.py)
 _KEPT = {3: 0, 4: 1, 5: 2, 8: 3, 9: 4, 10: 5, 12: 6, 13: 7, 15: 8, 16: 9, 17: 10}
 VOC_TO_MESS: dict[int, int] = {v: _KEPT.get(v, 11) for v in range(21)} | {255: 255}
+
 
 def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     ensure_layout(out_dir)

@@ -24,6 +24,9 @@ Decisions (all recorded in meta.json):
 * **Rasterisation.** A pixel belongs to a polygon if its centre is inside the polygon's convex
   hull; objects are painted largest first, so where boxes overlap the smaller object wins (a car on
   a bridge stays a car).
+
+Checksums: md5s of the Google-Drive mirrors (as torchgeo ships them) are checked; there is no
+published sha256, so the sha256 of each file used is recorded in ``meta.json`` (``sources``).
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@ Manual download (Google-Drive folder; gdown's 50-files-per-folder limit makes it
 Labels are already single-channel ids 0-9, so there is no remapping — any other value is an error.
 MESS tiles to 1024² and writes the image tiles as JPEG (448 test images -> 5571 tiles); train (the
 official 1445-image train split) is tiled the same way. The official val split is not used.
+
+Checksums: the source is a folder downloaded by hand; no checksums are published for it, and
+``meta.json`` (``sources``) records it only as a directory (no content digest).
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ MESS registers ``Images/img_dir/test`` + ``Images/ann_dir/test`` as they are (si
 public password (printed in the MESS and FoodSeg103 code). MESS's count check says 2125 test
 images while the dataset documents 2135; the count is therefore a warning, not a failure, and
 images are paired by stem (intersection, as MESS's loader falls back to).
+
+Checksums: the publisher gives none for ``FoodSeg103.zip``, so nothing is pinned here; the sha256 of
+the file actually used is recorded in ``meta.json`` (``sources``) when it is prepared.
 """
 
 from __future__ import annotations

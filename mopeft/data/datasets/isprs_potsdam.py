@@ -4,6 +4,9 @@ The benchmark uses the IRRG false-colour product (NIR-R-G), MESS's 14 test tiles
 training tiles, each cut into 1024² tiles (36 per orthophoto). Labels are RGB colour codes that
 MESS binarises per channel (>128) before the lookup, because some label files carry graded values;
 colours outside the palette after binarisation (black boundary pixels) become 255.
+
+Checksums: the publisher gives none for ``Potsdam.zip``, so nothing is pinned here; the sha256 of
+the file actually used is recorded in ``meta.json`` (``sources``) when it is prepared.
 """
 
 from __future__ import annotations

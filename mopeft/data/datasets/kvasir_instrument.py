@@ -5,6 +5,9 @@ Simula ships one zip holding two tarballs (``images.tar.gz`` with ``images/<id>.
 ``test.txt`` (118 ids). MESS reads channel 0 of each mask and computes ``uint8(mask / 255)``: only
 255 becomes "tool", anything lower (anti-aliased edges) "others". We do exactly that, for both
 splits.
+
+Checksums: the publisher gives none for ``kvasir-instrument.zip``, so nothing is pinned here; the
+sha256 of the file actually used is recorded in ``meta.json`` (``sources``) when it is prepared.
 """
 
 from __future__ import annotations

@@ -5,6 +5,9 @@ image's person masks and takes the pixel-wise max to get one semantic mask. Spli
 ``test_list.txt`` -> test (980); the first 3000 names of ``train_list.txt`` -> train (the last 1000
 are MESS's val and are not used). Some original JPEGs are truncated, so (like MESS) images are read
 with PIL's truncated-image tolerance and re-encoded as RGB JPEG.
+
+Checksums: the publisher gives none for ``LV-MHP-v1.zip``, so nothing is pinned here; the sha256 of
+the file actually used is recorded in ``meta.json`` (``sources``) when it is prepared.
 """
 
 from __future__ import annotations

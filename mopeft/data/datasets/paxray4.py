@@ -9,6 +9,9 @@ four binary tasks, ``<task>/{train,test}``, with train = the json's train + val 
 
 The label stacks are ~40 MB each once decompressed, so members are read straight from the zip
 instead of extracting the whole archive.
+
+Checksums: the publisher gives none for ``paxray_dataset.zip``, so nothing is pinned here; the
+sha256 of the file actually used is recorded in ``meta.json`` (``sources``) when it is prepared.
 """
 
 from __future__ import annotations

@@ -4,6 +4,9 @@
 *.png`` with label ids 0-4. The MESS benchmark key feeds the **thermal** image (single channel,
 read as 3x grey by detectron2), not the RGB one, so we do the same for both splits; labels are used
 as they are (ids outside 0-4 -> 255 through an explicit table).
+
+Checksums: the publisher gives none for ``PST900_RGBT_Dataset.zip``, so nothing is pinned here; the
+sha256 of the file actually used is recorded in ``meta.json`` (``sources``) when it is prepared.
 """
 
 from __future__ import annotations

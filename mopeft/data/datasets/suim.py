@@ -4,6 +4,10 @@ Mask colours use channels in {0, 255}: R, G, B each encode one bit, so after thr
 channel at 127 (the train masks carry non-pure colours from compression) the class id is simply
 4*R + 2*G + B — every pixel maps, nothing is unknown. Test = MESS's TEST.zip (110 images); train =
 the ``train_val`` release (1525 images). Images are copied unchanged (JPEG bytes) when they are RGB.
+
+Checksums: the publisher gives none for ``TEST.zip`` or ``train_val.zip``, so nothing is pinned
+here; the sha256 of the file actually used is recorded in ``meta.json`` (``sources``) when it is
+prepared.
 """
 
 from __future__ import annotations

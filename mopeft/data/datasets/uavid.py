@@ -4,6 +4,9 @@ MESS evaluates the official val split (7 sequences x 10 frames -> 840 tiles of 1
 train split (20 x 10) is tiled the same way. Labels are RGB colours; MESS maps them through a PIL
 grayscale lookup, we map the RGB triplets directly, and an off-palette colour is an error (MESS's
 lookup would fail on it too).
+
+Checksums: the publisher gives none for the release zip, so nothing is pinned here; the sha256 of
+the file actually used is recorded in ``meta.json`` (``sources``) when it is prepared.
 """
 
 from __future__ import annotations

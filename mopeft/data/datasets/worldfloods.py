@@ -6,6 +6,10 @@ blue, not green). GT {0 invalid, 1 land, 2 water, 3 cloud} becomes {255, 0, 1, 2
 MESS's Drive copy of the v1 test split (-> 160 tiles of 1024²); the ~300 GB v1 train split is
 impractical, so training uses the train part of the public ``worldfloods_v1_0_sample.zip``.
 GeoTIFFs are read with ``tifffile`` (no GDAL needed).
+
+Checksums: the publisher gives none for the sample zip (the test split is a folder), so nothing is
+pinned here; the sha256 of the file actually used is recorded in ``meta.json`` (``sources``) when it
+is prepared.
 """
 
 from __future__ import annotations

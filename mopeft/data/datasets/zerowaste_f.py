@@ -5,6 +5,10 @@
 split. MESS registers ``test/data`` + ``test/sem_seg`` directly (929 images). Train = train (3002)
 + val (572), since the study does no model selection on val (``options.extra["train_includes_val"]
 = False`` keeps val out). Ids outside 0-4 are mapped to 255 by an explicit table.
+
+Checksums: the publisher gives none for ``zerowaste-f-final.zip`` that could be looked up here, so
+nothing is pinned here; the sha256 of the file actually used is recorded in ``meta.json``
+(``sources``) when it is prepared.
 """
 
 from __future__ import annotations
