@@ -150,15 +150,24 @@ def expected_uavid(raw: Path) -> Expected:
     return out
 
 
+def upscale(label: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Nearest upscaling by a whole factor: every mask pixel becomes a block of the image's size."""
+    fy, fx = hw[0] // label.shape[0], hw[1] // label.shape[1]
+    assert (label.shape[0] * fy, label.shape[1] * fx) == hw, "the miniature uses whole factors"
+    return np.repeat(np.repeat(label, fy, axis=0), fx, axis=1)
+
+
 def expected_suim(raw: Path) -> Expected:
     out: Expected = {}
     for split, archive, top in (("test", "TEST.zip", "TEST"), ("train", "train_val.zip", "train_val")):
+        out[split] = {}
         with zipfile.ZipFile(raw / archive) as zf:
-            out[split] = {
-                Path(n).stem: (decode(zf.read(f"{top}/images/{Path(n).stem}.jpg"), "RGB"),
-                               colour_lookup(np.where(decode(zf.read(n), "RGB") > 127, 255, 0), SUIM))
-                for n in zf.namelist() if n.endswith(".bmp")
-            }  # fmt: skip
+            for n in (n for n in zf.namelist() if n.endswith(".bmp")):
+                image = decode(zf.read(f"{top}/images/{Path(n).stem}.jpg"), "RGB")
+                label = colour_lookup(np.where(decode(zf.read(n), "RGB") > 127, 255, 0), SUIM)
+                if label.shape != image.shape[:2] and split == "train":  # resized to its image
+                    label = upscale(label, image.shape[:2])
+                out[split][Path(n).stem] = (image, label)
     return out
 
 
@@ -396,3 +405,40 @@ def test_specs_table_facts() -> None:
     assert dataset_module("isprs_potsdam").SPEC.channels == "IRRG"
     assert dataset_module("worldfloods").SPEC.channels == "IRRG"
     assert PrepareOptions().tile_size == 1024
+
+
+def test_suim_train_mask_of_another_size_is_resized_and_recorded(tmp_path: Path) -> None:
+    raw, out_root = make("suim", tmp_path)
+    sizes = {}
+    with zipfile.ZipFile(raw / "train_val.zip") as zf:
+        for n in zf.namelist():
+            sizes.setdefault(Path(n).stem, {})[Path(n).suffix] = decode(zf.read(n)).shape[:2]
+    odd = {k: v for k, v in sizes.items() if v[".bmp"] != v[".jpg"]}
+    assert len(odd) == 1, "the miniature carries SUIM's train size mismatch"
+    out = prepare_dataset("suim", raw, out_root, PrepareOptions())
+    meta = json.loads((out / "meta.json").read_text())
+    resized = [
+        {"mask": f"{k}.bmp", "mask_hw": list(v[".bmp"]), "image_hw": list(v[".jpg"])} for k, v in odd.items()
+    ]
+    assert meta["train_size_mismatch"] == {"resized": resized, "dropped": []}
+    assert meta["counts"]["train"] == len(sizes)
+
+
+def test_suim_train_mask_of_another_shape_is_dropped_and_test_stays_strict(tmp_path: Path) -> None:
+    from mopeft.data.miniature import encode, replace_members
+
+    raw, out_root = make("suim", tmp_path)
+    with zipfile.ZipFile(raw / "train_val.zip") as zf:
+        name = sorted(n for n in zf.namelist() if n.endswith(".bmp"))[0]
+        cropped = decode(zf.read(name), "RGB")[:, :20].copy()  # another aspect ratio: cannot be resized
+    replace_members(raw / "train_val.zip", {name: encode(cropped, "BMP")})
+    out = prepare_dataset("suim", raw, out_root, PrepareOptions())
+    dropped = json.loads((out / "meta.json").read_text())["train_size_mismatch"]["dropped"]
+    assert [d["mask"] for d in dropped] == [Path(name).name]
+    assert Path(name).stem not in {p.stem for p in (out / "train" / "images").iterdir()}
+    with zipfile.ZipFile(raw / "TEST.zip") as zf:
+        name = sorted(n for n in zf.namelist() if n.endswith(".bmp"))[0]
+        small = decode(zf.read(name), "RGB")[::2, ::2].copy()
+    replace_members(raw / "TEST.zip", {name: encode(small, "BMP")})
+    with pytest.raises(PrepareError, match=rf"{Path(name).name}: size .* differs from its image"):
+        prepare_dataset("suim", raw, tmp_path / "again", PrepareOptions())

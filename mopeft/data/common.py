@@ -81,6 +81,18 @@ def load_image(path: str | Path, mode: str | None = None) -> np.ndarray:
         raise PrepareError(f"{path}: cannot decode image ({exc})") from None
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(height, width) from the image header only (the full decode comes later, when it is copied)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except FileNotFoundError:
+        raise PrepareError(f"{path}: file not found") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise PrepareError(f"{path}: cannot decode image ({exc})") from None
+
+
 def save_image(path: str | Path, array: np.ndarray) -> None:
     """Save an HxW or HxWx3 uint8 image; the format follows the suffix (.png or .jpg)."""
     path = Path(path)

@@ -15,12 +15,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from mopeft.data.common import (
     PrepareError,
     PrepareOptions,
     extract,
     files_with_suffix,
+    image_size,
     load_image,
     put_image,
     save_label,
@@ -29,6 +31,8 @@ from mopeft.data.common import (
 )
 from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_zip
 from mopeft.data.spec import DatasetSpec, Source
+
+ASPECT_TOLERANCE = 0.02  # a train mask this close to its image's aspect ratio is resized, else dropped
 
 CLASSES = (
     "background (waterbody)", "human diver", "aquatic plants and sea-grass", "wrecks and ruins",
@@ -89,9 +93,21 @@ def mask_to_ids(mask: np.ndarray, where: Path) -> np.ndarray:
     return 4 * bits[..., 0] + 2 * bits[..., 1] + bits[..., 2]
 
 
+def fit_train_mask(label: np.ndarray, hw: tuple[int, int]) -> np.ndarray | None:
+    """A train mask whose size differs from its image: nearest-resized to the image when both have
+    the same aspect ratio (within ``ASPECT_TOLERANCE``: a mask saved at another scale), else None
+    (the pair is dropped: a crop or a rotation cannot be undone)."""
+    mh, mw = label.shape
+    ih, iw = hw
+    if abs((mh / mw) / (ih / iw) - 1) > ASPECT_TOLERANCE:
+        return None
+    return np.asarray(Image.fromarray(label).resize((iw, ih), Image.Resampling.NEAREST))
+
+
 def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     """One label per mask (*.bmp); its image is the same stem in images/."""
     counts: dict[str, int] = {}
+    mismatched: dict[str, list[dict]] = {"resized": [], "dropped": []}
     with scratch_dir(out_dir, SPEC.key) as scratch:
         for split, (archive, top) in ARCHIVES.items():
             root = extract(raw_dir / archive, scratch / split)
@@ -106,22 +122,37 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
             masks = files_with_suffix(base / "masks", ".bmp")
             if not masks:
                 raise PrepareError(f"{raw_dir / archive}: no masks/*.bmp")
+            n = 0
             for mask_path in masks:
                 if mask_path.stem not in images:
                     raise PrepareError(f"{mask_path}: no image with stem {mask_path.stem!r} in {top}/images")
                 label = mask_to_ids(load_image(mask_path, "RGB"), mask_path)
-                # RGB JPEGs are copied unchanged; anything else becomes an RGB PNG
                 src = images[mask_path.stem]
-                hw = put_image(src, out_dir / split / "images", src.stem, copy_suffixes=(".jpg", ".jpeg"))
+                hw = image_size(src)
                 if label.shape != hw:
-                    raise PrepareError(f"{mask_path}: size {label.shape} differs from its image {hw}")
+                    if split == "test":  # MESS's test split is used exactly as released
+                        raise PrepareError(f"{mask_path}: size {label.shape} differs from its image {hw}")
+                    fitted = fit_train_mask(label, hw)
+                    record = {"mask": mask_path.name, "mask_hw": list(label.shape), "image_hw": list(hw)}
+                    mismatched["resized" if fitted is not None else "dropped"].append(record)
+                    if fitted is None:
+                        continue
+                    label = fitted
+                # RGB JPEGs are copied unchanged; anything else becomes an RGB PNG
+                put_image(src, out_dir / split / "images", src.stem, copy_suffixes=(".jpg", ".jpeg"))
                 save_label(out_dir / split / "labels" / f"{mask_path.stem}.png", label, len(CLASSES))
-            counts[split] = len(masks)
-    return {"split_protocol": "test = TEST.zip (MESS); train = train_val.zip", "images": counts}
+                n += 1
+            counts[split] = n
+    return {
+        "split_protocol": "test = TEST.zip (MESS); train = train_val.zip",
+        "images": counts,
+        "train_size_mismatch": mismatched,
+    }
 
 
 def write_miniature(raw_dir: Path, seed: int = 0) -> None:
-    """TEST.zip and train_val.zip with images/*.jpg and masks/*.bmp; train masks carry impure colours."""
+    """TEST.zip and train_val.zip with images/*.jpg and masks/*.bmp; train masks carry impure colours
+    and one train mask is half the size of its image."""
     rng = np.random.default_rng(seed)
     raw_dir = Path(raw_dir)
     palette = np.array(list(COLOURS), dtype=np.uint8)
@@ -135,7 +166,11 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
                 mask = np.where(
                     mask > 127, mask - rng.integers(0, 60, mask.shape), mask + rng.integers(0, 60, mask.shape)
                 )
-            image = (palette[ids] // 2 + rng.integers(0, 80, size=(h, w, 3))).astype(np.uint8)
+            image_ids = ids
+            if split == "train" and j == 1:  # the release's quirk: mask at half its image's size
+                image_ids = np.kron(ids, np.ones((2, 2), dtype=ids.dtype))
+            shape = (*image_ids.shape, 3)
+            image = (palette[image_ids] // 2 + rng.integers(0, 80, size=shape)).astype(np.uint8)
             stem = f"d_r_{100 + j}_" if split == "test" else f"f_r_{1000 + j}_"
             members[f"{top}/images/{stem}.jpg"] = encode(image, "JPEG", quality=95)
             members[f"{top}/masks/{stem}.bmp"] = encode(mask.astype(np.uint8), "BMP")
