@@ -442,3 +442,18 @@ def test_suim_train_mask_of_another_shape_is_dropped_and_test_stays_strict(tmp_p
     replace_members(raw / "TEST.zip", {name: encode(small, "BMP")})
     with pytest.raises(PrepareError, match=rf"{Path(name).name}: size .* differs from its image"):
         prepare_dataset("suim", raw, tmp_path / "again", PrepareOptions())
+
+
+def test_worldfloods_lzw_and_deflate_geotiffs_decode(tmp_path: Path) -> None:
+    """The release's GeoTIFFs are compressed; LZW needs imagecodecs (a declared dependency)."""
+    import tifffile
+
+    raw, out_root = make("worldfloods", tmp_path)
+    compressions = {}
+    for p in sorted((raw / "test").rglob("*.tif")):
+        with tifffile.TiffFile(p) as tif:
+            compressions[f"{p.parent.name}/{p.name}"] = tif.pages[0].compression.name
+    assert {"LZW", "ADOBE_DEFLATE"} <= set(compressions.values()), compressions
+    out = prepare_dataset("worldfloods", raw, out_root, PrepareOptions(tile_size=T))
+    lzw = next(k for k, v in compressions.items() if v == "LZW").split("/")[1][:-4]
+    assert (out / "test" / "images" / f"{lzw}_0.png").exists()

@@ -205,3 +205,10 @@ def test_dram_without_a_rar_tool_says_what_to_install(env, tmp_path: Path) -> No
     ):
         prepare_dataset("dram", raw, tmp_path / "prepared", PrepareOptions())
     assert not (tmp_path / "prepared" / "dram").exists()
+
+
+def test_the_conda_env_ships_a_rar_reader() -> None:
+    import yaml
+
+    env = yaml.safe_load((Path(__file__).resolve().parents[1] / "envs" / "mopeft.yaml").read_text())
+    assert "libarchive" in env["dependencies"]  # conda-forge's libarchive installs bsdtar

@@ -5,7 +5,8 @@ normalisation table, clips to [0, 1], scales by 255 and keeps bands B8, B4, B2 (
 blue, not green). GT {0 invalid, 1 land, 2 water, 3 cloud} becomes {255, 0, 1, 2}. The test set is
 MESS's Drive copy of the v1 test split (-> 160 tiles of 1024²); the ~300 GB v1 train split is
 impractical, so training uses the train part of the public ``worldfloods_v1_0_sample.zip``.
-GeoTIFFs are read with ``tifffile`` (no GDAL needed).
+GeoTIFFs are read with ``tifffile`` (no GDAL needed); the release's cloud-optimised GeoTIFFs are
+LZW- or deflate-compressed, and tifffile decodes LZW only with ``imagecodecs`` (a dependency).
 
 Checksums: the publisher gives none for the sample zip (the test split is a folder), so nothing is
 pinned here; the sha256 of the file actually used is recorded in ``meta.json`` (``sources``) when it
@@ -185,28 +186,32 @@ def _scene(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.nda
     return s2, gt
 
 
-def _tif_bytes(arr: np.ndarray) -> bytes:
-    """One-page TIFF; a band stack is stored band-interleaved (planar), as GDAL writes GeoTIFFs."""
+def _tif_bytes(arr: np.ndarray, compression: str | None = None) -> bytes:
+    """One-page TIFF; a band stack is stored band-interleaved (planar), as GDAL writes GeoTIFFs.
+    ``compression`` "lzw" / "zlib" (deflate) with a horizontal predictor, as GDAL's COG driver
+    writes them by default; LZW needs ``imagecodecs`` (a dependency) to read and to write."""
     import tifffile
 
     buf = io.BytesIO()
+    extra = {"compression": compression, "predictor": True} if compression else {}
     if arr.ndim == 3:
-        tifffile.imwrite(buf, arr, photometric="minisblack", planarconfig="separate")
+        tifffile.imwrite(buf, arr, photometric="minisblack", planarconfig="separate", **extra)
     else:
-        tifffile.imwrite(buf, arr, photometric="minisblack")
+        tifffile.imwrite(buf, arr, photometric="minisblack", **extra)
     return buf.getvalue()
 
 
 def write_miniature(raw_dir: Path, seed: int = 0) -> None:
-    """test/{S2,gt}/*.tif (13-band uint16 stacks, single-band uint8 GT) + the sample zip."""
+    """test/{S2,gt}/*.tif (13-band uint16 stacks, single-band uint8 GT; the second scene LZW /
+    deflate compressed) + the sample zip."""
     rng = np.random.default_rng(seed)
     raw_dir = Path(raw_dir)
     for j in range(2):
         s2, gt = _scene(rng, int(rng.integers(70, 100)), int(rng.integers(70, 120)))
-        for sub, arr in (("S2", s2), ("gt", gt)):
-            write_files(
-                raw_dir / TEST_DIR, {f"{sub}/EMSR{300 + j}_AOI01_DEL_MONIT01_v1.tif": _tif_bytes(arr)}
-            )
+        # the second test scene is compressed like the release's cloud-optimised GeoTIFFs
+        for sub, arr, comp in (("S2", s2, "lzw"), ("gt", gt, "zlib")):
+            data = _tif_bytes(arr, comp if j == 1 else None)
+            write_files(raw_dir / TEST_DIR, {f"{sub}/EMSR{300 + j}_AOI01_DEL_MONIT01_v1.tif": data})
     members = {}
     for split, n in (("train", 2), ("test", 1)):
         for j in range(n):
