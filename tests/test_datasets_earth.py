@@ -457,3 +457,17 @@ def test_worldfloods_lzw_and_deflate_geotiffs_decode(tmp_path: Path) -> None:
     out = prepare_dataset("worldfloods", raw, out_root, PrepareOptions(tile_size=T))
     lzw = next(k for k, v in compressions.items() if v == "LZW").split("/")[1][:-4]
     assert (out / "test" / "images" / f"{lzw}_0.png").exists()
+
+
+def test_uavid_train_unknown_colours_become_ignore_and_are_counted(tmp_path: Path) -> None:
+    raw, out_root = make("uavid", tmp_path)
+    off_palette = 0
+    with zipfile.ZipFile(raw / "uavid_v1.5_official_release_image.zip") as zf:
+        for n in zf.namelist():
+            if "/uavid_train/" in n and "/Labels/" in n:
+                off_palette += int((colour_lookup(decode(zf.read(n), "RGB"), UAVID) == 255).sum())
+    assert off_palette > 0, "the miniature carries off-palette train pixels"
+    out = prepare_dataset("uavid", raw, out_root, PrepareOptions(tile_size=T))
+    assert json.loads((out / "meta.json").read_text())["unknown_colour_pixels"] == {"train": off_palette}
+    ignored = sum(int((load(p) == 255).sum()) for p in (out / "train" / "labels").iterdir())
+    assert ignored >= off_palette  # plus the edge padding of the tiles

@@ -2,8 +2,9 @@
 
 MESS evaluates the official val split (7 sequences x 10 frames -> 840 tiles of 1024²); the official
 train split (20 x 10) is tiled the same way. Labels are RGB colours; MESS maps them through a PIL
-grayscale lookup, we map the RGB triplets directly, and an off-palette colour is an error (MESS's
-lookup would fail on it too).
+grayscale lookup, we map the RGB triplets directly. In the test split an off-palette colour is an
+error naming the file (MESS's lookup would fail on it too); MESS never reads the train split, whose
+off-palette pixels become 255 (ignore) and are counted in ``meta.json`` (``unknown_colour_pixels``).
 
 Checksums: the publisher gives none for the release zip, so nothing is pinned here; the sha256 of
 the file actually used is recorded in ``meta.json`` (``sources``) when it is prepared.
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mopeft.data.common import (
+    IGNORE,
     PrepareError,
     PrepareOptions,
     extract,
@@ -81,6 +83,7 @@ def _split_dir(root: Path, name: str) -> Path:
 def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     """Map label colours to ids and tile frames of val (test) and train; stems seqN_000XXX_<i>."""
     counts: dict[str, int] = {}
+    unknown = 0
     with scratch_dir(out_dir, SPEC.key) as scratch:
         extract(raw_dir / ARCHIVE, scratch)
         for split, name in SPLITS.items():
@@ -88,11 +91,14 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
             if not frames:
                 raise PrepareError(f"{raw_dir / ARCHIVE}: no {name}/seq*/Images/*.png frames")
             n = 0
+            policy = "error" if split == "test" else "ignore"
             for img_path in frames:
                 lbl_path = img_path.parent.parent / "Labels" / img_path.name
                 stem = f"{img_path.parent.parent.name}_{img_path.stem}"
                 image = load_image(img_path, "RGB")
-                label = map_colours(load_image(lbl_path, "RGB"), COLOURS, lbl_path, unknown="error")
+                label = map_colours(load_image(lbl_path, "RGB"), COLOURS, lbl_path, unknown=policy)
+                if split == "train":  # no UAVid class is 255: every 255 was an unknown colour
+                    unknown += int((label == IGNORE).sum())
                 if label.shape != image.shape[:2]:
                     raise PrepareError(f"{lbl_path}: size {label.shape} differs from image {image.shape[:2]}")
                 for i, img_t, lbl_t in tile(image, label, options.tile_size):
@@ -101,13 +107,14 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
                     n += 1
             counts[split] = n
     protocol = "test = official val tiled (MESS); train = official train tiled"
-    return {"split_protocol": protocol, "tiles": counts}
+    return {"split_protocol": protocol, "tiles": counts, "unknown_colour_pixels": {"train": unknown}}
 
 
 def write_miniature(raw_dir: Path, seed: int = 0, stray_colour: bool = False) -> None:
     """The release zip with uavid_{train,val,test}/seqN/{Images,Labels}/000XXX.png (test unlabelled).
 
-    ``stray_colour`` plants one off-palette label pixel, for testing that it is refused.
+    Train labels carry two off-palette pixels per sequence (mapped to 255 and counted);
+    ``stray_colour`` plants one in the val (= test) split, for testing that it is refused there.
     """
     rng = np.random.default_rng(seed)
     raw_dir = Path(raw_dir)
@@ -128,6 +135,8 @@ def write_miniature(raw_dir: Path, seed: int = 0, stray_colour: bool = False) ->
                     label = palette[ids]
                     if stray_colour and split == "uavid_val":
                         label[1, 1] = (1, 2, 3)
+                    if split == "uavid_train" and frame == 0:  # off-palette pixels (train: -> 255)
+                        label[2, 3:5] = (1, 2, 3)
                     members[f"{top}/{split}/seq{seq}/Labels/{frame:06d}.png"] = encode(label, "PNG")
             seq += 1
     write_zip(raw_dir / ARCHIVE, members)
