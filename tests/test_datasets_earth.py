@@ -471,3 +471,24 @@ def test_uavid_train_unknown_colours_become_ignore_and_are_counted(tmp_path: Pat
     assert json.loads((out / "meta.json").read_text())["unknown_colour_pixels"] == {"train": off_palette}
     ignored = sum(int((load(p) == 255).sum()) for p in (out / "train" / "labels").iterdir())
     assert ignored >= off_palette  # plus the edge padding of the tiles
+
+
+def test_colour_mapping_memory_stays_near_one_byte_per_pixel() -> None:
+    """iSAID's masks reach 20000² px: mapping them must not build an int64 array per pixel (8 bytes
+    each, several GB); beyond its uint8 result map_colours may only use a bounded working set."""
+    import tracemalloc
+
+    from mopeft.data.common import map_colours
+
+    h, w = 2000, 2000
+    rgb = np.array(list(ISAID), dtype=np.uint8)[np.random.default_rng(0).integers(0, 16, (h, w))]
+    rgb[0, 0] = (10, 20, 30)  # unknown -> 255
+    tracemalloc.start()
+    try:
+        label = map_colours(rgb, ISAID, "mask.png", unknown="ignore")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert label.dtype == np.uint8 and label[0, 0] == 255
+    assert peak < 4 * h * w, f"peak {peak / (h * w):.1f} bytes per pixel"
+    np.testing.assert_array_equal(label[:40, :40], colour_lookup(rgb[:40, :40], ISAID))

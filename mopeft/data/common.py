@@ -206,12 +206,19 @@ def check_same_size(label: np.ndarray, hw: tuple[int, int], where: Path) -> None
 
 # ------------------------------------------------------------------------------------ label mapping
 def map_ids(label: np.ndarray, lut: Mapping[int, int], default: int = IGNORE) -> np.ndarray:
-    """Map integer ids through ``lut``; ids not in it become ``default`` (255 = ignore)."""
+    """Map integer ids through ``lut``; ids not in it become ``default`` (255 = ignore).
+
+    The table is uint8 (every output is a uint8 label), so the result is built in one byte per
+    pixel rather than through an int64 copy of the image.
+    """
     label = np.asarray(label)
-    table = np.full(max(int(label.max(initial=0)), max(lut, default=0)) + 1, default, dtype=np.int64)
+    table = np.full(max(int(label.max(initial=0)), max(lut, default=0)) + 1, default, dtype=np.uint8)
     for src, dst in lut.items():
         table[src] = dst
-    return table[label].astype(np.uint8)
+    return table[label]
+
+
+MAP_CHUNK_PIXELS = 1 << 18  # map_colours works on row blocks of about this many pixels
 
 
 def map_colours(
@@ -225,21 +232,33 @@ def map_colours(
     ``unknown="error"`` raises naming the file and the first unknown colours (a corrupt or
     mis-encoded label must not be trained on); ``unknown="ignore"`` maps them to 255, for datasets
     whose masks are known to carry stray colours (anti-aliasing, compression).
+
+    Source masks reach 20000² pixels (iSAID), so the colours are packed into uint32 codes one block
+    of rows at a time: besides the uint8 result, memory stays at a few MB whatever the image size.
     """
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] < 3:
         raise PrepareError(f"{where}: colour label must be HxWx3, got shape {rgb.shape}")
-    code = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
-    out = np.full(code.shape, IGNORE, dtype=np.uint8)
-    known = np.zeros(code.shape, dtype=bool)
-    for (r, g, b), cls in colour_to_id.items():
-        m = code == ((r << 16) | (g << 8) | b)
-        out[m] = cls
-        known |= m
-    if unknown == "error" and not known.all():
-        bad = np.unique(code[~known])[:5]
-        colours = [((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in bad.tolist()]
-        raise PrepareError(f"{where}: unknown label colour(s) {colours}")
+    if not colour_to_id:
+        raise ValueError("map_colours needs at least one colour")
+    codes = np.array([(r << 16) | (g << 8) | b for r, g, b in colour_to_id], dtype=np.uint32)
+    order = np.argsort(codes)
+    codes = codes[order]
+    ids = np.array(list(colour_to_id.values()), dtype=np.uint8)[order]
+    out = np.full(rgb.shape[:2], IGNORE, dtype=np.uint8)
+    rows = max(1, MAP_CHUNK_PIXELS // max(1, rgb.shape[1]))
+    for y in range(0, rgb.shape[0], rows):
+        block = rgb[y : y + rows]
+        code = block[..., 0].astype(np.uint32) << 16
+        code |= block[..., 1].astype(np.uint32) << 8
+        code |= block[..., 2]
+        pos = np.searchsorted(codes, code).clip(max=len(codes) - 1)
+        known = codes[pos] == code
+        if unknown == "error" and not known.all():
+            bad = np.unique(code[~known])[:5]
+            colours = [((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in bad.tolist()]
+            raise PrepareError(f"{where}: unknown label colour(s) {colours}")
+        out[y : y + rows][known] = ids[pos[known]]
     return out
 
 

@@ -4,6 +4,8 @@ MESS evaluates the official *val* split (458 images) cut into 1024² tiles (4055
 official train split (1411 images) is tiled the same way so that fine-tuning sees the same scale.
 The raw layout mirrors the Google-Drive folders MESS downloads (``part*.zip`` hold
 ``images/P*.png``; the semantic masks archive holds ``images/P*_instance_color_RGB.png``).
+Source images reach ~20000² px, so colours are mapped in row blocks of uint32 codes into a uint8
+label (:func:`~mopeft.data.common.map_colours`), never through an int64 array of the whole mask.
 
 Checksums: the publisher gives none for any of the Drive archives, so nothing is pinned here; the
 sha256 of the file actually used is recorded in ``meta.json`` (``sources``) when it is prepared.

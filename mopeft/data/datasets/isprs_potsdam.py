@@ -144,7 +144,7 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
                 raw = load_image(labels[tid], "RGB")
                 if raw.shape[:2] != image.shape[:2]:
                     raise PrepareError(f"{labels[tid]}: size {raw.shape[:2]} differs from {image.shape[:2]}")
-                binary = np.where(raw > 128, 255, 0).astype(np.uint8)
+                binary = (raw > 128).astype(np.uint8) * np.uint8(255)  # uint8 throughout
                 label = map_colours(binary, COLOURS, labels[tid], unknown="ignore")
                 unknown += int((label == IGNORE).sum())
                 for i, img_t, lbl_t in tile(image, label, options.tile_size):
