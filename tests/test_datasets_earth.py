@@ -85,7 +85,7 @@ def expected_isaid(raw: Path) -> Expected:
     return out
 
 
-def expected_potsdam(raw: Path) -> Expected:
+def expected_potsdam(raw: Path, keep_7_10: bool = False) -> Expected:
     test_ids = {"2_13", "2_14", "3_13", "3_14", "4_13", "4_14", "4_15", "5_13", "5_14", "5_15", "6_13",
                 "6_14", "6_15", "7_13"}  # fmt: skip
     with zipfile.ZipFile(raw / "Potsdam.zip") as outer:
@@ -97,7 +97,8 @@ def expected_potsdam(raw: Path) -> Expected:
         binary = np.where(decode(labels.read(n), "RGB") > 128, 255, 0)
         image = decode(irrg.read(f"3_Ortho_IRRG/top_potsdam_{tid}_IRRG.tif"), "RGB")
         split = "test" if tid in test_ids else "train"
-        out[split][f"top_potsdam_{tid}"] = (image, colour_lookup(binary, POTSDAM))
+        if tid != "7_10" or keep_7_10:  # 7_10's labels are known to be wrong: not trained on
+            out[split][f"top_potsdam_{tid}"] = (image, colour_lookup(binary, POTSDAM))
     return out
 
 
@@ -492,3 +493,22 @@ def test_colour_mapping_memory_stays_near_one_byte_per_pixel() -> None:
     assert label.dtype == np.uint8 and label[0, 0] == 255
     assert peak < 4 * h * w, f"peak {peak / (h * w):.1f} bytes per pixel"
     np.testing.assert_array_equal(label[:40, :40], colour_lookup(rgb[:40, :40], ISAID))
+
+
+def test_potsdam_tile_7_10_is_left_out_of_train_unless_kept(tmp_path: Path) -> None:
+    raw, out_root = make("isprs_potsdam", tmp_path)
+    with zipfile.ZipFile(raw / "Potsdam.zip") as outer:
+        labels = zipfile.ZipFile(io.BytesIO(outer.read("Potsdam/5_Labels_all.zip"))).namelist()
+    assert "top_potsdam_7_10_label.tif" in labels, "the miniature has tile 7_10"
+
+    def train_tiles(out: Path) -> set[str]:
+        return {p.stem.rsplit("_", 1)[0] for p in (out / "train" / "labels").iterdir()}
+
+    out = prepare_dataset("isprs_potsdam", raw, out_root, PrepareOptions(tile_size=T))
+    assert "top_potsdam_7_10" not in train_tiles(out)
+    assert json.loads((out / "meta.json").read_text())["excluded_train_tiles"] == ["7_10"]
+    keep = PrepareOptions(tile_size=T, extra={"keep_excluded_tiles": True})
+    kept = prepare_dataset("isprs_potsdam", raw, tmp_path / "kept", keep)
+    assert train_tiles(kept) == set(expected_potsdam(raw, keep_7_10=True)["train"])
+    assert "top_potsdam_7_10" in train_tiles(kept)
+    assert json.loads((kept / "meta.json").read_text())["excluded_train_tiles"] == []

@@ -5,6 +5,10 @@ training tiles, each cut into 1024² tiles (36 per orthophoto). Labels are RGB c
 MESS binarises per channel (>128) before the lookup, because some label files carry graded values;
 colours outside the palette after binarisation (black boundary pixels) become 255.
 
+Training tile 7_10 has known annotation errors and is left out of train by default, as other
+benchmarks on Potsdam do (``EXCLUDED_TRAIN_TILES``; ``meta.json`` lists what was left out). To keep
+it, prepare with ``PrepareOptions(extra={"keep_excluded_tiles": True})``. The test tiles are MESS's.
+
 Checksums: the publisher gives none for ``Potsdam.zip``, so nothing is pinned here; the sha256 of
 the file actually used is recorded in ``meta.json`` (``sources``) when it is prepared.
 """
@@ -46,6 +50,10 @@ TRAIN_TILES = (
     "6_8", "6_9", "6_10", "6_11", "6_12", "7_7", "7_8", "7_9", "7_10", "7_11", "7_12",
 )  # fmt: skip
 
+# Left out of train unless options.extra["keep_excluded_tiles"] is true: 7_10's labels are known to
+# be wrong in places.
+EXCLUDED_TRAIN_TILES = ("7_10",)
+
 ARCHIVE = "Potsdam.zip"
 # channel variant -> (inner archive, file-name tag); IRRG is the benchmark's choice.
 VARIANTS = {"IRRG": ("3_Ortho_IRRG.zip", "IRRG"), "RGB": ("2_Ortho_RGB.zip", "RGB")}
@@ -85,6 +93,7 @@ SPEC = DatasetSpec(
     notes=(
         "Thesis Table 4.2 spells the dataset 'ISPRS Postdam'.",
         "Unknown colours after binarisation (black boundary pixels) -> 255; MESS would map them to road.",
+        "Train tile 7_10 (known label errors) is left out unless extra keep_excluded_tiles is set.",
     ),
 )
 
@@ -124,6 +133,7 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     if variant not in VARIANTS:
         raise PrepareError(f"isprs_potsdam: unknown channel_variant {variant!r}; use one of {list(VARIANTS)}")
     image_zip, tag = VARIANTS[variant]
+    excluded = () if options.extra.get("keep_excluded_tiles") else EXCLUDED_TRAIN_TILES
     k = SPEC.num_classes
     counts: dict[str, int] = {}
     unknown = 0
@@ -132,7 +142,8 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
         extract(inner[image_zip], scratch / "images")
         extract(inner[LABELS_ZIP], scratch / "labels")
         images, labels = _index(scratch / "images", tag), _index(scratch / "labels", "label")
-        for split, ids in (("test", TEST_TILES), ("train", TRAIN_TILES)):
+        train = [t for t in TRAIN_TILES if t not in excluded]
+        for split, ids in (("test", TEST_TILES), ("train", train)):
             n = 0
             for tid in ids:
                 if tid not in images or tid not in labels:
@@ -156,7 +167,9 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
     return {
         "channel_variant": variant,
         "channels": variant,
-        "split_protocol": "test = MESS 14 tiles; train = standard 24 tiles (mmseg); 1024² MESS tiling",
+        "split_protocol": "test = MESS 14 tiles; train = standard 24 tiles (mmseg) less the excluded; "
+        "1024² MESS tiling",
+        "excluded_train_tiles": list(excluded),
         "unknown_colour_pixels": unknown,
         "tiles": counts,
     }
@@ -164,7 +177,8 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
 
 # --------------------------------------------------------------------------------------- miniature
 def write_miniature(raw_dir: Path, seed: int = 0) -> None:
-    """Potsdam.zip with inner RGB/IRRG/label zips; 2 test + 2 train orthophotos of ~100 px.
+    """Potsdam.zip with inner RGB/IRRG/label zips; 2 test + 2 train orthophotos of ~100 px, plus
+    the excluded train tile 7_10.
 
     Labels use the 6 colours in 8x8 blocks, some graded (200 instead of 255, binarised by the
     preparer) and one black boundary line (unknown -> 255).
@@ -173,7 +187,7 @@ def write_miniature(raw_dir: Path, seed: int = 0) -> None:
     raw_dir = Path(raw_dir)
     palette = np.array(list(COLOURS), dtype=np.uint8)
     rgb, irrg, lab = {}, {}, {}
-    for tid in (*TEST_TILES[:2], *TRAIN_TILES[:2]):
+    for tid in (*TEST_TILES[:2], *TRAIN_TILES[:2], *EXCLUDED_TRAIN_TILES):
         h, w = int(rng.integers(70, 100)), int(rng.integers(70, 120))
         ids = random_block_ids(rng, h, w, len(palette))
         label = palette[ids].copy()
