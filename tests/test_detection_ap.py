@@ -267,3 +267,37 @@ def test_table_a1_reports_mean_std_and_n_over_seeds(tmp_path):
     assert m["lora_ours"] == pytest.approx(32.5) and m["lora_std"] == pytest.approx(10.6066, abs=1e-4)
     shown = display_frame(df).set_index("Class").loc["Boeing737", "LoRA (ours)"]
     assert shown == "45.00 ± 7.07 (n=2)"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        ("<point>30.000000,10.000000</point>", "<point>nan,nan</point>", "point 'nan,nan' is not finite"),
+        ("<point>30.000000,20.000000</point>", "<point>30,inf</point>", "point '30,inf' is not finite"),
+        ("<width>100</width>", "<width>inf</width>", "<size> is not numeric"),
+    ],
+)
+def test_cli_non_finite_gt_is_an_error_naming_the_file(tmp_path, gt_dir, capsys, old, new, message):
+    preds = write_preds(tmp_path / "p.json", [])
+    bad = gt_dir / "10.xml"
+    assert old in FAIR_XML
+    bad.write_text(FAIR_XML.replace(old, new))
+    rc, _, err = run(capsys, "--pred", preds, "--gt", gt_dir)
+    assert rc == 2 and err.count("\n") == 1 and f"{bad}: {message}" in err
+
+
+def test_cli_gt_names_match_case_insensitively(tmp_path, gt_dir, capsys):
+    preds = write_preds(tmp_path / "p.json", [
+        {"image": "7", "class": "Passenger Ship", "score": 0.9, "poly": [10, 10, 30, 10, 30, 20, 10, 20]},
+    ])  # fmt: skip
+    rc, out, err = run(capsys, "--pred", preds, "--gt", gt_dir)
+    assert rc == 0, err
+    lower = json.loads(out)
+    (gt_dir / "7.xml").rename(gt_dir / "7.XML")
+    (gt_dir / "._8.xml").write_bytes(b"\x00\x05\x16\x07 AppleDouble")  # macOS junk next to a file: ignored
+    rc, out, err = run(capsys, "--pred", preds, "--gt", gt_dir)
+    assert rc == 0, err
+    assert json.loads(out) == lower and lower["num_images"] == 3
+    (gt_dir / "7.xml").write_text(FAIR_XML)
+    rc, _, err = run(capsys, "--pred", preds, "--gt", gt_dir)
+    assert rc == 2 and "7.XML and 7.xml annotate the same image" in err

@@ -23,7 +23,7 @@ import numpy as np
 
 from mopeft.detection import CATEGORIES, CLASSES, TABLE_A1_CLASSES, canonical_class
 from mopeft.detection.rotated import iou
-from mopeft.detection.xml_io import read_xml
+from mopeft.detection.xml_io import list_xml, read_xml
 from mopeft.io import read_json
 
 
@@ -126,11 +126,11 @@ def evaluate(
 
 # ------------------------------------------------------------------------------------------ file I/O
 def load_gt_dir(gt_dir: str | Path) -> dict[str, list[tuple[str, GTBox]]]:
-    """Every ``*.xml`` in ``gt_dir`` is one image (stem = image id); empty images count too."""
+    """Every ``*.xml`` / ``*.XML`` in ``gt_dir`` is one image (stem = image id); empty images count too."""
     gt_dir = Path(gt_dir)
     if not gt_dir.is_dir():
         raise FileNotFoundError(f"{gt_dir}: GT folder not found")
-    files = sorted(gt_dir.glob("*.xml"))
+    files = list_xml(gt_dir)
     if not files:
         raise ValueError(f"{gt_dir}: no FAIR-1M .xml files")
     gt: dict[str, list[tuple[str, GTBox]]] = {}

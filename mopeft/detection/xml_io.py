@@ -10,6 +10,7 @@ Every parse error names the file, because one bad XML among ~16k must be findabl
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,13 +49,32 @@ def _text(elem: ET.Element, path: str, where: Path) -> str:
 
 
 def parse_point(text: str, where: Path) -> tuple[float, float]:
+    """``"x,y"`` as two finite floats: ``nan`` / ``inf`` parse as floats but would silently poison
+    every IoU with this box, so they are an error naming the file."""
     parts = text.split(",")
     if len(parts) != 2:
         raise AnnotationError(f"{where}: point {text!r} is not 'x,y'")
     try:
-        return float(parts[0]), float(parts[1])
+        x, y = float(parts[0]), float(parts[1])
     except ValueError:
         raise AnnotationError(f"{where}: point {text!r} is not numeric") from None
+    if not (math.isfinite(x) and math.isfinite(y)):
+        raise AnnotationError(f"{where}: point {text!r} is not finite")
+    return x, y
+
+
+def list_xml(folder: str | Path) -> list[Path]:
+    """The annotation files of ``folder``: ``*.xml`` in any case (``.XML`` from Windows tools),
+    without dot-files (macOS ``._x.xml``); two files for one image id (``a.xml``, ``a.XML``) are an
+    error naming both."""
+    folder = Path(folder)
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() == ".xml" and not p.name.startswith("."))
+    seen: dict[str, Path] = {}
+    for f in files:
+        if f.stem in seen:
+            raise AnnotationError(f"{folder}: {seen[f.stem].name} and {f.name} annotate the same image")
+        seen[f.stem] = f
+    return files
 
 
 def read_xml(path: str | Path, strict_classes: bool = True) -> Annotation:
@@ -73,7 +93,7 @@ def read_xml(path: str | Path, strict_classes: bool = True) -> Annotation:
         height = int(float(_text(root, "size/height", path)))
         depth_node = root.find("size/depth")
         depth = int(float(depth_node.text)) if depth_node is not None and depth_node.text else 3
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: int(float("inf"))
         raise AnnotationError(f"{path}: <size> is not numeric") from None
     filename_node = root.find("source/filename")
     filename = (filename_node.text or "").strip() if filename_node is not None else ""
