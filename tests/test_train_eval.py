@@ -202,9 +202,11 @@ def test_combine_pools_folds_and_averages_tasks(tmp_path):
     assert out["combine"] == "pool" and out["variant"] == "r4" and out["seed"] == 0
     assert out["gates"] == ["units/fold0/eval/gates.npz", "units/fold1/eval/gates.npz"]
     meta.write_text(json.dumps({"dataset": "px", "classes": ["c0", "c1"], "tasks": ["a", "b"]}))
-    _combine([u0, u1], meta, tmp_path / "m.json")
+    ta = _unit_eval(cell / "units/a/eval", "a", pr1, gt1, 2)
+    tb = _unit_eval(cell / "units/b/eval", "b", pr2, gt2, 2)
+    assert _combine([ta, tb], meta, tmp_path / "m.json") == 0
     mean = json.loads((tmp_path / "m.json").read_text())
-    per_unit = [json.loads((u / "metrics.json").read_text())["miou"] for u in (u0, u1)]
+    per_unit = [json.loads((u / "metrics.json").read_text())["miou"] for u in (ta, tb)]
     assert mean["miou"] == pytest.approx(np.mean(per_unit)) and mean["combine"] == "mean"
 
 

@@ -17,6 +17,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--units", nargs="+", required=True, type=Path, help="unit eval folders")
     p.add_argument("--dataset-meta", required=True, type=Path, help="prepared dataset meta.json")
     p.add_argument(
+        "--kfold",
+        type=int,
+        default=2,
+        help="folds of a dataset without a train split (as given to train/evaluate); every fold "
+        "0..K-1 must be among --units exactly once",
+    )
+    p.add_argument(
         "--variant", default=None, help="default: taken from .../{variant}/seed{seed}/metrics.json"
     )
     p.add_argument("--out", required=True, type=Path)
@@ -30,5 +37,8 @@ def run(args: argparse.Namespace) -> int:
     context["variant"] = args.variant or (match["variant"] if match else "default")
     if context["seed"] is None and match:
         context["seed"] = int(match["seed"])
-    write_json(args.out, combine_units(args.units, meta, args.out.parent, context))
+    if args.kfold < 2:
+        raise ValueError("--kfold must be >= 2")
+    cell = combine_units(args.units, meta, args.out.parent, context, args.kfold, args.dataset_meta)
+    write_json(args.out, cell)
     return 0
