@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "download": "mopeft.commands.download",
     "miniature": "mopeft.commands.miniature",
     "weights": "mopeft.commands.weights",
+    "pretrain-tiny": "mopeft.commands.pretrain_tiny",
     "table": "mopeft.commands.table",
     "figure": "mopeft.commands.figure",
     "score-detections": "mopeft.commands.score_detections",

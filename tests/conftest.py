@@ -1,7 +1,9 @@
-"""Shared fixtures: a tiny prepared dataset written directly in the prepared layout."""
+"""Shared fixtures: tiny prepared datasets written directly in the prepared layout."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -9,25 +11,27 @@ import pytest
 import torch
 
 from mopeft.data.common import save_image, save_label
+from mopeft.data.miniature import blob_label, image_for
 from mopeft.io import write_json
 
-torch.set_num_threads(1)
+# One intra-op thread unless the caller asks for more (OMP_NUM_THREADS=2 reruns the suite with two).
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
 
-def write_blocky_dataset(
+Pair = tuple[np.ndarray, np.ndarray]
+
+
+def _write_dataset(
     root: Path,
-    n_train: int = 4,
-    n_test: int = 3,
-    num_classes: int = 3,
-    size: tuple[int, int] = (40, 56),
-    seed: int = 0,
-    key: str = "toy",
-    train_split: str = "official",
-    tasks: tuple[str, ...] = (),
+    key: str,
+    num_classes: int,
+    n_train: int,
+    n_test: int,
+    train_split: str,
+    tasks: tuple[str, ...],
+    make_pair: Callable[[], Pair],
 ) -> Path:
-    """Images whose colour encodes the class of each block, so a model can learn the mapping."""
-    rng = np.random.default_rng(seed)
-    palette = rng.integers(0, 256, size=(num_classes, 3))
+    """Write ``make_pair()`` images/labels into the prepared layout (+ meta.json)."""
     out = root / key
     counts = {}
     roots = [out / t for t in tasks] if tasks else [out]
@@ -37,12 +41,7 @@ def write_blocky_dataset(
             (sroot / split / "images").mkdir(parents=True, exist_ok=True)
             (sroot / split / "labels").mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                h, w = size
-                coarse = rng.integers(0, num_classes, size=(h // 8 + 1, w // 8 + 1))
-                label = np.kron(coarse, np.ones((8, 8), dtype=np.int64))[:h, :w].astype(np.uint8)
-                label[0, 0] = 255  # an ignored pixel
-                image = palette[label.clip(max=num_classes - 1)].astype(np.int64)
-                image = (image + rng.integers(-20, 21, size=image.shape)).clip(0, 255).astype(np.uint8)
+                image, label = make_pair()
                 save_image(sroot / split / "images" / f"{split}_{i:03d}.png", image)
                 save_label(sroot / split / "labels" / f"{split}_{i:03d}.png", label, num_classes)
             counts[(f"{sroot.name}/" if tasks else "") + split] = n
@@ -65,6 +64,52 @@ def write_blocky_dataset(
         },
     )
     return out
+
+
+def write_blocky_dataset(
+    root: Path,
+    n_train: int = 4,
+    n_test: int = 3,
+    num_classes: int = 3,
+    size: tuple[int, int] = (40, 56),
+    seed: int = 0,
+    key: str = "toy",
+    train_split: str = "official",
+    tasks: tuple[str, ...] = (),
+) -> Path:
+    """Images whose colour encodes the class of each block, so a model can learn the mapping."""
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(0, 256, size=(num_classes, 3))
+
+    def pair() -> Pair:
+        h, w = size
+        coarse = rng.integers(0, num_classes, size=(h // 8 + 1, w // 8 + 1))
+        label = np.kron(coarse, np.ones((8, 8), dtype=np.int64))[:h, :w].astype(np.uint8)
+        label[0, 0] = 255  # an ignored pixel
+        image = palette[label.clip(max=num_classes - 1)].astype(np.int64)
+        image = (image + rng.integers(-20, 21, size=image.shape)).clip(0, 255).astype(np.uint8)
+        return image, label
+
+    return _write_dataset(root, key, num_classes, n_train, n_test, train_split, tasks, pair)
+
+
+def write_blob_dataset(
+    root: Path,
+    n_train: int = 8,
+    n_test: int = 4,
+    size: tuple[int, int] = (64, 80),
+    seed: int = 0,
+    key: str = "blobs",
+) -> Path:
+    """Binary task like the demo's Kvasir/DeepCrack miniatures: coloured ellipse blobs on a ground of
+    another colour (the miniatures' own generators), a domain the pretraining scenes never show."""
+    rng = np.random.default_rng(seed)
+
+    def pair() -> Pair:
+        label = blob_label(rng, *size, [0, 1], n=3)
+        return image_for(rng, label), label
+
+    return _write_dataset(root, key, 2, n_train, n_test, "official", (), pair)
 
 
 @pytest.fixture

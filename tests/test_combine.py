@@ -10,6 +10,7 @@ import pytest
 
 from mopeft.cli import main
 from mopeft.evaluation.metrics import ConfusionMatrix
+from mopeft.io import write_json
 
 PAXRAY_TASKS = ["lungs", "bones", "mediastinum", "diaphragm"]
 
@@ -23,8 +24,15 @@ def unit_eval(cell: Path, unit: str, classes: list[str], matrix_classes: int | N
     cm.save(d / "confusion.npy")
     res = cm.compute()
     per_class = dict(zip(classes, res["per_class_iou"], strict=False))
-    metrics = {"unit": unit, "miou": res["miou"], "num_images": 1, "per_class_iou": per_class, "seed": 0}
-    (d / "metrics.json").write_text(json.dumps(metrics))
+    metrics = {
+        "unit": unit,
+        "miou": res["miou"],
+        "num_images": 1,
+        "classes": classes,
+        "per_class_iou": per_class,
+        "seed": 0,
+    }
+    write_json(d / "metrics.json", metrics)  # as evaluate writes it: keys sorted
     np.savez(d / "gates.npz")
     return d
 
@@ -104,3 +112,26 @@ def test_single_unit_dataset_needs_main(tmp_path, cell, capsys) -> None:
         capsys, [unit_eval(tmp_path / "c2", "main", ["others", "thing"])], meta, tmp_path / "m.json"
     )
     assert rc == 0, err
+
+
+def test_class_order_is_the_datasets_not_the_sorted_json_keys(tmp_path):
+    """metrics.json is written with sorted keys; a class list that is not alphabetical still matches."""
+    meta = write_meta(tmp_path, dataset="toy", classes=["zebra", "apple"])
+    cell = tmp_path / "cell"
+    unit_eval(cell, "main", ["zebra", "apple"])
+    out = cell / "metrics.json"
+    assert (
+        main(
+            [
+                "combine",
+                "--units",
+                str(cell / "units/main/eval"),
+                "--dataset-meta",
+                str(meta),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert list(json.loads(out.read_text())["per_class_iou"]) == ["apple", "zebra"]

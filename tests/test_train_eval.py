@@ -21,31 +21,36 @@ from mopeft.data.units import load_unit
 from mopeft.evaluation.metrics import ConfusionMatrix
 from mopeft.methods import METHODS
 from mopeft.model.build import trainable_state_dict
+from mopeft.model.weights import TINY_ASSET, TINY_SHA256
 from mopeft.train.checkpoint import build_from_config, load_model, model_config
 from mopeft.train.loop import TrainSettings, batch_indices, train
 
-# The tiny random-init model has gradients of ~1e-7: an L2 weight decay of 1e-4 inside Adam would
-# dominate them, so these short runs use wd 0 and a larger lr (the study's values are the CLI defaults).
+# Resume and checkpoint tests only need determinism: a random-init tiny SAM is enough for them.
 FAST = ["--arch", "tiny", "--batch-size", "2", "--lr", "1e-2", "--weight-decay", "0"]
+# What the demo fine-tunes: the packaged pretrained tiny SAM at the demo's optimiser settings.
+PRETRAINED = [
+    "--arch", "tiny", "--batch-size", "2", "--lr", "1e-3", "--weight-decay", "1e-4",
+    "--checkpoint", str(TINY_ASSET), "--checkpoint-sha256", TINY_SHA256,
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
-def test_every_method_trains_20_steps_with_falling_loss_and_evaluates(tmp_path, method):
+def test_every_method_trains_and_evaluates_through_the_cli(tmp_path, method):
+    """The CLI round trip per method (learning itself is tests/test_learning.py's job)."""
     ds = write_blocky_dataset(tmp_path / "prepared", n_train=2, n_test=2)
     out = tmp_path / "cell"
-    assert (
-        main(["train", "--data", str(ds), "--method", method, "--steps", "20", *FAST, "--out", str(out)]) == 0
-    )
+    args = ["train", "--data", str(ds), "--method", method, "--steps", "20", *PRETRAINED, "--out", str(out)]
+    assert main(args) == 0
     losses = json.loads((out / "train_log.json").read_text())["losses"]
-    assert len(losses) == 20
-    assert np.mean(losses[-5:]) < np.mean(losses[:5]), losses
+    assert len(losses) == 20 and all(np.isfinite(losses))
     assert not (out / "train_state.pt").exists()  # the resume file is removed once model.pt exists
     assert (
         main(["evaluate", "--model", str(out / "model.pt"), "--data", str(ds), "--out", str(out / "eval")])
         == 0
     )
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
-    assert metrics["method"] == method and metrics["num_images"] == 2 and metrics["weights"] == "random init"
+    assert metrics["method"] == method and metrics["num_images"] == 2
+    assert metrics["weights"] == TINY_SHA256
     assert 0 <= metrics["miou"] <= 100
     gates = np.load(out / "eval" / "gates.npz")
     if method == "mopeft":
@@ -172,6 +177,7 @@ def _unit_eval(d: Path, unit: str, pred: np.ndarray, gt: np.ndarray, k: int) -> 
                 "image_size": 96,
                 "weights": "random init",
                 "seed": 0,
+                "classes": [f"c{i}" for i in range(len(res["per_class_iou"]))],
                 "per_class_iou": {f"c{i}": v for i, v in enumerate(res["per_class_iou"])},
             }
         )

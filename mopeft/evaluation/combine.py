@@ -54,7 +54,8 @@ def check_units(units: Units, meta: dict, meta_path: str | Path, kfold: int) -> 
         raise ValueError(f"{path}: unit {extra[0]!r} is not a unit of {dataset} ({meta_path}: {expected})")
     classes = list(meta["classes"])
     for name, (path, metrics) in units.items():
-        got = list(metrics.get("per_class_iou", {}))
+        # `classes` is the ordered list evaluate scored with (per_class_iou's keys are sorted on disk).
+        got = list(metrics["classes"])
         if got != classes:
             raise ValueError(
                 f"{path}: unit {name!r} was scored with {len(got)} classes {got[:4]}, but {meta_path} "

@@ -69,6 +69,7 @@ def evaluate_unit(
         {
             "unit": unit,
             "num_images": len(data.test),
+            "classes": list(data.classes),
             "per_class_iou": dict(zip(data.classes, result["per_class_iou"], strict=True)),
             "per_class_acc": dict(zip(data.classes, result["per_class_acc"], strict=True)),
             "gate_means": {k: v.mean(axis=0).tolist() for k, v in gates.items()},

@@ -9,19 +9,33 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import urllib.request
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from mopeft.io import sha256_file
+from mopeft.io import atomic_path, sha256_file
 
 log = logging.getLogger(__name__)
 
 VIT_B_URL = "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
 VIT_B_FILENAME = "sam_vit_b_01ec64.pth"
 VIT_B_SHA256 = "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"
+
+# The tiny SAM pretrained by `mopeft pretrain-tiny` on generated scenes (docs/demo.md). It ships
+# with the package (1.2 MB) so that every machine fine-tunes the same bits: pretraining is
+# deterministic on one CPU, but another CPU's float kernels may round differently.
+TINY_FILENAME = "sam_tiny_scenes_v1.pth"
+TINY_SHA256 = "2ac41bd1bd8642f4c470ddae1103056dabba83b2d8437eef5c8aa55cd8047f5f"
+TINY_ASSET = Path(__file__).resolve().parent / "assets" / TINY_FILENAME
+
+# sha256 -> what a table's provenance calls these base weights.
+KNOWN_WEIGHTS = {
+    VIT_B_SHA256: "SAM ViT-B (official sam_vit_b_01ec64.pth)",
+    TINY_SHA256: "tiny SAM pretrained on generated scenes (mopeft pretrain-tiny)",
+}
 
 _REL_POS = re.compile(r"^image_encoder\.blocks\.(\d+)\.attn\.rel_pos_[hw]$")
 
@@ -63,6 +77,18 @@ def download(url: str, dest: Path, sha256: str | None, chunk: int = 1 << 20) -> 
 
 def download_vit_b(out_dir: Path) -> Path:
     return download(VIT_B_URL, Path(out_dir) / VIT_B_FILENAME, VIT_B_SHA256)
+
+
+def install_tiny(out_dir: Path) -> Path:
+    """Copy the packaged tiny checkpoint into ``out_dir`` (verified), like a download of ViT-B."""
+    dest = Path(out_dir) / TINY_FILENAME
+    if sha256_file(TINY_ASSET) != TINY_SHA256:
+        raise ValueError(f"{TINY_ASSET}: sha256 differs from {TINY_SHA256}; reinstall mopeft")
+    if dest.exists() and sha256_file(dest) == TINY_SHA256:
+        return dest
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(TINY_ASSET, tmp)
+    return dest
 
 
 def load_checkpoint(path: str | Path, sha256: str | None = None) -> dict[str, torch.Tensor]:

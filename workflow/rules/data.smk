@@ -3,20 +3,22 @@
 if config["model"]["weights"]:
 
     rule weights:
-        """The official SAM ViT-B checkpoint, sha256-verified by `mopeft weights`."""
+        """The base SAM checkpoint, sha256-verified by `mopeft weights` (ViT-B: the official
+        download; tiny: the packaged checkpoint pretrained on generated scenes)."""
         output:
             config["model"]["weights"]["path"],
         log:
             "logs/weights.log",
         params:
             folder=out_dir,
+            arch=config["model"]["arch"],
         conda:
             "../../envs/mopeft.yaml"
         resources:
             runtime=cpu_runtime,
             mem_mb=cpu_mem,
         shell:
-            "mopeft weights --out {params.folder} > {log} 2>&1"
+            "mopeft weights --arch {params.arch} --out {params.folder} > {log} 2>&1"
 
 
 rule raw:
@@ -44,7 +46,16 @@ rule prepare:
     input:
         raw=raw_of,
         code=dataset_code,
-        common=code("data/prepare.py", "data/common.py", "data/spec.py", "commands/prepare.py"),
+        common=code(
+            "data/prepare.py",
+            "data/common.py",
+            "data/spec.py",
+            "data/archive.py",
+            "data/rar.py",
+            "data/errors.py",
+            "data/checksums.py",
+            "commands/prepare.py",
+        ),
     output:
         f"{PREP}/{{dataset}}/meta.json",
     log:

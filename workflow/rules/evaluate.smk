@@ -42,13 +42,15 @@ rule combine:
         "logs/{run}/combine/{dataset}/{method}/{variant}/seed{seed}.log",
     params:
         units=eval_dir_args,
+        kfold=KFOLD,
     conda:
         "../../envs/mopeft.yaml"
     resources:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
-        "mopeft combine --units {params.units} --dataset-meta {input.meta} --out {output} > {log} 2>&1"
+        "mopeft combine --units {params.units} --dataset-meta {input.meta} --kfold {params.kfold}"
+        " --out {output} > {log} 2>&1"
 
 
 rule detect:
