@@ -103,9 +103,10 @@ def _build(cfg: BenchConfig, name: str) -> _Entry:
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"method {name} has no trainable parameters; nothing to benchmark")
-    kwargs: dict[str, Any] = {"fused": True} if cfg.device == "cuda" else {}
-    # The optimiser of `mopeft train` (the study's Adam with L2 weight decay), fused on CUDA.
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kwargs)
+    from mopeft.train.optim import make_optimizer
+
+    # The optimiser of `mopeft train` (the study's Adam with L2 weight decay), built by the same code.
+    opt = make_optimizer(params, cfg.lr, cfg.weight_decay, cfg.device)
     return _Entry(name, model, opt, sum(p.numel() for p in params))
 
 

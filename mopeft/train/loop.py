@@ -26,6 +26,7 @@ from mopeft.io import atomic_path
 from mopeft.model.build import load_trainable_state_dict, trainable_state_dict
 from mopeft.model.semantic_sam import SemanticSAM
 from mopeft.train.losses import segmentation_loss
+from mopeft.train.optim import make_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,7 @@ def train(
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError(f"method {model.method!r} has no trainable parameters")
-    opt = torch.optim.Adam(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    opt = make_optimizer(params, settings.lr, settings.weight_decay, device)
     fp = fingerprint(model, settings, dataset)
     start, losses = 0, []
     if resume_path.exists():
