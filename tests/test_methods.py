@@ -8,8 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mopeft.compose.build import build_model
 from mopeft.methods import METHODS, get_method
-from mopeft.model.build import build_model, load_trainable_state_dict, trainable_state_dict
+from mopeft.peft.state import load_trainable_state_dict, trainable_state_dict
 
 DEC = r"mask_decoder\..*"
 BLK = r"image_encoder\.blocks\.\d+\."

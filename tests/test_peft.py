@@ -10,13 +10,14 @@ from segment_anything.modeling.image_encoder import (
     window_unpartition,
 )
 
-from mopeft.model.build import build_model, fold_prefixes, load_trainable_state_dict, trainable_state_dict
+from mopeft.compose.build import build_model
 from mopeft.peft.adapter import Adapter
 from mopeft.peft.block import PEFTBlock
 from mopeft.peft.lora import LoRAQV
 from mopeft.peft.prefix import DeepPrompt
 from mopeft.peft.recorder import GateRecorder
 from mopeft.peft.shallow_vpt import prompted_block
+from mopeft.peft.state import fold_prefixes, load_trainable_state_dict, trainable_state_dict
 
 C = 64
 WINDOWED, GLOBAL = 0, 1  # tiny: blocks 1 and 3 are global, window 4 pads the 6x6 grid to 8x8

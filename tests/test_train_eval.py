@@ -16,15 +16,15 @@ import torch
 from conftest import write_blocky_dataset
 
 from mopeft.cli import main
+from mopeft.compose.checkpoint import build_from_config, load_model, model_config
 from mopeft.data.loader import SegmentationPairs
+from mopeft.data.preprocess import preprocess_image
 from mopeft.data.units import load_unit
 from mopeft.evaluation.evaluate import predict_split
 from mopeft.evaluation.metrics import ConfusionMatrix
 from mopeft.methods import METHODS
-from mopeft.model.build import trainable_state_dict
-from mopeft.model.preprocess import preprocess_image
 from mopeft.model.weights import TINY_ASSET, TINY_SHA256
-from mopeft.train.checkpoint import build_from_config, load_model, model_config
+from mopeft.peft.state import trainable_state_dict
 from mopeft.train.loop import TrainSettings, batch_indices, train
 
 # Resume and checkpoint tests only need determinism: a random-init tiny SAM is enough for them.

@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mopeft.detection.detect import run_detection
+    from mopeft.evaluation.detect import run_detection
 
     if args.min_size < 1:
         raise ValueError(f"--min-size must be >= 1, got {args.min_size}")

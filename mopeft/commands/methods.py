@@ -15,7 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mopeft.methods import METHODS
 
-    info = {name: {"defaults": m.defaults, "description": m.description} for name, m in METHODS.items()}
+    info = {
+        name: {"label": m.label, "defaults": dict(m.defaults), "description": m.description}
+        for name, m in METHODS.items()
+    }
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
     else:

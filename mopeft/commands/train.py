@@ -7,16 +7,16 @@ import logging
 from pathlib import Path
 
 from mopeft.commands.options import add_set_argument, parse_sets
+from mopeft.compose.checkpoint import build_from_config, model_config, save_model
 from mopeft.data.loader import SegmentationPairs
 from mopeft.data.units import load_unit
 from mopeft.device import resolve_device
 from mopeft.io import read_json, write_json
 from mopeft.methods import METHODS
 from mopeft.model.arch import get_arch
-from mopeft.model.build import fold_prefixes
 from mopeft.model.weights import VIT_B_SHA256
 from mopeft.peft.attention import attention_backend
-from mopeft.train.checkpoint import build_from_config, model_config, save_model
+from mopeft.peft.state import fold_prefixes
 from mopeft.train.loop import TrainSettings, steps_for_epochs, train
 
 HELP = "fine-tune SAM with one method on one prepared dataset unit; writes OUT/model.pt"

@@ -14,11 +14,11 @@ import torch
 from tqdm import tqdm
 
 from mopeft.data.loader import SegmentationPairs, make_loader
+from mopeft.data.preprocess import IGNORE_INDEX, postprocess, to_model_input
 from mopeft.data.units import load_unit
 from mopeft.device import autocast, resolve_device
 from mopeft.evaluation.metrics import ConfusionMatrix
 from mopeft.io import atomic_path, write_json
-from mopeft.model.preprocess import IGNORE_INDEX, postprocess, to_model_input
 from mopeft.model.semantic_sam import SemanticSAM
 from mopeft.peft.recorder import GateRecorder
 

@@ -95,7 +95,7 @@ _KEYS = ("fwd", "bwd", "opt", "train", "infer")
 
 
 def _build(cfg: BenchConfig, name: str) -> _Entry:
-    from mopeft.model.build import build_model
+    from mopeft.compose.build import build_model
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.arch, cfg.num_classes, name, {}, image_size=cfg.image_size).to(cfg.device)

@@ -323,7 +323,8 @@ def model_flops(
     num_classes: int = 2,
 ) -> dict[str, Any]:
     """Build a method's model (random weights: FLOPs do not depend on values) and count one image."""
-    from mopeft.model.build import build_model, fold_prefixes
+    from mopeft.compose.build import build_model
+    from mopeft.peft.state import fold_prefixes
 
     model = build_model(arch, num_classes, method, dict(method_options or {}), image_size=image_size)
     # Count the deployed model: a prefix reparametrisation MLP exists only during training.

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mopeft.compose.build import build_model
 from mopeft.model.arch import build_sam_parts, get_arch
-from mopeft.model.build import build_model
 from mopeft.peft.prefix import DeepPrompt
 
 ENCODER_PEFT_ROLES = ("lora", "prefix", "adapter", "shallow_prompt")

@@ -1,20 +1,18 @@
-"""METHODS registry: adding a method = one module exposing ``METHOD`` + one line here."""
+"""The benchmark's methods: the torch-free registry (:mod:`mopeft.methods.registry`) and
+:func:`get_method`, which imports a method's implementation only when a model is built."""
 
 from __future__ import annotations
 
-from mopeft.methods import adapter, baseline, decoder_ft, full_ft, lora, mopeft, vpt, vpt_deep
-from mopeft.methods.base import Method
+from typing import Any
 
-METHODS: dict[str, Method] = {
-    m.METHOD.name: m.METHOD for m in (baseline, decoder_ft, full_ft, lora, vpt, vpt_deep, adapter, mopeft)
-}
+from mopeft.methods.registry import METHOD_SPECS, MethodSpec, method_spec
 
-
-def get_method(name: str) -> Method:
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; known: {sorted(METHODS)}") from None
+METHODS = METHOD_SPECS  # name -> MethodSpec (label, defaults, options())
 
 
-__all__ = ["METHODS", "Method", "get_method"]
+def get_method(name: str) -> Any:
+    """The implementation (a :class:`mopeft.methods.base.Method`) of method ``name``."""
+    return method_spec(name).implementation()
+
+
+__all__ = ["METHODS", "METHOD_SPECS", "MethodSpec", "get_method", "method_spec"]

@@ -5,8 +5,6 @@ from mopeft.methods.base import PEFTMethod
 
 class AdapterMethod(PEFTMethod):
     name = "adapter"
-    description = "bottleneck adapter in every block + decoder FT"
-    defaults = {"dmid": 64}  # noqa: RUF012
     use_adapter = True
 
 

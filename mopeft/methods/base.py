@@ -6,50 +6,33 @@ states it in one place, and ``apply`` starts by freezing everything so nothing t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from torch import nn
 
+from mopeft.methods.registry import MethodSpec, method_spec
 from mopeft.peft.adapter import Adapter
 from mopeft.peft.block import PEFTBlock
 from mopeft.peft.lora import LoRAQV
 from mopeft.peft.prefix import DeepPrompt
 
 
-def _coerce(method: str, key: str, value: Any, default: Any) -> Any:
-    # CLI `--set k=v` gives strings; convert to the default's type so options are typed and hashable.
-    if isinstance(value, str) and not isinstance(default, str):
-        try:
-            if isinstance(default, bool):
-                if value.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(value)
-                return value.lower() in ("true", "1")
-            return type(default)(value)
-        except ValueError:
-            raise ValueError(
-                f"method {method}: option {key}={value!r} is not a {type(default).__name__}"
-            ) from None
-    if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
-        if not value.is_integer():
-            raise ValueError(f"method {method}: option {key}={value} must be an integer")
-        return int(value)
-    return value
-
-
 class Method:
-    name: str = ""
-    description: str = ""
-    defaults: dict[str, Any] = {}  # noqa: RUF012 - read-only class-level defaults
+    """What trains, and the modules that make it train; name, label and defaults are the registry's."""
 
-    def options(self, options: dict[str, Any] | None) -> dict[str, Any]:
-        """Defaults overridden by ``options``; unknown keys are an error naming the method."""
-        options = dict(options or {})
-        unknown = sorted(set(options) - set(self.defaults))
-        if unknown:
-            raise ValueError(
-                f"method {self.name}: unknown option(s) {unknown}; known: {sorted(self.defaults)}"
-            )
-        return {k: _coerce(self.name, k, options.get(k, d), d) for k, d in self.defaults.items()}
+    name: str = ""
+
+    @property
+    def spec(self) -> MethodSpec:
+        return method_spec(self.name)
+
+    @property
+    def defaults(self) -> Mapping[str, Any]:
+        return self.spec.defaults
+
+    def options(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        return self.spec.options(options)
 
     def apply(self, model: nn.Module, options: dict[str, Any] | None = None) -> dict[str, Any]:
         """Install this method into a fresh SemanticSAM; returns the resolved options."""

@@ -17,8 +17,6 @@ from mopeft.methods.base import Method, plain_blocks, train_module
 
 class Baseline(Method):
     name = "baseline"
-    description = "frozen SAM; only the K class tokens and their shared hypernetwork MLP train"
-    defaults: dict = {}  # noqa: RUF012
 
     def install(self, model: nn.Module, opts: dict) -> None:
         plain_blocks(model)

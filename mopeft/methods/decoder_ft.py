@@ -8,8 +8,6 @@ from mopeft.methods.base import Method, plain_blocks, train_module
 
 class DecoderFT(Method):
     name = "decoder_ft"
-    description = "mask decoder fully trainable, encoders frozen"
-    defaults: dict = {}  # noqa: RUF012
 
     def install(self, model: nn.Module, opts: dict) -> None:
         plain_blocks(model)

@@ -8,8 +8,6 @@ from mopeft.methods.base import Method, plain_blocks, train_module
 
 class FullFT(Method):
     name = "full_ft"
-    description = "image encoder + mask decoder trainable (prompt encoder frozen)"
-    defaults: dict = {}  # noqa: RUF012
 
     def install(self, model: nn.Module, opts: dict) -> None:
         plain_blocks(model)

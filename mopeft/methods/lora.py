@@ -6,8 +6,6 @@ from mopeft.methods.base import PEFTMethod
 
 class LoRA(PEFTMethod):
     name = "lora"
-    description = "LoRA on q,v of every block + decoder FT"
-    defaults = {"r": 8, "alpha": 8.0}  # noqa: RUF012
     use_lora = True
 
 

@@ -7,8 +7,6 @@ from mopeft.methods.base import PEFTMethod
 
 class MoPEFT(PEFTMethod):
     name = "mopeft"
-    description = "gated LoRA + prefix + adapter (UniPELT gates) + decoder FT"
-    defaults = {"r": 8, "length": 20, "reparam_hidden": 512, "dmid": 64, "prefix_gate": "logit"}  # noqa: RUF012
     use_lora = use_prefix = use_adapter = gated = True
 
 

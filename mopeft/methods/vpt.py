@@ -9,8 +9,6 @@ from mopeft.peft.shallow_vpt import ShallowVPTEncoder
 
 class VPT(Method):
     name = "vpt"
-    description = "shallow VPT (first block) + decoder FT"
-    defaults = {"length": 20}  # noqa: RUF012
 
     def install(self, model: nn.Module, opts: dict) -> None:
         model.image_encoder = ShallowVPTEncoder(model.image_encoder, opts["length"])

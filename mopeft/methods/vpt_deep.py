@@ -7,8 +7,6 @@ from mopeft.methods.base import PEFTMethod
 
 class VPTDeep(PEFTMethod):
     name = "vpt_deep"
-    description = "VPT-Deep / prefix tuning in every block + decoder FT"
-    defaults = {"length": 20, "reparam_hidden": 512}  # noqa: RUF012
     use_prefix = True
 
 

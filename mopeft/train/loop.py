@@ -29,14 +29,13 @@ import torch
 from tqdm import tqdm
 
 from mopeft.data.loader import SegmentationPairs, StepBatchSampler, batch_indices, make_loader
-from mopeft.detection.head import presence_loss, presence_targets
+from mopeft.data.preprocess import flip_content, to_model_input
 from mopeft.device import autocast, configure, resolve_device
 from mopeft.io import atomic_path
-from mopeft.model.build import load_trainable_state_dict, trainable_state_dict
-from mopeft.model.preprocess import flip_content, to_model_input
 from mopeft.model.semantic_sam import SemanticSAM
+from mopeft.peft.state import load_trainable_state_dict, trainable_state_dict
 from mopeft.train.encoder_cache import EncoderCache, encoder_is_frozen
-from mopeft.train.losses import segmentation_loss
+from mopeft.train.losses import presence_loss, presence_targets, segmentation_loss
 from mopeft.train.optim import make_optimizer
 
 log = logging.getLogger(__name__)

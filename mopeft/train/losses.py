@@ -47,3 +47,26 @@ def segmentation_loss(
     labelled = (labels != IGNORE_INDEX).sum().clamp_min(1)
     ce = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum") / labelled
     return ce_weight * ce + dice_weight * dice_loss(logits, labels)
+
+
+# --------------------------------------------------------------- class presence (FAIR-1M, Appendix A)
+def presence_targets(labels: torch.Tensor, num_classes: int, ignore_index: int = 255) -> torch.Tensor:
+    """(B,H,W) class-id labels -> (B,K) float targets: 1 where class k has at least one pixel.
+
+    Ignored pixels (255) say nothing about presence, so they are dropped before counting.
+    """
+    if labels.ndim != 3:
+        raise ValueError(f"expected labels (B,H,W), got shape {tuple(labels.shape)}")
+    flat = labels.reshape(labels.shape[0], -1).long()
+    # No value check here (it would wait for the device every step): labels are checked when read.
+    valid = (flat != ignore_index) & (flat < num_classes)
+    counts = torch.zeros(labels.shape[0], num_classes + 1, device=labels.device)
+    counts.scatter_add_(1, torch.where(valid, flat, num_classes), torch.ones_like(flat, dtype=counts.dtype))
+    return (counts[:, :num_classes] > 0).float()
+
+
+def presence_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean binary cross-entropy over images and classes (numerically stable, from logits)."""
+    if logits.shape != targets.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ")
+    return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype))

@@ -28,10 +28,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from mopeft.data.preprocess import PIXEL_MEAN, PIXEL_STD
 from mopeft.data.synthetic_scenes import scenes
 from mopeft.io import atomic_path, sha256_file
 from mopeft.model.arch import build_sam_parts, get_arch
-from mopeft.model.preprocess import PIXEL_MEAN, PIXEL_STD
 from mopeft.model.semantic_sam import SemanticSAM
 
 log = logging.getLogger(__name__)

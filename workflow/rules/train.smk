@@ -11,7 +11,7 @@ rule train:
             "peft",
             "methods",
             "train",
-            "detection/head.py",
+            "model/presence.py",
             "data/loader.py",
             "data/units.py",
             "commands/train.py",

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 from mopeft import __version__
+from mopeft.compose.build import build_model
 from mopeft.io import atomic_path
-from mopeft.model.build import build_model, load_trainable_state_dict, trainable_state_dict
 from mopeft.model.semantic_sam import SemanticSAM
+from mopeft.peft.state import load_trainable_state_dict, trainable_state_dict
 
 FORMAT = "mopeft-model-v1"
 
@@ -72,7 +73,7 @@ def build_from_config(cfg: dict, weights_path: str | Path | None = None) -> Sema
         checkpoint_sha256=cfg["weights_sha256"],
     )
     if cfg.get("presence_head"):
-        from mopeft.detection.head import ClassPresenceMLP
+        from mopeft.model.presence import ClassPresenceMLP
 
         # New head, trainable whatever the method (like the class tokens it reads).
         model.presence_head = ClassPresenceMLP(model.mask_decoder.class_tokens.embedding_dim)

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from mopeft.data.common import load_image
+from mopeft.data.preprocess import PIXEL_MEAN, PIXEL_STD, postprocess, preprocess_image
 from mopeft.detection.masks2boxes import masks_to_boxes
 from mopeft.io import read_json, write_json
-from mopeft.model.preprocess import PIXEL_MEAN, PIXEL_STD, postprocess, preprocess_image
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
@@ -86,8 +86,8 @@ def run_detection(
     min_size: int = 4, device: str = "auto",
 ) -> dict[str, Any]:
     """Load the model, detect over ``data_dir/split/images`` and write ``out`` atomically."""
+    from mopeft.compose.checkpoint import load_model, read_checkpoint, weights_label
     from mopeft.device import resolve_device
-    from mopeft.train.checkpoint import load_model, read_checkpoint, weights_label
 
     data_dir = Path(data_dir)
     meta = read_json(data_dir / "meta.json")
