@@ -192,13 +192,17 @@ def _cuda_speed_settings(cfg: BenchConfig) -> Iterator[None]:
     if cfg.device != "cuda":
         yield
         return
-    old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    try:
+        old = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    except RuntimeError:  # torch refuses to read the legacy flags once `fp32_precision` was set
+        old = None
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     try:
         yield
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
+        if old is not None:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = old
 
 
 def _mem_mark(cfg: BenchConfig) -> int:
@@ -404,7 +408,7 @@ def format_table(result: dict[str, Any]) -> str:
         ("opt", "opt_ms", "{:.1f}"),
         ("train %", "train_pct", "{:.1f}"),
         ("img/s", "train_img_s", "{:.2f}"),
-        ("GFLOP", "train_gflop", "{:.1f}"),
+        ("GFLOP", "train_gflop", "{:.4g}"),
         ("MFU %", "train_mfu_pct", "{:.1f}"),
         ("infer ms", "infer_ms", "{:.1f}"),
         ("merged ms", "infer_merged_ms", "{:.1f}"),
