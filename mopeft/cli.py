@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "params": "mopeft.commands.params",
     "flops": "mopeft.commands.flops",
     "bench": "mopeft.commands.bench",
+    "bench-loader": "mopeft.commands.bench_loader",
     "methods": "mopeft.commands.methods",
     "datasets": "mopeft.commands.datasets",
     "prepare": "mopeft.commands.prepare",

@@ -115,3 +115,18 @@ def write_blob_dataset(
 @pytest.fixture
 def toy_dataset(tmp_path: Path) -> Path:
     return write_blocky_dataset(tmp_path / "prepared")
+
+
+@pytest.fixture(scope="module")
+def blocks():
+    """The tiny encoder's frozen SAM blocks (windowed 0, 2; global 1, 3) with random rel-pos tables."""
+    from mopeft.model.arch import ARCHS, build_sam_parts
+
+    torch.manual_seed(0)
+    enc, _, _ = build_sam_parts(ARCHS["tiny"])
+    for blk in enc.blocks:  # SAM zero-inits rel-pos; random tables make the bias matter in the tests
+        blk.attn.rel_pos_h.data.normal_(0, 0.5)
+        blk.attn.rel_pos_w.data.normal_(0, 0.5)
+        for p in blk.parameters():
+            p.requires_grad_(False)
+    return enc.blocks

@@ -59,8 +59,8 @@ def _fine_tune(dataset: Path, method: str, steps: int, workdir: Path) -> dict:
     settings = TrainSettings(
         steps=steps, batch_size=BATCH, lr=LR, weight_decay=WEIGHT_DECAY, seed=SEED, checkpoint_every=10**9
     )
-    losses = train(model, SegmentationPairs(unit.train, SIZE), settings, workdir / f"{method}.state")
-    cm, _ = predict_split(model, SegmentationPairs(unit.test, SIZE), torch.device("cpu"))
+    losses = train(model, SegmentationPairs(unit.train, SIZE), settings, workdir / f"{method}.state").losses
+    cm, _, _ = predict_split(model, SegmentationPairs(unit.test, SIZE), torch.device("cpu"))
     return {
         "miou": cm.compute()["miou"],
         "trainable": trainable,

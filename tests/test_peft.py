@@ -10,7 +10,6 @@ from segment_anything.modeling.image_encoder import (
     window_unpartition,
 )
 
-from mopeft.model.arch import ARCHS, build_sam_parts
 from mopeft.model.build import build_model, fold_prefixes, load_trainable_state_dict, trainable_state_dict
 from mopeft.peft.adapter import Adapter
 from mopeft.peft.block import PEFTBlock
@@ -21,18 +20,6 @@ from mopeft.peft.shallow_vpt import prompted_block
 
 C = 64
 WINDOWED, GLOBAL = 0, 1  # tiny: blocks 1 and 3 are global, window 4 pads the 6x6 grid to 8x8
-
-
-@pytest.fixture(scope="module")
-def blocks():
-    torch.manual_seed(0)
-    enc, _, _ = build_sam_parts(ARCHS["tiny"])
-    for blk in enc.blocks:  # SAM zero-inits rel-pos; random tables make the bias matter in the tests
-        blk.attn.rel_pos_h.data.normal_(0, 0.5)
-        blk.attn.rel_pos_w.data.normal_(0, 0.5)
-        for p in blk.parameters():
-            p.requires_grad_(False)
-    return enc.blocks
 
 
 def _x(b=2, seed=1):

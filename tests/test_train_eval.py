@@ -18,9 +18,11 @@ from conftest import write_blocky_dataset
 from mopeft.cli import main
 from mopeft.data.loader import SegmentationPairs
 from mopeft.data.units import load_unit
+from mopeft.evaluation.evaluate import predict_split
 from mopeft.evaluation.metrics import ConfusionMatrix
 from mopeft.methods import METHODS
 from mopeft.model.build import trainable_state_dict
+from mopeft.model.preprocess import preprocess_image
 from mopeft.model.weights import TINY_ASSET, TINY_SHA256
 from mopeft.train.checkpoint import build_from_config, load_model, model_config
 from mopeft.train.loop import TrainSettings, batch_indices, train
@@ -79,19 +81,21 @@ def test_checkpoint_holds_only_trainable_tensors_and_reloads_exactly(tmp_path):
             assert torch.equal(p, frozen[n]), n
 
 
-def _run(tmp_path: Path, method: str, steps: int, kill_after: int | None) -> dict[str, torch.Tensor]:
+def _run(
+    tmp_path: Path, method: str, steps: int, kill_after: int | None, workers: int = 0
+) -> dict[str, torch.Tensor]:
     ds = write_blocky_dataset(tmp_path / "prepared", n_train=5, n_test=1)
     unit = load_unit(ds, "main")
     cfg = model_config("tiny", unit.num_classes, method, METHODS[method].defaults, 96, None, None, 0)
     settings = TrainSettings(
-        steps=steps, batch_size=2, lr=1e-2, weight_decay=1e-4, checkpoint_every=2, seed=3
+        steps=steps, batch_size=2, lr=1e-2, weight_decay=1e-4, checkpoint_every=2, seed=3, workers=workers
     )
     resume = tmp_path / f"{method}-{kill_after}.state"
 
     class Killed(Exception):
         pass
 
-    def kill(step: int, loss: float) -> None:
+    def kill(step: int, loss: torch.Tensor) -> None:
         if kill_after is not None and step == kill_after:
             raise Killed
 
@@ -112,6 +116,36 @@ def test_resume_after_kill_reaches_the_same_weights(tmp_path, kill_after):
     assert reference.keys() == resumed.keys()
     for k in reference:
         assert torch.equal(reference[k], resumed[k]), k
+
+
+@pytest.mark.parametrize("method", ["mopeft", "decoder_ft"])  # decoder_ft: through the encoder cache
+def test_resume_with_dataloader_workers_is_bit_identical(tmp_path, method):
+    """Two worker processes, killed between saves and resumed: the same weights as 0 workers, unkilled."""
+    reference = _run(tmp_path / "a", method, 7, None, workers=0)
+    resumed = _run(tmp_path / "b", method, 7, 3, workers=2)
+    assert reference.keys() == resumed.keys()
+    for k in reference:
+        assert torch.equal(reference[k], resumed[k]), k
+
+
+def test_cached_and_uncached_decoder_ft_train_the_same_weights_and_metrics(tmp_path):
+    """The embedding cache is an optimisation only: CPU fp32 weights within 1e-6, the same mIoU."""
+    ds = write_blocky_dataset(tmp_path / "prepared", n_train=5, n_test=3)
+    unit = load_unit(ds, "main")
+    cfg = model_config("tiny", unit.num_classes, "decoder_ft", {}, 96, str(TINY_ASSET), TINY_SHA256, 0)
+    results = {}
+    for mode in ("auto", "off"):
+        model = build_from_config(cfg)
+        settings = TrainSettings(steps=9, batch_size=2, lr=1e-3, seed=1, encoder_cache=mode)
+        run = train(model, SegmentationPairs(unit.train, 96), settings, tmp_path / f"{mode}.state")
+        assert run.timing["encoder_cache"] is (mode == "auto")
+        cm, _, per_image = predict_split(model, SegmentationPairs(unit.test, 96), torch.device("cpu"))
+        results[mode] = (trainable_state_dict(model), cm.compute()["miou"], per_image, run.losses)
+    (cached, miou_c, img_c, loss_c), (plain, miou_p, img_p, loss_p) = results["auto"], results["off"]
+    assert cached.keys() == plain.keys()
+    assert max((cached[k] - plain[k]).abs().max().item() for k in cached) < 1e-6
+    assert miou_c == miou_p and np.array_equal(img_c, img_p)
+    assert np.allclose(loss_c, loss_p, atol=1e-6)
 
 
 def test_sigkilled_training_process_resumes_to_identical_weights(tmp_path):
@@ -250,9 +284,9 @@ def test_vpt_deep_checkpoint_ships_folded_tokens_and_reloads(tmp_path):
     folded = [k for k in trainable if k.endswith("prefix.folded_tokens")]
     assert len(folded) == 4 and all(trainable[k].shape == (20, 64) for k in folded)  # L x C per block
     model = load_model(out / "model.pt")
-    data = SegmentationPairs(load_unit(ds, "main").test, 96)
+    image, _ = SegmentationPairs(load_unit(ds, "main").test, 96).load_raw(0)
     with torch.no_grad():
-        logits = model(data[0]["image"][None])
+        logits = model(preprocess_image(image, 96)[0][None])
     assert torch.isfinite(logits).all()
 
 

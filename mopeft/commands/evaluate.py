@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mopeft.device import resolve_device
 from mopeft.evaluation.evaluate import evaluate_unit
 from mopeft.train.checkpoint import load_model, read_checkpoint, weights_label
 
@@ -17,7 +18,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--unit", default=None, help="default: the unit the model was trained on")
     p.add_argument("--kfold", type=int, default=2)
     p.add_argument("--weights", type=Path, default=None, help="SAM weights, if moved since training")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, ...")
+    p.add_argument("--batch-size", type=int, default=4, help="images per forward pass")
+    p.add_argument(
+        "--workers", type=int, default=None, help="loader processes (default: 4 on CUDA, 0 on CPU)"
+    )
     p.add_argument("--out", required=True, type=Path)
 
 
@@ -34,7 +39,18 @@ def run(args: argparse.Namespace) -> int:
         "seed": train.get("seed"),
         "train_steps": train.get("steps"),
     }
+    workers = (
+        args.workers if args.workers is not None else (4 if resolve_device(args.device).type == "cuda" else 0)
+    )
     evaluate_unit(
-        model, args.data, args.unit or train.get("unit", "main"), args.out, args.kfold, args.device, context
+        model,
+        args.data,
+        args.unit or train.get("unit", "main"),
+        args.out,
+        args.kfold,
+        args.device,
+        context,
+        batch_size=args.batch_size,
+        workers=workers,
     )
     return 0

@@ -86,8 +86,8 @@ def run_detection(
     min_size: int = 4, device: str = "auto",
 ) -> dict[str, Any]:
     """Load the model, detect over ``data_dir/split/images`` and write ``out`` atomically."""
+    from mopeft.device import resolve_device
     from mopeft.train.checkpoint import load_model, read_checkpoint, weights_label
-    from mopeft.train.loop import resolve_device
 
     data_dir = Path(data_dir)
     meta = read_json(data_dir / "meta.json")

@@ -13,37 +13,87 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from mopeft.data.loader import SegmentationPairs
+from mopeft.data.loader import SegmentationPairs, make_loader
 from mopeft.data.units import load_unit
+from mopeft.device import autocast, resolve_device
 from mopeft.evaluation.metrics import ConfusionMatrix
 from mopeft.io import atomic_path, write_json
-from mopeft.model.preprocess import postprocess, preprocess_image
+from mopeft.model.preprocess import IGNORE_INDEX, postprocess, to_model_input
 from mopeft.model.semantic_sam import SemanticSAM
 from mopeft.peft.recorder import GateRecorder
-from mopeft.train.loop import resolve_device
 
 log = logging.getLogger(__name__)
 
 
+class DeviceConfusion:
+    """MESS's confusion matrix accumulated where the predictions are, with no host copy per image.
+
+    Every pixel adds 1 at ``pred·(K+1) + gt`` of a flat (K+1)² counter (ignored GT pixels go to a
+    spare bin), via ``scatter_add_``, which needs no data-dependent size (``bincount`` and boolean
+    indexing would each wait for the device). Per image it also keeps the K × (tp, fp, fn) counts,
+    enough to rebuild the statistics of any subset of images (bootstrap intervals).
+    """
+
+    def __init__(self, num_classes: int, device: torch.device) -> None:
+        self.k = num_classes
+        self.counts = torch.zeros((num_classes + 1) ** 2 + 1, dtype=torch.long, device=device)
+        self.per_image: list[torch.Tensor] = []
+
+    def update(self, pred: torch.Tensor, gt: torch.Tensor) -> None:
+        k = self.k
+        gt = gt.long()
+        idx = torch.where(gt == IGNORE_INDEX, (k + 1) ** 2, pred.long() * (k + 1) + gt.clamp(max=k))
+        image = torch.zeros_like(self.counts).scatter_add_(0, idx.flatten(), torch.ones_like(idx.flatten()))
+        self.counts += image
+        m = image[: (k + 1) ** 2].view(k + 1, k + 1)
+        tp = m.diagonal()[:k]
+        self.per_image.append(torch.stack([tp, m[:k, :k].sum(1) - tp, m.sum(0)[:k] - tp], dim=1))
+
+    def result(self, source: str) -> tuple[ConfusionMatrix, np.ndarray]:
+        """The host-side ConfusionMatrix and the (N, K, 3) per-image counts (one device read)."""
+        k = self.k
+        matrix = self.counts[: (k + 1) ** 2].view(k + 1, k + 1).cpu().numpy()
+        if matrix[:, k].any():
+            raise ValueError(f"{source}: ground truth has values outside 0..{k - 1} (and not 255)")
+        cm = ConfusionMatrix(k)
+        cm.matrix = matrix.astype(np.int64)
+        stats = torch.stack(self.per_image).cpu().numpy() if self.per_image else np.zeros((0, k, 3))
+        return cm, stats.astype(np.int64)
+
+
 @torch.no_grad()
 def predict_split(
-    model: SemanticSAM, dataset: SegmentationPairs, device: torch.device
-) -> tuple[ConfusionMatrix, dict[str, np.ndarray]]:
-    """Confusion matrix over the split + gate values (images x layers) per gate."""
+    model: SemanticSAM,
+    dataset: SegmentationPairs,
+    device: torch.device,
+    batch_size: int = 4,
+    workers: int = 0,
+) -> tuple[ConfusionMatrix, dict[str, np.ndarray], np.ndarray]:
+    """Confusion matrix over the split, gate values (images x layers) per gate, and the per-image
+    (N, K, 3) tp/fp/fn counts. Batches come from the same loader as training; logits go back to
+    each label's original size and the argmax runs on the device."""
     model.to(device).eval()
-    cm = ConfusionMatrix(model.num_classes)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    confusion = DeviceConfusion(model.num_classes, device)
+    loader = make_loader(
+        dataset,
+        batch_size=batch_size,
+        workers=workers,
+        pin_memory=device.type == "cuda",
+        keep_raw_labels=True,
+    )
     with GateRecorder(model) as rec:
-        for i in tqdm(range(len(dataset)), desc="evaluate", mininterval=2):
-            # Decode once: the model input is preprocessed here and the raw label is what is scored.
-            image, label = dataset.load_raw(i)
-            x, input_size = preprocess_image(image, dataset.image_size)
-            with autocast:
-                logits = model(x[None].to(device))
-            full = postprocess(logits.float(), input_size, label.shape)
-            pred = full.argmax(dim=1)[0].cpu().numpy()
-            cm.update(pred, label)
-    return cm, rec.values()
+        for batch in tqdm(loader, desc="evaluate", mininterval=2):
+            images = batch["images"].to(device, non_blocking=True)
+            sizes = batch["sizes"].to(device, non_blocking=True)
+            with autocast(device):
+                logits = model(to_model_input(images, sizes))
+            for i, label in enumerate(batch["raw_labels"]):
+                hw = tuple(int(v) for v in batch["sizes"][i])
+                full = postprocess(logits[i : i + 1].float(), hw, label.shape)
+                gt = torch.from_numpy(np.ascontiguousarray(label)).to(device, non_blocking=True)
+                confusion.update(full.argmax(dim=1)[0], gt)
+    cm, per_image = confusion.result(str(dataset.pairs[0][1].parent))
+    return cm, rec.values(), per_image
 
 
 def evaluate_unit(
@@ -54,8 +104,11 @@ def evaluate_unit(
     kfold: int = 2,
     device: str = "auto",
     context: dict | None = None,
+    batch_size: int = 4,
+    workers: int = 0,
 ) -> dict:
-    """Evaluate and write ``metrics.json``, ``confusion.npy`` and ``gates.npz`` into ``out_dir``."""
+    """Evaluate and write ``metrics.json``, ``confusion.npy``, ``gates.npz`` and ``per_image.npz``
+    (the test images' names and their K x (tp, fp, fn) counts) into ``out_dir``."""
     out_dir = Path(out_dir)
     data = load_unit(dataset_dir, unit, kfold)
     if data.num_classes != model.num_classes:
@@ -63,7 +116,9 @@ def evaluate_unit(
             f"{dataset_dir}/meta.json: {data.num_classes} classes, "
             f"the model was trained for {model.num_classes}"
         )
-    cm, gates = predict_split(model, SegmentationPairs(data.test, model.image_size), resolve_device(device))
+    cm, gates, per_image = predict_split(
+        model, SegmentationPairs(data.test, model.image_size), resolve_device(device), batch_size, workers
+    )
     result = cm.compute()
     result.update(
         {
@@ -78,6 +133,9 @@ def evaluate_unit(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     cm.save(out_dir / "confusion.npy")
+    names = np.array([img.name for img, _ in data.test])
+    with atomic_path(out_dir / "per_image.npz", suffix=".npz.tmp") as tmp, open(tmp, "wb") as f:
+        np.savez(f, images=names, counts=per_image)
     with atomic_path(out_dir / "gates.npz", suffix=".npz.tmp") as tmp, open(tmp, "wb") as f:
         np.savez(f, **gates)
     write_json(out_dir / "metrics.json", result)  # last: its presence means the unit is done

@@ -89,6 +89,8 @@ NO_ARITHMETIC_OPS: frozenset[str] = frozenset(
         "aten::constant_pad_nd",
         "aten::empty",
         "aten::new_empty",
+        "aten::zero_",
+        "aten::fill_",
         "aten::zeros",
         "aten::zeros_like",
         "aten::new_zeros",

@@ -73,6 +73,14 @@ def train_module(module: nn.Module) -> None:
         p.requires_grad_(True)
 
 
+def plain_blocks(model: nn.Module) -> None:
+    """Wrap every encoder block in a PEFTBlock without parts: the stock-block methods then run the
+    same attention function as every PEFT method (numerically SAM's stock attention)."""
+    enc = model.image_encoder
+    for i, blk in enumerate(enc.blocks):
+        enc.blocks[i] = PEFTBlock(blk)
+
+
 class PEFTMethod(Method):
     """Encoder PEFT in every block (via PEFTBlock) + the whole mask decoder trainable (as decoder_ft)."""
 

@@ -12,7 +12,7 @@ the loss does not move at all within a demo's budget; the shared MLP is the head
 
 from torch import nn
 
-from mopeft.methods.base import Method, train_module
+from mopeft.methods.base import Method, plain_blocks, train_module
 
 
 class Baseline(Method):
@@ -21,6 +21,7 @@ class Baseline(Method):
     defaults: dict = {}  # noqa: RUF012
 
     def install(self, model: nn.Module, opts: dict) -> None:
+        plain_blocks(model)
         model.mask_decoder.class_tokens.weight.requires_grad_(True)
         train_module(model.mask_decoder.hypernetwork)
 

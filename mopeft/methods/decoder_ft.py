@@ -3,7 +3,7 @@
 
 from torch import nn
 
-from mopeft.methods.base import Method, train_module
+from mopeft.methods.base import Method, plain_blocks, train_module
 
 
 class DecoderFT(Method):
@@ -12,6 +12,7 @@ class DecoderFT(Method):
     defaults: dict = {}  # noqa: RUF012
 
     def install(self, model: nn.Module, opts: dict) -> None:
+        plain_blocks(model)
         train_module(model.mask_decoder)
 
 

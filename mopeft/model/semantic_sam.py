@@ -101,12 +101,19 @@ class SemanticSAM(nn.Module):
 
     def forward_with_tokens(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits (B,K,S/4,S/4) and class-token outputs (B,K,D)."""
+        return self.decode_with_tokens(self.encode(images))
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Image embeddings (B, C, S/16, S/16): the part a frozen-encoder method can cache."""
         if images.ndim != 4 or images.shape[1] != 3 or images.shape[-2:] != (self.image_size,) * 2:
             raise ValueError(
                 f"expected images of shape (B,3,{self.image_size},{self.image_size}), "
                 f"got {tuple(images.shape)}"
             )
-        emb = self.image_encoder(images)
+        return self.image_encoder(images)
+
+    def decode_with_tokens(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits (B,K,S/4,S/4) and class-token outputs (B,K,D) from image embeddings."""
         b = emb.shape[0]
         sparse, dense = self.prompt_encoder(points=None, boxes=None, masks=None)
         assert sparse.shape[1] == 0  # no prompts: the class tokens are the only queries

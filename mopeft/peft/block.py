@@ -4,8 +4,10 @@ Why a wrapper that re-implements Block/Attention.forward (methods.md §7.2) rath
  * gates must see the UN-partitioned tokens norm1(x) (one value per image, independent of windows);
  * LoRA deltas are added out of place to q and v of the fused qkv;
  * prefix keys need the decomposed rel-pos bias zero-padded on their columns, which SAM's
-   ``add_decomposed_rel_pos`` cannot do (it assumes N_k = H*W); SDPA takes the padded bias as attn_mask.
-One class serves lora / vpt_deep / adapter / mopeft; each part is optional.
+   ``add_decomposed_rel_pos`` cannot do (it assumes N_k = H*W); SDPA takes the padded bias as attn_mask;
+ * every method runs the same attention kernel (mopeft.peft.attention), so Table 4.5 compares methods,
+   not attention implementations.
+One class serves every method; each part is optional (baseline, decoder_ft and full_ft use none).
 
 Prefix gate (MoPEFT):
  * ``"logit"`` (default): add log G_P to the prefix columns' attention logits. G_P -> 0 removes the
@@ -17,10 +19,10 @@ Prefix gate (MoPEFT):
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mopeft.model.sam_modeling import Block, get_rel_pos, window_partition, window_unpartition
+from mopeft.peft import attention as attention_ops
 from mopeft.peft.adapter import Adapter
 from mopeft.peft.gates import TokenMeanGate
 from mopeft.peft.lora import LoRAQV
@@ -31,17 +33,21 @@ GATE_NAMES = ("lora_q", "lora_v", "prefix", "adapter")
 
 
 def rel_pos_bias(q: torch.Tensor, block: Block, hw: tuple[int, int]) -> torch.Tensor:
-    """Decomposed rel-pos bias (B', nH, N, N) for q (B', nH, N, d), as SAM computes it (unscaled q)."""
-    attn = block.attn
+    """Decomposed rel-pos bias (B', nH, N, N) for q (B', nH, N, d), as SAM computes it (unscaled q).
+
+    Materialised: a reference for tests. The blocks themselves never build it (see attention.py).
+    """
+    rel_h, rel_w = block_rel_terms(q, block, hw)
+    bq, nh, n, _ = q.shape
+    return (rel_h[..., :, None] + rel_w[..., None, :]).reshape(bq, nh, n, n)
+
+
+def block_rel_terms(q: torch.Tensor, block: Block, hw: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The block's rel-pos tables resized to the token grid ``hw``, applied to q."""
     h, w = hw
-    rh = get_rel_pos(h, h, attn.rel_pos_h)
-    rw = get_rel_pos(w, w, attn.rel_pos_w)
-    bq, nh, n, d = q.shape
-    r_q = q.reshape(bq * nh, h, w, d)
-    rel_h = torch.einsum("bhwc,hkc->bhwk", r_q, rh.to(q.dtype))
-    rel_w = torch.einsum("bhwc,wkc->bhwk", r_q, rw.to(q.dtype))
-    bias = rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]
-    return bias.reshape(bq, nh, n, n)
+    rh = get_rel_pos(h, h, block.attn.rel_pos_h)
+    rw = get_rel_pos(w, w, block.attn.rel_pos_w)
+    return attention_ops.rel_pos_terms(q, rh, rw, hw)
 
 
 class PEFTBlock(nn.Module):
@@ -103,26 +109,25 @@ class PEFTBlock(nn.Module):
             return t.reshape(t.shape[0], -1, nh, c // nh).transpose(1, 2)
 
         q, k, v = heads(q), heads(k), heads(v)
-        bias = rel_pos_bias(q, blk, (gh, gw)) if attn.use_rel_pos else None
+        rel = block_rel_terms(q, blk, (gh, gw)) if attn.use_rel_pos else None
 
+        prefix_bias = None
         if self.prefix is not None:
             p_k, p_v = self.prefix_kv(q.dtype)  # (1, nH, L, d) each
-            length = p_k.shape[2]
             p_k, p_v = p_k.expand(bw, -1, -1, -1), p_v.expand(bw, -1, -1, -1)
-            cols = q.new_zeros(bw, nh, n, length)
             if "prefix" in gates:
-                g = gates["prefix"].repeat_interleave(n_win).to(q.dtype)[:, None, None, None]
+                g = gates["prefix"].repeat_interleave(n_win)  # (B',) one value per window's image
                 if self.prefix_gate == "scale":
+                    g = g.to(q.dtype)[:, None, None, None]
                     p_k, p_v = g * p_k, g * p_v
                 else:
-                    # .to(q.dtype): CUDA autocast runs log in fp32, which would promote the whole
+                    # In q's dtype: CUDA autocast runs log in fp32, which would promote the whole
                     # attn_mask (and its memory) to fp32 while q/k/v are bf16.
-                    cols = cols + torch.log(g.clamp_min(torch.finfo(g.dtype).tiny)).to(q.dtype)
+                    prefix_bias = torch.log(g.clamp_min(torch.finfo(g.dtype).tiny)).to(q.dtype)
             k = torch.cat([p_k, k], dim=2)
             v = torch.cat([p_v, v], dim=2)
-            bias = torch.cat([cols, bias if bias is not None else q.new_zeros(bw, nh, n, n)], dim=-1)
 
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        out = attention_ops.attention(q, k, v, rel, (gh, gw), prefix_bias)
         out = attn.proj(out.transpose(1, 2).reshape(bw, gh, gw, c))
         if ws > 0:
             out = window_unpartition(out, ws, pad_hw, (height, width))

@@ -13,11 +13,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mopeft.model.sam_modeling import Block, ImageEncoderViT, window_partition, window_unpartition
-from mopeft.peft.block import rel_pos_bias
+from mopeft.peft import attention as attention_ops
+from mopeft.peft.block import block_rel_terms
 
 
 class ShallowPrompts(nn.Module):
@@ -46,11 +46,9 @@ def prompted_block(blk: Block, x: torch.Tensor, p: torch.Tensor) -> tuple[torch.
     nh = attn.num_heads
     seq = torch.cat([hp.repeat_interleave(n_win, dim=0), h.reshape(bw, n, c)], dim=1)  # (B', L+N, C)
     q, k, v = (t.reshape(bw, length + n, nh, c // nh).transpose(1, 2) for t in attn.qkv(seq).chunk(3, dim=-1))
-    bias = None
-    if attn.use_rel_pos:
-        rel = rel_pos_bias(q[:, :, length:], blk, (gh, gw))
-        bias = F.pad(rel, (length, 0, length, 0))  # zero rows and columns for the prompts
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    # Prompt rows and columns carry no rel-pos bias; the token rows get SAM's bias on token columns.
+    rel = block_rel_terms(q[:, :, length:], blk, (gh, gw)) if attn.use_rel_pos else None
+    out = attention_ops.attention(q, k, v, rel, (gh, gw), query_prefix=length)
     out = attn.proj(out.transpose(1, 2).reshape(bw, length + n, c))
     out_p = out[:, :length].reshape(b, n_win, length, c).mean(dim=1)
     out_x = out[:, length:].reshape(bw, gh, gw, c)

@@ -1,9 +1,17 @@
-"""The training loop: Adam, CE + Dice, bf16 autocast on CUDA, deterministic and resumable.
+"""The training loop: Adam, CE + Dice, bf16 autocast on CUDA, deterministic and resumable, and
+written so that a GPU spends its time computing.
 
 Determinism is built from the step index, not from iterator state: the batch of step ``t`` is a
-slice of a permutation seeded by (seed, epoch), and its flip augmentation is seeded by (seed, t).
-Together with the optimiser state saved in the resume file, a run killed at any point and started
-again reaches bit-identical final weights on the CPU.
+slice of a permutation seeded by (seed, epoch) (:class:`mopeft.data.loader.StepBatchSampler`), and
+its flip augmentation is seeded by (seed, t). Together with the optimiser state saved in the resume
+file, a run killed at any point and started again reaches bit-identical final weights on the CPU,
+with or without DataLoader workers.
+
+Speed: a DataLoader with workers and pinned memory decodes the next batches while the device works;
+uint8 pixels are normalised, padded and flipped on the device; the loss is read back only every
+``log_every`` steps (no host-device sync per step); methods whose encoder is frozen train from
+cached image embeddings (:mod:`mopeft.train.encoder_cache`). ``timing`` in the returned
+:class:`TrainResult` says how long the loop waited for data.
 """
 
 from __future__ import annotations
@@ -14,21 +22,26 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from mopeft.data.loader import SegmentationPairs
+from mopeft.data.loader import SegmentationPairs, StepBatchSampler, batch_indices, make_loader
 from mopeft.detection.head import presence_loss, presence_targets
+from mopeft.device import autocast, configure, resolve_device
 from mopeft.io import atomic_path
 from mopeft.model.build import load_trainable_state_dict, trainable_state_dict
+from mopeft.model.preprocess import flip_content, to_model_input
 from mopeft.model.semantic_sam import SemanticSAM
+from mopeft.train.encoder_cache import EncoderCache, encoder_is_frozen
 from mopeft.train.losses import segmentation_loss
 from mopeft.train.optim import make_optimizer
 
 log = logging.getLogger(__name__)
+
+__all__ = ["TrainResult", "TrainSettings", "batch_indices", "resolve_device", "steps_for_epochs", "train"]
 
 
 @dataclass(frozen=True)
@@ -44,45 +57,31 @@ class TrainSettings:
     checkpoint_every: int = 100
     hflip: bool = True
     device: str = "auto"
+    # Speed only: none of these changes the result (the fingerprint leaves them out).
+    workers: int = 0
+    log_every: int = 25
+    encoder_cache: str = "auto"  # "auto": on when the encoder is frozen; "off"
+    compile: bool = False
+
+
+RUNTIME_ONLY = ("device", "checkpoint_every", "workers", "log_every", "encoder_cache", "compile")
+
+
+@dataclass
+class TrainResult:
+    losses: list[float]
+    timing: dict = field(default_factory=dict)
 
 
 def steps_for_epochs(num_items: int, batch_size: int, epochs: int) -> int:
     return math.ceil(num_items / batch_size) * epochs
 
 
-def batch_indices(num_items: int, batch_size: int, step: int, seed: int) -> list[int]:
-    """Indices of step ``step``'s batch: epoch-wise permutations seeded by (seed, epoch)."""
-    per_epoch = math.ceil(num_items / batch_size)
-    epoch, pos = divmod(step, per_epoch)
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    perm = torch.randperm(num_items, generator=gen)
-    return perm[pos * batch_size : (pos + 1) * batch_size].tolist()
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _collate(
-    dataset: SegmentationPairs, indices: list[int], flip: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    items = [dataset[i] for i in indices]
-    images = torch.stack([it["image"] for it in items])
-    labels = torch.stack([it["label"] for it in items])
-    # Flip whole padded squares: the padding moves to the left, which SAM tolerates and keeps
-    # image/label alignment exact.
-    images[flip] = images[flip].flip(-1)
-    labels[flip] = labels[flip].flip(-1)
-    return images, labels
-
-
 def fingerprint(model: SemanticSAM, settings: TrainSettings, dataset: SegmentationPairs) -> str:
     """Identifies a training run so a resume file from a different run is never picked up."""
     blob = json.dumps(
         {
-            "settings": asdict(settings) | {"device": None, "checkpoint_every": None},
+            "settings": asdict(settings) | dict.fromkeys(RUNTIME_ONLY),
             "method": model.method,
             "options": model.method_options,
             "pairs": [str(p[0].name) for p in dataset.pairs],
@@ -94,17 +93,30 @@ def fingerprint(model: SemanticSAM, settings: TrainSettings, dataset: Segmentati
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def flips_for_step(settings: TrainSettings, step: int, count: int) -> torch.Tensor:
+    """The horizontal-flip draw of step ``step`` (a pure function of seed and step)."""
+    gen = torch.Generator().manual_seed(settings.seed * 7_368_787 + step)
+    return (torch.rand(count, generator=gen) < 0.5) & settings.hflip
+
+
+def use_encoder_cache(model: SemanticSAM, settings: TrainSettings) -> bool:
+    if settings.encoder_cache not in ("auto", "off"):
+        raise ValueError(f"encoder_cache must be 'auto' or 'off', got {settings.encoder_cache!r}")
+    return settings.encoder_cache == "auto" and encoder_is_frozen(model)
+
+
 def train(
     model: SemanticSAM,
     dataset: SegmentationPairs,
     settings: TrainSettings,
     resume_path: str | Path,
-    on_step: Callable[[int, float], None] | None = None,
-) -> list[float]:
-    """Train in place; returns the loss of every step. Saves a resume file every
-    ``checkpoint_every`` steps and at the end (atomically)."""
+    on_step: Callable[[int, torch.Tensor], None] | None = None,
+) -> TrainResult:
+    """Train in place; returns the loss of every step and the loop's timing. Saves a resume file
+    every ``checkpoint_every`` steps and at the end (atomically)."""
     resume_path = Path(resume_path)
     device = resolve_device(settings.device)
+    configure(device)
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -121,17 +133,48 @@ def train(
             log.info("resuming from %s at step %d/%d", resume_path, start, settings.steps)
         else:
             log.warning("%s belongs to a different run; starting from scratch", resume_path)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    bar = tqdm(range(start, settings.steps), initial=start, total=settings.steps, desc="train", mininterval=2)
-    t0 = time.perf_counter()
-    for step in bar:
-        idx = batch_indices(len(dataset), settings.batch_size, step, settings.seed)
-        gen = torch.Generator().manual_seed(settings.seed * 7_368_787 + step)
-        flip = (torch.rand(len(idx), generator=gen) < 0.5) & settings.hflip
-        images, labels = _collate(dataset, idx, flip)
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        with autocast:
-            logits, tokens = model.forward_with_tokens(images)
+    frozen = encoder_is_frozen(model)
+    cache = EncoderCache(device) if use_encoder_cache(model, settings) else None
+    forward, encode = model.forward_with_tokens, model.encode
+    if settings.compile:
+        forward, encode = torch.compile(forward), torch.compile(encode)
+    decode = model.decode_with_tokens
+    loader = make_loader(
+        dataset,
+        StepBatchSampler(len(dataset), settings.batch_size, settings.seed, start, settings.steps),
+        workers=settings.workers,
+        pin_memory=device.type == "cuda",
+    )
+    bar = tqdm(total=settings.steps, initial=start, desc="train", mininterval=2)
+    pending: list[torch.Tensor] = []
+    waited = timed = 0.0
+    timed_steps, warmup = 0, 2  # the first batches include worker start-up
+    batches = iter(loader)
+    t_step = time.perf_counter()
+    for step in range(start, settings.steps):
+        t_wait = time.perf_counter()
+        batch = next(batches)
+        t_got = time.perf_counter()
+        flip = flips_for_step(settings, step, len(batch["indices"]))  # host tensor: no sync to test it
+        images = batch["images"].to(device, non_blocking=True)
+        labels = batch["labels"].to(device, non_blocking=True)
+        sizes = batch["sizes"].to(device, non_blocking=True)
+        flip_dev = flip.to(device, non_blocking=True) if bool(flip.any()) else None
+        x = to_model_input(images, sizes, flip_dev)
+        if flip_dev is not None:
+            labels = flip_content(labels, sizes, flip_dev)
+        with autocast(device):
+            if cache is not None:
+                emb = cache.embeddings(batch["indices"].tolist(), flip.tolist(), x, encode)
+                logits, tokens = decode(emb)
+            elif frozen:
+                # Without the cache, still one image at a time: what the cache stores, so that the
+                # two runs are the same computation (batched GEMMs can differ in the last bits).
+                with torch.no_grad():
+                    emb = torch.cat([encode(x[i : i + 1]) for i in range(len(x))])
+                logits, tokens = decode(emb)
+            else:
+                logits, tokens = forward(x)
         loss = segmentation_loss(logits, labels, settings.ce_weight, settings.dice_weight)
         if model.presence_head is not None:
             presence = model.presence_head(tokens.float())
@@ -140,14 +183,44 @@ def train(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
-        if (step + 1) % settings.checkpoint_every == 0 or step + 1 == settings.steps:
-            _save_resume(resume_path, model, opt, step + 1, losses, fp)
+        pending.append(loss.detach())
+        done = step + 1
+        save = done % settings.checkpoint_every == 0 or done == settings.steps
+        if save or done % settings.log_every == 0:
+            losses.extend(torch.stack(pending).float().cpu().tolist())  # one sync per log interval
+            pending.clear()
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
+        if save:
+            _save_resume(resume_path, model, opt, done, losses, fp)
+        bar.update(1)
+        now = time.perf_counter()
+        if step - start >= warmup:
+            waited += t_got - t_wait
+            timed += now - t_step
+            timed_steps += 1
+        t_step = now
         if on_step is not None:
-            on_step(step, losses[-1])
-    log.info("trained %d steps in %.1f s", settings.steps - start, time.perf_counter() - t0)
-    return losses
+            on_step(step, loss.detach())
+    bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    timing = {
+        "steps_timed": timed_steps,
+        "step_s": timed / timed_steps if timed_steps else None,
+        "data_wait_s": waited / timed_steps if timed_steps else None,
+        "data_wait_fraction": waited / timed if timed else None,
+        "encoder_cache": cache is not None,
+        "workers": settings.workers,
+        "compile": settings.compile,
+        **({"cache": cache.summary()} if cache is not None else {}),
+    }
+    log.info(
+        "trained %d steps; %s s/step, %.0f %% waiting for data",
+        settings.steps - start,
+        f"{timing['step_s']:.3f}" if timing["step_s"] else "?",
+        100 * (timing["data_wait_fraction"] or 0),
+    )
+    return TrainResult(losses, timing)
 
 
 def _save_resume(

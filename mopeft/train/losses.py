@@ -37,10 +37,13 @@ def dice_loss(logits: torch.Tensor, labels: torch.Tensor, eps: float = 1e-5) -> 
 def segmentation_loss(
     logits: torch.Tensor, labels: torch.Tensor, ce_weight: float = 0.2, dice_weight: float = 0.8
 ) -> torch.Tensor:
-    """ce_weight·CE + dice_weight·Dice on logits (B,K,h,w) vs labels (B,H,W) resized to (h,w)."""
-    labels = downsample_labels(labels, tuple(logits.shape[-2:]))
-    if (labels == IGNORE_INDEX).all():
-        # Nothing to learn from this batch; keep the graph so the step is still well defined.
-        return logits.sum() * 0.0
-    ce = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX)
+    """ce_weight·CE + dice_weight·Dice on logits (B,K,h,w) vs labels (B,H,W) resized to (h,w).
+
+    A batch whose pixels are all ignored gives loss 0 and zero gradients: CE is a sum over the
+    labelled pixels divided by their count clamped to 1, so no step asks the device whether the
+    batch is empty (a host-device sync per step) and none divides by zero.
+    """
+    labels = downsample_labels(labels.long(), tuple(logits.shape[-2:]))
+    labelled = (labels != IGNORE_INDEX).sum().clamp_min(1)
+    ce = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum") / labelled
     return ce_weight * ce + dice_weight * dice_loss(logits, labels)
