@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """The one-go GPU check (DEVELOPERS.md): bench of every method, a real-loader LoRA run, the
-embedding-cache speed-up of decoder_ft; ONE JSON + ONE Markdown summary under --out.
+embedding-cache speed-up of decoder_ft, FlexAttention against SDPA (CUDA, in the time left); ONE
+JSON + ONE Markdown summary under --out.
 
 Why each part is a subprocess of the real CLI (``python -m mopeft.cli bench|train``): that is what
 the study runs; a part that crashes or overruns its time budget is killed (with its DataLoader
@@ -34,7 +35,6 @@ if str(ROOT) not in sys.path:  # run from a bare checkout (the GPU machine) as w
 from mopeft.io import write_json, write_text  # noqa: E402
 
 SCHEMA = 1
-PEFT_METHODS = ("lora", "vpt", "vpt_deep", "adapter", "mopeft")
 TARGET_MFU_PCT = 35.0
 TARGET_DATA_WAIT_PCT = 5.0
 TARGET_TOTAL_S = 8 * 60
@@ -65,9 +65,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--threads", type=int, default=None, help="torch intra-op threads of every part (OMP_NUM_THREADS)"
     )
-    p.add_argument("--budget-bench", type=float, default=240.0, help="seconds before bench is killed")
-    p.add_argument("--budget-train", type=float, default=100.0, help="seconds for the lora run")
-    p.add_argument("--budget-cache", type=float, default=100.0, help="seconds for both decoder_ft runs")
+    p.add_argument("--flex-steps", type=int, default=5, help="timed steps of the FlexAttention bench")
+    p.add_argument("--budget-bench", type=float, default=200.0, help="seconds before bench is killed")
+    p.add_argument("--budget-train", type=float, default=80.0, help="seconds for the lora run")
+    p.add_argument("--budget-cache", type=float, default=80.0, help="seconds for both decoder_ft runs")
+    p.add_argument(
+        "--budget-flex", type=float, default=80.0, help="seconds for the FlexAttention bench (CUDA only)"
+    )
     p.add_argument("--setup-s", type=float, default=None, help="set-up time already spent (from the shell)")
     args = p.parse_args(argv)
     if args.device is None:
@@ -183,19 +187,22 @@ def train_flags() -> set[str]:
 
 
 # ----------------------------------------------------------------------------------------- parts
-def part_bench(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    out = work / "bench.json"
+def run_bench(
+    args: argparse.Namespace, work: Path, name: str, methods: str, steps: int, warmup: int,
+    budget_s: float, attention: str = "sdpa",
+) -> tuple[dict[str, Any], dict[str, Any] | None]:  # fmt: skip
+    """One ``mopeft bench`` process -> (part status, per-method summary or None)."""
+    out = work / f"{name}.json"
     argv = [
-        "bench", "--model", args.arch, "--image-size", str(args.image_size), "--methods", args.methods,
-        "--batch-size", str(args.batch_size), "--steps", str(args.bench_steps),
-        "--warmup", str(args.bench_warmup), "--dtype", args.dtype, "--device", args.device,
-        "--json", str(out),
+        "bench", "--model", args.arch, "--image-size", str(args.image_size), "--methods", methods,
+        "--batch-size", str(args.batch_size), "--steps", str(steps), "--warmup", str(warmup),
+        "--dtype", args.dtype, "--device", args.device, "--attention", attention, "--json", str(out),
     ]  # fmt: skip
     if args.peak_tflops is not None:
         argv += ["--peak-tflops", str(args.peak_tflops)]
     if args.threads is not None:
         argv += ["--threads", str(args.threads)]
-    part = run_part("bench", argv, args.budget_bench, work / "logs" / "bench.log", args.threads)
+    part = run_part(name, argv, budget_s, work / "logs" / f"{name}.log", args.threads)
     if part["status"] != "ok" or not out.exists():
         return part, None
     raw = json.loads(out.read_text())
@@ -204,13 +211,13 @@ def part_bench(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], di
         "train_mfu_pct", "infer_ms", "infer_merged_ms", "infer_pct", "infer_img_s", "infer_mfu_pct",
         "trainable_params", "merge",
     )  # fmt: skip
-    methods = {}
+    rows = {}
     for r in raw["results"]:
         row = {k: r.get(k) for k in keys}
         for kind in ("train", "infer"):
             mb = r.get(f"peak_{kind}_mb")
             row[f"peak_{kind}_gb"] = None if mb is None else mb / 1024
-        methods[r["method"]] = row
+        rows[r["method"]] = row
     summary = {
         "device_name": raw.get("device_name"),
         "torch": raw.get("torch"),
@@ -219,9 +226,42 @@ def part_bench(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], di
         "peak_tflops_source": raw.get("peak_tflops_source"),
         "memory": raw.get("memory"),
         "inference": raw.get("inference"),
-        "methods": methods,
+        "methods": rows,
     }
     return part, summary
+
+
+def part_bench(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    return run_bench(
+        args, work, "bench", args.methods, args.bench_steps, args.bench_warmup, args.budget_bench
+    )
+
+
+def part_flex(
+    args: argparse.Namespace, work: Path, sdpa: dict[str, Any] | None, left_s: float
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """lora and full_ft with compiled FlexAttention against the SDPA figures of the main bench.
+
+    Runs last, in what is left of the check's time target: it is the part that can be cut.
+    """
+    result: dict[str, Any] = {"methods": {}, "notes": []}
+    if args.device != "cuda":
+        result["notes"].append("not run: FlexAttention has no backward on the CPU")
+        return None, result
+    budget = min(args.budget_flex, left_s)
+    if budget < 30:
+        result["notes"].append(f"not run: only {left_s:.0f} s left of the {TARGET_TOTAL_S} s target")
+        return None, result
+    warmup = max(args.bench_warmup, 2)  # the first steps compile the kernels
+    part, flex = run_bench(args, work, "bench_flex", "lora", args.flex_steps, warmup, budget, "flex")
+    for m, row in ((flex or {}).get("methods") or {}).items():
+        ref = ((sdpa or {}).get("methods") or {}).get(m, {})
+        entry = {"flex": row, "sdpa": {k: ref.get(k) for k in ("train_ms", "infer_ms", "peak_train_gb")}}
+        for key in ("train_ms", "infer_ms"):
+            a, b = ref.get(key), row.get(key)
+            entry[f"{key}_sdpa_over_flex"] = a / b if a and b else None
+        result["methods"][m] = entry
+    return part, result
 
 
 def _timing(out_dir: Path) -> dict[str, Any] | None:
@@ -267,7 +307,7 @@ def part_train(args: argparse.Namespace, work: Path, data: Path, flags: set[str]
         **part,
         "method": "lora",
         "steps": args.train_steps,
-        "workers": args.workers if "--workers" in flags else None,
+        "workers": (timing or {}).get("workers", args.workers if "--workers" in flags else None),
         "steps_timed": get("steps_timed"),
         "step_s": step_s,
         "img_s": args.batch_size / step_s if step_s else None,
@@ -310,6 +350,9 @@ def part_cache(args: argparse.Namespace, work: Path, data: Path, flags: set[str]
     if cached and cached.get("step_s") and uncached.get("step_s"):
         speedup = uncached["step_s"] / cached["step_s"]
     steps_per_epoch = math.ceil(args.train_images / args.batch_size)
+    for run in (cached, uncached):
+        if run is not None:
+            run["epoch_s"] = run["step_s"] * steps_per_epoch if run.get("step_s") else None
     return {
         "method": "decoder_ft",
         "epochs": args.cache_epochs,
@@ -317,7 +360,10 @@ def part_cache(args: argparse.Namespace, work: Path, data: Path, flags: set[str]
         "uncached": uncached,
         "cached": cached,
         "speedup_per_step": speedup,  # equal steps, so also the speed-up per epoch
-        "definition": "mean step time uncached / cached over the same epochs (the cache fills in epoch 1)",
+        "definition": (
+            "mean step time of `mopeft train --encoder-cache off` / `auto` over the same epochs (the cache "
+            "fills in epoch 1); off encodes the frozen encoder one image at a time, as the cache does"
+        ),
         "status": "ok" if all(r and r["status"] == "ok" for r in runs.values() if r) else "failed",
         "notes": notes,
     }
@@ -424,12 +470,31 @@ def markdown(s: dict[str, Any]) -> str:
     lines += [
         f"## embedding cache: decoder_ft, {c.get('epochs')} epochs × {c.get('steps_per_epoch')} steps",
         "",
-        f"uncached {_f(un.get('step_s'), '{:.3f}')} s/step ({_f(un.get('wall_s'), '{:.0f}')} s process) · "
-        f"cached {_f(ca.get('step_s'), '{:.3f}')} s/step ({_f(ca.get('wall_s'), '{:.0f}')} s process) · "
+        f"uncached {_f(un.get('step_s'), '{:.3f}')} s/step = {_f(un.get('epoch_s'), '{:.2f}')} s/epoch "
+        f"({_f(un.get('wall_s'), '{:.0f}')} s process) · cached {_f(ca.get('step_s'), '{:.3f}')} s/step = "
+        f"{_f(ca.get('epoch_s'), '{:.2f}')} s/epoch ({_f(ca.get('wall_s'), '{:.0f}')} s process) · "
         f"speed-up ×{_f(c.get('speedup_per_step'), '{:.2f}')}",
         "",
     ]
-    notes = [*t.get("notes", []), *c.get("notes", [])]
+    fx = s.get("flex") or {}
+    if fx.get("methods"):
+        lines += [
+            "## FlexAttention (compiled) vs SDPA",
+            "",
+            "| method | train ms sdpa / flex | sdpa÷flex | infer ms sdpa / flex | sdpa÷flex | "
+            "peak train GB sdpa / flex |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for m, r in fx["methods"].items():
+            a, b = r["sdpa"], r["flex"]
+            train_ratio, infer_ratio = r["train_ms_sdpa_over_flex"], r["infer_ms_sdpa_over_flex"]
+            lines.append(
+                f"| {m} | {_f(a['train_ms'])} / {_f(b['train_ms'])} | {_f(train_ratio, '{:.2f}')} | "
+                f"{_f(a['infer_ms'])} / {_f(b['infer_ms'])} | {_f(infer_ratio, '{:.2f}')} | "
+                f"{_f(a['peak_train_gb'], '{:.2f}')} / {_f(b['peak_train_gb'], '{:.2f}')} |"
+            )
+        lines.append("")
+    notes = [*t.get("notes", []), *c.get("notes", []), *fx.get("notes", [])]
     if notes:
         lines += ["Notes:", *[f"- {n}" for n in notes], ""]
     lines += ["## targets", "", "| target | value | result |", "|---|---|---|"]
@@ -474,6 +539,11 @@ def main(argv: list[str] | None = None) -> int:
                 k: cache[key].pop(k) for k in ("status", "returncode", "wall_s", "log_tail")
             }
             cache[key]["wall_s"] = parts[f"decoder_ft_{key}"]["wall_s"]
+    margin = 20.0  # writing the summary, and the shell's own start
+    left = TARGET_TOTAL_S - (args.setup_s or 0.0) - (time.perf_counter() - t_start) - margin
+    flex_part, flex = part_flex(args, work, bench, left)
+    if flex_part is not None:
+        parts["bench_flex"] = flex_part
     elapsed = time.perf_counter() - t_start
     summary: dict[str, Any] = {
         "schema": SCHEMA,
@@ -499,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
         "bench": bench,
         "train": {k: v for k, v in train.items() if k not in ("returncode", "log_tail")},
         "cache": cache,
+        "flex": flex,
     }
     summary["targets"] = targets(summary)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -253,3 +253,5 @@ def test_full_ft_reference_added_and_bad_input():
         resolve(BenchConfig(steps=0, device="cpu"))
     with pytest.raises(ValueError, match="--peak-tflops"):
         resolve(BenchConfig(peak_tflops=0, device="cpu"))
+    with pytest.raises(ValueError, match="--attention"):
+        resolve(BenchConfig(attention="stock", device="cpu"))

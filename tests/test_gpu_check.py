@@ -124,3 +124,45 @@ def test_targets_pass_fail_or_not_measurable(check):
     total = next(t for name, t in targets.items() if "min" in name)
     assert _finite_positive(total["value"]) and total["pass"] is True
     assert s["timings_s"]["total"] == pytest.approx(s["timings_s"]["driver"] + s["timings_s"]["setup"])
+
+
+def test_flex_part_is_skipped_on_cpu_with_a_note(check):
+    _, out = check
+    s = json.loads((out / "gpu_check.json").read_text())
+    assert "bench_flex" not in s["parts"] and s["flex"]["methods"] == {}
+    assert "no backward on the CPU" in s["flex"]["notes"][0]
+
+
+def _driver():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check_driver", ROOT / "scripts" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flex_comparison_glue_and_its_time_cut(check, monkeypatch, tmp_path):
+    """The CUDA-only FlexAttention part, with the bench process faked: ratios, table, budget."""
+    gc = _driver()
+    calls = []
+
+    def fake_bench(args, work, name, methods, steps, warmup, budget_s, attention="sdpa"):
+        calls.append((name, methods, warmup, budget_s, attention))
+        rows = {"lora": {"train_ms": 50.0, "infer_ms": 10.0, "peak_train_gb": 9.0}}
+        rows["full_ft"] = {"train_ms": 80.0, "infer_ms": 10.0, "peak_train_gb": 12.0}
+        return {"status": "ok", "returncode": 0, "wall_s": 1.0, "log_tail": None}, {"methods": rows}
+
+    monkeypatch.setattr(gc, "run_bench", fake_bench)
+    args = gc.parse_args(["--device", "cuda", "--arch", "tiny", "--dtype", "bf16", "--bench-warmup", "1"])
+    sdpa = {"methods": {"lora": {"train_ms": 40.0, "infer_ms": 12.0, "peak_train_gb": 10.0}}}
+    part, flex = gc.part_flex(args, tmp_path, sdpa, left_s=50.0)
+    assert calls == [("bench_flex", "lora", 2, 50.0, "flex")]  # cut to the time left; >= 2 warm-ups
+    assert flex["methods"]["lora"]["train_ms_sdpa_over_flex"] == pytest.approx(0.8)
+    assert flex["methods"]["lora"]["infer_ms_sdpa_over_flex"] == pytest.approx(1.2)
+    assert flex["methods"]["full_ft"]["train_ms_sdpa_over_flex"] is None  # no sdpa figure given
+    summary = json.loads((check[1] / "gpu_check.json").read_text()) | {"flex": flex}
+    md = gc.markdown(summary)
+    assert "## FlexAttention (compiled) vs SDPA" in md and "| lora | 40.0 / 50.0 | 0.80 |" in md
+    part, flex = gc.part_flex(args, tmp_path, sdpa, left_s=10.0)
+    assert part is None and "left" in flex["notes"][0] and len(calls) == 1

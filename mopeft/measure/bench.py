@@ -70,6 +70,7 @@ class BenchConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     peak_tflops: float | None = None  # MFU denominator; default from the CUDA device name
+    attention: str = "sdpa"  # the encoder's attention kernel (mopeft.peft.attention.BACKENDS)
 
 
 def resolve(cfg: BenchConfig) -> BenchConfig:
@@ -98,6 +99,10 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
         raise ValueError(f"--warmup must be >= 0, got {cfg.warmup}")
     if cfg.peak_tflops is not None and not cfg.peak_tflops > 0:
         raise ValueError(f"--peak-tflops must be > 0, got {cfg.peak_tflops}")
+    from mopeft.peft.attention import BACKENDS
+
+    if cfg.attention not in BACKENDS:
+        raise ValueError(f"--attention must be one of {BACKENDS}, got {cfg.attention!r}")
     return BenchConfig(**{**asdict(cfg), "methods": methods, "device": device, "dtype": dtype})
 
 
@@ -260,17 +265,26 @@ def _infer_step(cfg: BenchConfig, model: nn.Module, images: torch.Tensor, timer:
 
 
 def _count(cfg: BenchConfig, e: _Entry, images: torch.Tensor, labels: torch.Tensor, timer: _Timer) -> None:
-    """FLOPs of one real train step (this step also creates the optimizer state) and of each form."""
-    e.train_flops = count_flops(lambda: _train_step(cfg, e, images, labels, timer))
-    for form in e.forms.values():
-        form.flops = count_flops(lambda m=form.model: _infer_step(cfg, m, images, timer))
+    """FLOPs of one real train step (this step also creates the optimizer state) and of each form.
+
+    Counted with the SDPA kernel whatever ``cfg.attention`` times: model FLOPs do not depend on the
+    kernel, and a compiled FlexAttention would be traced again under the counter's dispatch mode.
+    """
+    from mopeft.peft.attention import attention_backend
+
+    with attention_backend("sdpa"):
+        e.train_flops = count_flops(lambda: _train_step(cfg, e, images, labels, timer))
+        for form in e.forms.values():
+            form.flops = count_flops(lambda m=form.model: _infer_step(cfg, m, images, timer))
 
 
 def run_bench(cfg: BenchConfig, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Build every method's model once, time them interleaved, return per-method medians and ratios."""
+    from mopeft.peft.attention import attention_backend
+
     cfg = resolve(cfg)
     say = progress or (lambda _msg: None)
-    with _cuda_speed_settings(cfg):
+    with _cuda_speed_settings(cfg), attention_backend(cfg.attention):
         entries = []
         for name in cfg.methods:
             entries.append(_build(cfg, name))
@@ -431,7 +445,8 @@ def format_table(result: dict[str, Any]) -> str:
     c = result["config"]
     peak = result.get("peak_tflops")
     lines += [
-        f"{c['arch']} @ {c['image_size']}², batch {c['batch_size']}, {c['dtype']} on {c['device']} "
+        f"{c['arch']} @ {c['image_size']}², batch {c['batch_size']}, {c['dtype']}, "
+        f"{c['attention']} attention on {c['device']} "
         f"({result['device_name']}, {result['threads']} threads), median of {c['steps']} steps after "
         f"{c['warmup']} warm-up; % = relative to {result['reference']}",
         f"GFLOP: {result['flops']}; peak {peak if peak is not None else '-'} TFLOP/s "
