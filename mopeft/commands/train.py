@@ -56,7 +56,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto: reuse image embeddings when the encoder is frozen (baseline, decoder_ft)",
     )
-    speed.add_argument("--compile", action="store_true", help="torch.compile the model's forward")
+    speed.add_argument(
+        "--compile",
+        nargs="?",
+        const="inductor",
+        default=None,
+        metavar="BACKEND",
+        help="torch.compile the model's forward (default backend inductor; aot_eager for a quick check)",
+    )
     speed.add_argument(
         "--attention", choices=["sdpa", "flex"], default="sdpa", help="attention kernel of the encoder"
     )

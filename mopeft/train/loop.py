@@ -61,7 +61,7 @@ class TrainSettings:
     workers: int = 0
     log_every: int = 25
     encoder_cache: str = "auto"  # "auto": on when the encoder is frozen; "off"
-    compile: bool = False
+    compile: str | None = None  # a torch.compile backend ("inductor"), or None for eager
 
 
 RUNTIME_ONLY = ("device", "checkpoint_every", "workers", "log_every", "encoder_cache", "compile")
@@ -137,7 +137,8 @@ def train(
     cache = EncoderCache(device) if use_encoder_cache(model, settings) else None
     forward, encode = model.forward_with_tokens, model.encode
     if settings.compile:
-        forward, encode = torch.compile(forward), torch.compile(encode)
+        forward = torch.compile(forward, backend=settings.compile)
+        encode = torch.compile(encode, backend=settings.compile)
     decode = model.decode_with_tokens
     loader = make_loader(
         dataset,
@@ -150,7 +151,7 @@ def train(
     waited = timed = 0.0
     timed_steps, warmup = 0, 2  # the first batches include worker start-up
     batches = iter(loader)
-    t_step = time.perf_counter()
+    t_step = t_loop = time.perf_counter()
     for step in range(start, settings.steps):
         t_wait = time.perf_counter()
         batch = next(batches)
@@ -205,6 +206,7 @@ def train(
     if device.type == "cuda":
         torch.cuda.synchronize()
     timing = {
+        "loop_s": time.perf_counter() - t_loop,
         "steps_timed": timed_steps,
         "step_s": timed / timed_steps if timed_steps else None,
         "data_wait_s": waited / timed_steps if timed_steps else None,

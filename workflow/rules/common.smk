@@ -252,6 +252,17 @@ def schedule_args(wildcards):
     return f"--epochs {t['epochs']}" if t["epochs"] else f"--steps {t['steps']}"
 
 
+def speed_args(wildcards):
+    """`training.speed` as `mopeft train` flags (how fast, never what)."""
+    speed = config["training"].get("speed", {})
+    args = [f"--attention {speed.get('attention', 'sdpa')}", f"--encoder-cache {speed.get('encoder_cache', 'auto')}"]
+    if speed.get("workers") is not None:
+        args.append(f"--workers {speed['workers']}")
+    if speed.get("compile"):
+        args.append(f"--compile {speed['compile']}")
+    return " ".join(args)
+
+
 def train_args(wildcards):
     """Every training hyper-parameter from the config, as `mopeft train` flags."""
     t = config["training"]
@@ -259,7 +270,7 @@ def train_args(wildcards):
         f"--arch {config['model']['arch']} --image-size {config['model']['image_size']} "
         f"{schedule_args(wildcards)} --batch-size {t['batch_size']} --lr {t['lr']} "
         f"--weight-decay {t['weight_decay']} --ce-weight {t['loss']['ce']} "
-        f"--dice-weight {t['loss']['dice']} --kfold {KFOLD}"
+        f"--dice-weight {t['loss']['dice']} --kfold {KFOLD} {speed_args(wildcards)}"
     )
 
 
