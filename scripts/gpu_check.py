@@ -338,6 +338,7 @@ def part_cache(args: argparse.Namespace, work: Path, data: Path, flags: set[str]
             notes.append(f"{key}: {TIMING_MISSING}")
         runs[key] = {
             **part,
+            "loop_s": (timing or {}).get("loop_s"),  # the whole training loop, cache filling included
             "step_s": (timing or {}).get("step_s"),
             "encoder_cache": (timing or {}).get("encoder_cache"),
             "steps_timed": (timing or {}).get("steps_timed"),
@@ -349,6 +350,9 @@ def part_cache(args: argparse.Namespace, work: Path, data: Path, flags: set[str]
     speedup = None
     if cached and cached.get("step_s") and uncached.get("step_s"):
         speedup = uncached["step_s"] / cached["step_s"]
+    speedup_loop = None
+    if cached and cached.get("loop_s") and uncached.get("loop_s"):
+        speedup_loop = uncached["loop_s"] / cached["loop_s"]
     steps_per_epoch = math.ceil(args.train_images / args.batch_size)
     for run in (cached, uncached):
         if run is not None:
@@ -360,6 +364,7 @@ def part_cache(args: argparse.Namespace, work: Path, data: Path, flags: set[str]
         "uncached": uncached,
         "cached": cached,
         "speedup_per_step": speedup,  # equal steps, so also the speed-up per epoch
+        "speedup_loop": speedup_loop,  # whole loops of the same epochs (train_log timing.loop_s)
         "definition": (
             "mean step time of `mopeft train --encoder-cache off` / `auto` over the same epochs (the cache "
             "fills in epoch 1); off encodes the frozen encoder one image at a time, as the cache does"
@@ -473,7 +478,9 @@ def markdown(s: dict[str, Any]) -> str:
         f"uncached {_f(un.get('step_s'), '{:.3f}')} s/step = {_f(un.get('epoch_s'), '{:.2f}')} s/epoch "
         f"({_f(un.get('wall_s'), '{:.0f}')} s process) · cached {_f(ca.get('step_s'), '{:.3f}')} s/step = "
         f"{_f(ca.get('epoch_s'), '{:.2f}')} s/epoch ({_f(ca.get('wall_s'), '{:.0f}')} s process) · "
-        f"speed-up ×{_f(c.get('speedup_per_step'), '{:.2f}')}",
+        f"speed-up ×{_f(c.get('speedup_per_step'), '{:.2f}')} per step (timed steps), "
+        f"×{_f(c.get('speedup_loop'), '{:.2f}')} over the whole loop "
+        f"({_f(un.get('loop_s'), '{:.1f}')} s / {_f(ca.get('loop_s'), '{:.1f}')} s)",
         "",
     ]
     fx = s.get("flex") or {}

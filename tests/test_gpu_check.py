@@ -107,7 +107,7 @@ def test_train_and_cache_parts_report_measurements_or_null_with_a_note(check):
     assert _finite_positive(cache["uncached"]["wall_s"])
     if "--encoder-cache" in s["train_interface"]:
         assert cache["cached"]["encoder_cache"] is True and cache["uncached"]["encoder_cache"] is False
-        assert _finite_positive(cache["speedup_per_step"])
+        assert _finite_positive(cache["speedup_per_step"]) and _finite_positive(cache["speedup_loop"])
     else:
         assert cache["cached"] is None and cache["speedup_per_step"] is None and cache["notes"]
 
