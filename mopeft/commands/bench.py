@@ -24,6 +24,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU timing)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="peak TFLOP/s that MFU is taken against (default: dense datasheet figure for H100/H200/A100 "
+        "in the run's precision, see mopeft.measure.mfu; none on CPU, so MFU is omitted there)",
+    )
+    parser.add_argument(
+        "--attention",
+        choices=("sdpa", "flex"),
+        default="sdpa",
+        help="the encoder's attention kernel (flex: compiled FlexAttention on CUDA; warm up to compile)",
+    )
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT (atomically)")
 
 
@@ -51,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         device=args.device,
         seed=args.seed,
+        peak_tflops=args.peak_tflops,
+        attention=args.attention,
     )
     log = logging.getLogger("mopeft.bench")
     result = run_bench(cfg, progress=log.info)
