@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from mopeft.data.common import save_image, save_label
+from mopeft.data.images import save_image, save_label
 from mopeft.data.miniature import blob_label, image_for
 from mopeft.io import write_json
 

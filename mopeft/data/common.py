@@ -19,13 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from mopeft.data.archive import extract_tar, extract_zip
 from mopeft.data.errors import PrepareError
+
+# Re-exported: the dataset modules take every helper from here.
+from mopeft.data.images import IGNORE as IGNORE
+from mopeft.data.images import check_label_values as check_label_values
+from mopeft.data.images import image_size as image_size
+from mopeft.data.images import load_image as load_image
+from mopeft.data.images import save_image as save_image
+from mopeft.data.images import save_label as save_label
+from mopeft.data.layout import kfold_assignment as kfold_assignment
 from mopeft.data.rar import extract_rar, is_rar
 
-IGNORE = 255
 MESS_TILE = 1024
 
 # The 19 Cityscapes evaluation classes in train-id order (BDD100K uses them as is; Dark Zurich in
@@ -66,48 +73,6 @@ class PrepareOptions:
 
 
 # ---------------------------------------------------------------------------------------------- I/O
-def load_image(path: str | Path, mode: str | None = None) -> np.ndarray:
-    """Decode an image fully (so truncated files fail here, naming the file)."""
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            if mode is not None:
-                im = im.convert(mode)
-            return np.asarray(im).copy()
-    except FileNotFoundError:
-        raise PrepareError(f"{path}: file not found") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise PrepareError(f"{path}: cannot decode image ({exc})") from None
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(height, width) from the image header only (the full decode comes later, when it is copied)."""
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            return im.height, im.width
-    except FileNotFoundError:
-        raise PrepareError(f"{path}: file not found") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise PrepareError(f"{path}: cannot decode image ({exc})") from None
-
-
-def save_image(path: str | Path, array: np.ndarray) -> None:
-    """Save an HxW or HxWx3 uint8 image; the format follows the suffix (.png or .jpg)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arr = np.asarray(array)
-    if arr.dtype != np.uint8:
-        raise PrepareError(f"{path}: image must be uint8, got {arr.dtype}")
-    if arr.ndim == 2:
-        arr = np.repeat(arr[..., None], 3, axis=2)
-    if arr.ndim != 3 or arr.shape[2] != 3:
-        raise PrepareError(f"{path}: image must be HxWx3, got shape {arr.shape}")
-    kwargs = {"quality": 95} if path.suffix.lower() in (".jpg", ".jpeg") else {}
-    Image.fromarray(arr).save(path, **kwargs)
-
-
 def is_rgb8(image: np.ndarray) -> bool:
     return image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
 
@@ -146,30 +111,6 @@ def put_image(
     else:
         save_image(dst_dir / f"{stem}.png", load_image(src, "RGB"))  # PIL's RGB conversion, as MESS
     return array.shape[0], array.shape[1]
-
-
-def check_label_values(label: np.ndarray, num_classes: int, where: str | Path) -> None:
-    values = np.unique(label)
-    bad = values[(values >= num_classes) & (values != IGNORE)]
-    if bad.size:
-        raise PrepareError(
-            f"{where}: label values {bad.tolist()[:10]} outside 0..{num_classes - 1} and {IGNORE}"
-        )
-
-
-def save_label(path: str | Path, label: np.ndarray, num_classes: int) -> None:
-    """Save an HxW uint8 label PNG after checking its value set."""
-    path = Path(path)
-    label = np.asarray(label)
-    if label.ndim != 2:
-        raise PrepareError(f"{path}: label must be HxW, got shape {label.shape}")
-    if label.dtype != np.uint8:
-        if label.min() < 0 or label.max() > 255:
-            raise PrepareError(f"{path}: label values out of uint8 range")
-        label = label.astype(np.uint8)
-    check_label_values(label, num_classes, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(label, mode="L").save(path)
 
 
 def ensure_layout(out_dir: Path, splits: Sequence[str] = ("train", "test")) -> None:
@@ -391,10 +332,3 @@ def pair_by_stem(images: Sequence[Path], masks: Sequence[Path], where: Path) -> 
     only_i = sorted(set(by_img) - set(by_mask))[:3]
     only_m = sorted(set(by_mask) - set(by_img))[:3]
     raise PrepareError(f"{where}: images without masks {only_i}, masks without images {only_m}")
-
-
-def kfold_assignment(stems: list[str], k: int) -> dict[str, int]:
-    """Deterministic fold of each test image: sorted stems dealt round-robin into k folds."""
-    if k < 2:
-        raise ValueError("kfold needs k >= 2")
-    return {s: i % k for i, s in enumerate(sorted(stems))}

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mopeft.data.common import load_image
+from mopeft.data.images import load_image
 from mopeft.data.preprocess import IGNORE_INDEX, pad_to_square, resize_image, resize_label
 
 

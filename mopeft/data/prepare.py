@@ -18,13 +18,13 @@ from PIL import Image
 from mopeft import __version__
 from mopeft.data.checksums import checksum_problem, file_digest, git_head, is_commit
 from mopeft.data.common import IGNORE, PrepareError, PrepareOptions, check_label_values
+from mopeft.data.layout import list_pairs
 from mopeft.data.registry import dataset_module
 from mopeft.data.spec import DatasetSpec, Source
 from mopeft.io import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MINIATURE_MARKER = "MINIATURE"  # written by write_miniature(): raw data is synthetic
 
 
@@ -66,19 +66,6 @@ def manual_hint(src: Source, raw_dir: Path) -> str:
 def split_roots(root: Path, spec: DatasetSpec) -> list[Path]:
     """Folders holding ``{train,test}/{images,labels}``: the dataset folder, or one per task."""
     return [root / t for t in spec.tasks] if spec.tasks else [root]
-
-
-def list_pairs(split_dir: Path) -> list[tuple[Path, Path]]:
-    """(image, label) pairs of one split, matched by stem; any unmatched file is an error."""
-    images = {
-        p.stem: p for p in sorted((split_dir / "images").glob("*")) if p.suffix.lower() in IMAGE_SUFFIXES
-    }
-    labels = {p.stem: p for p in sorted((split_dir / "labels").glob("*.png"))}
-    if set(images) != set(labels):
-        only_i = sorted(set(images) - set(labels))[:3]
-        only_l = sorted(set(labels) - set(images))[:3]
-        raise PrepareError(f"{split_dir}: images without labels {only_i}, labels without images {only_l}")
-    return [(images[s], labels[s]) for s in sorted(images)]
 
 
 def validate_layout(root: Path, spec: DatasetSpec, full: bool = True) -> dict[str, int]:

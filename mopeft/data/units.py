@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from mopeft.data.common import kfold_assignment
-from mopeft.data.prepare import list_pairs
+from mopeft.data.layout import kfold_assignment, list_pairs
 from mopeft.io import read_json
 
 Pairs = list[tuple[Path, Path]]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mopeft.data.common import load_image
+from mopeft.data.images import load_image
 from mopeft.data.preprocess import PIXEL_MEAN, PIXEL_STD, postprocess, preprocess_image
 from mopeft.detection.masks2boxes import masks_to_boxes
 from mopeft.io import read_json, write_json

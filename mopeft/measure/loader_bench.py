@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from mopeft.data.common import save_image, save_label
+from mopeft.data.images import save_image, save_label
 from mopeft.data.loader import SegmentationPairs, StepBatchSampler, make_loader
 
 
