@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "mopeft.commands.evaluate",
     "combine": "mopeft.commands.combine",
     "score": "mopeft.commands.score",
+    "bootstrap": "mopeft.commands.bootstrap",
     "params": "mopeft.commands.params",
     "flops": "mopeft.commands.flops",
     "bench": "mopeft.commands.bench",

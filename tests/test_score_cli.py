@@ -127,3 +127,33 @@ def test_all_ignored_is_an_error(tmp_path, capsys):
     write_png(tmp_path / "gt" / "a.png", [[255, 255]])
     write_png(tmp_path / "pred" / "a.png", [[0, 1]])
     expect_error(capsys, ["--pred", tmp_path / "pred", "--gt", tmp_path / "gt", "--num-classes", 2], "ignore")
+
+
+def test_score_bootstrap_interval_end_to_end(folders, capsys, tmp_path):
+    """The fixture's 2 images have 4 equally likely resamples: {a,a} 37.5, {a,b} twice 77.5,
+    {b,b} 100 (class 0 absent, skipped); so the 95 % interval is exactly [37.5, 100]."""
+    pred, gt = folders
+    out_json, counts = tmp_path / "res" / "m.json", tmp_path / "res" / "per_image.npz"
+    args = ["--pred", pred, "--gt", gt, "--num-classes", 2, "--out", out_json, "--per-image", counts]
+    rc, out, err = run_score(capsys, *args, "--bootstrap", 2000, "--seed", 4)
+    assert rc == 0, err
+    res = json.loads(out)
+    assert json.loads(out_json.read_text()) == res
+    boot = res["bootstrap"]
+    assert boot["point"] == res["miou"] == pytest.approx(77.5)
+    assert (boot["low"], boot["high"]) == (pytest.approx(37.5), pytest.approx(100.0))
+    exact = np.array([37.5, 77.5, 77.5, 100.0])
+    assert boot["std"] == pytest.approx(exact.std(), rel=0.05)
+    assert (boot["n_images"], boot["n_resamples"], boot["seed"], boot["confidence"]) == (2, 2000, 4, 0.95)
+    # the per-image counts as evaluate writes them: they sum to the pooled matrix
+    data = np.load(counts)
+    assert data["images"].tolist() == ["a.png", "b.png"]
+    assert data["counts"].tolist() == [[[3, 1, 0], [0, 0, 1]], [[0, 0, 0], [4, 0, 0]]]
+    # `mopeft bootstrap` on the written counts draws the same interval
+    assert main(["bootstrap", "--cell", str(counts), "--resamples", "2000", "--seed", "4"]) == 0
+    again = json.loads(capsys.readouterr().out)["cell"]
+    assert {k: again[k] for k in boot} == boot
+    # without --bootstrap the output is what it was
+    rc, out, err = run_score(capsys, "--pred", pred, "--gt", gt, "--num-classes", 2)
+    assert rc == 0 and "bootstrap" not in json.loads(out)
+    expect_error(capsys, ["--pred", pred, "--gt", gt, "--num-classes", 2, "--bootstrap", 1], "--bootstrap")

@@ -1,9 +1,10 @@
 """Score a folder of prediction PNGs against a folder of label PNGs (MESS protocol).
 
 This lets anyone check our numbers, or score another model's outputs, without torch: files are
-paired by stem, every pixel goes into one dataset-level confusion matrix. Anything that would make
-the score silently wrong (an unpaired file, a size mismatch, a value outside the class range, a
-truncated file) is an error naming the offending file instead.
+paired by stem, every pixel goes into one dataset-level confusion matrix, and each image's
+per-class (tp, fp, fn) counts are kept for bootstrap intervals (``mopeft.evaluation.bootstrap``).
+Anything that would make the score silently wrong (an unpaired file, a size mismatch, a value
+outside the class range, a truncated file) is an error naming the offending file instead.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from typing import Any
 
 import numpy as np
 
+from mopeft.evaluation.bootstrap import tp_fp_fn
 from mopeft.evaluation.metrics import IGNORE_INDEX, ConfusionMatrix
 
 # Single-channel modes that hold class ids; RGB/RGBA would be colour-coded masks, not ids.
 _ID_MODES = ("1", "L", "P", "I", "I;16", "I;16B", "I;16L")
+PerImage = tuple[np.ndarray, np.ndarray]  # (N,) label file names, (N, K, 3) int64 tp/fp/fn
 
 
 def read_id_png(path: Path) -> np.ndarray:
@@ -69,11 +72,13 @@ def score_folders(
     gt_dir: str | os.PathLike[str],
     num_classes: int,
     ignore_index: int = IGNORE_INDEX,
-) -> tuple[dict[str, Any], ConfusionMatrix]:
-    """Return the MESS metrics of the folders (plus ``num_images``) and the pooled matrix."""
+) -> tuple[dict[str, Any], ConfusionMatrix, PerImage]:
+    """The MESS metrics of the folders (plus ``num_images``), the pooled matrix, and per image
+    (label file name) the (K, 3) tp/fp/fn counts, as ``mopeft evaluate`` writes to per_image.npz."""
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     cm = ConfusionMatrix(num_classes, ignore_index)
     pairs = pair_files(pred_dir, gt_dir)
+    per_image = []
     for pred_path, gt_path in pairs:
         pred = read_id_png(pred_path).astype(np.int64)
         gt = read_id_png(gt_path).astype(np.int64)
@@ -94,10 +99,14 @@ def score_folders(
             raise ValueError(
                 f"{pred_path}: prediction values {vals} out of range (classes 0..{num_classes - 1})"
             )
-        cm.update(pred, gt)
+        image = ConfusionMatrix(num_classes, ignore_index)
+        image.update(pred, gt)
+        cm.add(image)
+        per_image.append(tp_fp_fn(image.matrix))
     if cm.matrix.sum() == 0:
         raise ValueError(f"{gt_dir}: every label pixel is ignore ({ignore_index}); nothing to score")
     result = cm.compute()
     result["num_images"] = len(pairs)
     result["ignore_index"] = ignore_index
-    return result, cm
+    names = np.array([gt_path.name for _, gt_path in pairs])
+    return result, cm, (names, np.stack(per_image))
