@@ -194,7 +194,7 @@ def run_bench(
     """One ``mopeft bench`` process -> (part status, per-method summary or None)."""
     out = work / f"{name}.json"
     argv = [
-        "bench", "--model", args.arch, "--image-size", str(args.image_size), "--methods", methods,
+        "bench", "--arch", args.arch, "--image-size", str(args.image_size), "--methods", methods,
         "--batch-size", str(args.batch_size), "--steps", str(steps), "--warmup", str(warmup),
         "--dtype", args.dtype, "--device", args.device, "--attention", attention, "--json", str(out),
     ]  # fmt: skip

@@ -6,7 +6,7 @@ plugin can follow the jobs to completion. Debian's slurm-wlm runs fine as root i
 so the test starts slurmctld + slurmd against a config in a temporary folder and stops them
 again, by PID.
 
-Design choices (see /work/shared/reference/snakemake.md §3 for the measurements behind them):
+Design choices (each one the fix for what the alternative did on this harness):
 
 * Everything lives under one root folder; commands find the cluster through ``SLURM_CONF``,
   which is only put into the environment of the subprocesses that need it (``self.env``).

@@ -28,7 +28,7 @@ def _cpu(methods, **kw) -> BenchConfig:
 
 def test_cli_two_methods_table_and_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    argv = ["bench", "--model", "tiny", "--methods", "lora,full_ft", "--steps", "2", "--warmup", "1"]
+    argv = ["bench", "--arch", "tiny", "--methods", "lora,full_ft", "--steps", "2", "--warmup", "1"]
     rc = main([*argv, "--batch-size", "1", "--device", "cpu", "--peak-tflops", "0.5", "--json", str(out)])
     stdout, err = capsys.readouterr()
     assert rc == 0, err

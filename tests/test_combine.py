@@ -14,6 +14,8 @@ from mopeft.io import write_json
 
 PAXRAY_TASKS = ["lungs", "bones", "mediastinum", "diaphragm"]
 
+COMBINE = ["combine", "--variant", "default", "--seed", "0"]  # a default cell of seed 0
+
 
 def unit_eval(cell: Path, unit: str, classes: list[str], matrix_classes: int | None = None) -> Path:
     """A unit's eval folder as `mopeft evaluate` writes it (metrics.json, confusion.npy, gates.npz)."""
@@ -48,7 +50,20 @@ def write_meta(tmp_path: Path, **meta) -> Path:
 
 def combine(capsys, units: list[Path], meta: Path, out: Path, *extra: str) -> tuple[int, str]:
     rc = main(
-        ["combine", "--units", *map(str, units), "--dataset-meta", str(meta), "--out", str(out), *extra]
+        [
+            "combine",
+            "--variant",
+            "default",
+            "--seed",
+            "0",
+            "--units",
+            *map(str, units),
+            "--dataset-meta",
+            str(meta),
+            "--out",
+            str(out),
+            *extra,
+        ]
     )
     err = capsys.readouterr().err
     assert rc == 0 or err.count("\n") == 1, err  # one clean line, no traceback
@@ -124,6 +139,10 @@ def test_class_order_is_the_datasets_not_the_sorted_json_keys(tmp_path):
         main(
             [
                 "combine",
+                "--variant",
+                "default",
+                "--seed",
+                "0",
                 "--units",
                 str(cell / "units/main/eval"),
                 "--dataset-meta",

@@ -66,7 +66,9 @@ def test_study_covers_the_thesis_grid():
         "adapter",
         "mopeft",
     }
-    studies = {s["option"]: s for s in STUDY["ablations"]["studies"]}
+    from mopeft.report.registry import TABLES
+
+    studies = {TABLES[s["table"]].option: s for s in STUDY["ablations"]["studies"]}
     assert studies["r"]["values"] == [4, 8, 16]
     assert studies["length"]["values"] == [5, 10, 20, 25]
     assert studies["dmid"]["values"] == [48, 64, 128, 256]
@@ -81,14 +83,47 @@ def test_study_covers_the_thesis_grid():
     assert STUDY["detection"]["methods"] == ["baseline", "vpt", "vpt_deep", "lora"]
 
 
-def test_ablation_defaults_match_the_method():
-    """A variant equal to the method's default is the `default` cell: the two must agree."""
+def test_each_ablation_includes_the_methods_default():
+    """The default value is the method's (registry), never restated in the config; each ablation
+    grid contains it, so the `default` cell is one of its columns."""
     from mopeft.methods import METHODS
+    from mopeft.report.registry import TABLES
 
     for cfg in (STUDY, DEMO):
         defaults = METHODS[cfg["ablations"]["method"]].defaults
         for study in cfg["ablations"]["studies"]:
-            assert study["default"] == defaults[study["option"]], study["name"]
+            assert "default" not in study and "option" not in study
+            assert defaults[TABLES[study["table"]].option] in study["values"], study["name"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (
+            lambda c: c["main"].update(methods=["lora", "lorra"]),
+            "config main.methods: unknown method(s) ['lorra']",
+        ),
+        (
+            lambda c: c.update(datasets=[*c["datasets"], "kvasir"]),
+            "config datasets: unknown dataset(s) ['kvasir']",
+        ),
+        (
+            lambda c: c["ablations"]["studies"][0].update(table="4.3"),
+            "config ablations.studies[0] (lora_rank).table: unknown ablation table ['4.3']; known: 4.6, 4.7",
+        ),
+        (lambda c: c["efficiency"].update(methods=["full_fft"]), "config efficiency.methods: unknown method"),
+    ],
+    ids=["method", "dataset", "table", "efficiency"],
+)
+def test_config_membership_errors_name_the_key(tmp_path, edit, message):
+    """Membership is checked against the registries, with one message naming the key at fault."""
+    wf = workflow_copy(tmp_path)
+    bad = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+    edit(bad)
+    (wf / "bad.yaml").write_text(yaml.safe_dump(bad))
+    res = run_snakemake(wf, "-n", "--configfile", "bad.yaml")
+    assert res.returncode != 0
+    assert message in res.out, res.out[-2000:]
 
 
 def test_study_weights_hash_matches_the_package():
@@ -115,4 +150,7 @@ def test_unknown_ablation_dataset_is_rejected(tmp_path):
     (wf / "bad.yaml").write_text(yaml.safe_dump(bad))
     res = run_snakemake(wf, "-n", "--configfile", "bad.yaml")
     assert res.returncode != 0
-    assert "are not segmentation datasets" in res.stdout + res.stderr
+    assert (
+        "config ablations.studies[0] (lora_rank).datasets: unknown segmentation dataset(s) ['isaid']"
+        in res.out
+    )

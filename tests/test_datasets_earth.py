@@ -2,7 +2,7 @@
 
 Each test writes the dataset's synthetic raw copy (original archive layout and label encoding), runs
 ``prepare_dataset`` with a small tile size, and compares every prepared pixel with what the test
-derives *independently* from the raw files (its own copies of the colour tables of datasets.md, its
+derives *independently* from the raw files (its own copies of the published colour tables, its
 own tiling and padding), so a wrong colour, id, band, tile index or offset fails.
 """
 
@@ -29,7 +29,7 @@ MESS_CLASSES = {"isaid": 16, "isprs_potsdam": 6, "worldfloods": 3, "floodnet": 1
                 "cub_200": 201}  # fmt: skip
 TILED = {"isaid", "isprs_potsdam", "worldfloods", "floodnet", "uavid"}
 
-# ----------------------------------------------------------------- independent copies of datasets.md
+# ------------------------------------------------ independent copies of the published colour tables
 ISAID = {(0, 0, 0): 0, (0, 0, 63): 1, (0, 63, 63): 2, (0, 63, 0): 3, (0, 63, 127): 4, (0, 63, 191): 5,
          (0, 63, 255): 6, (0, 127, 63): 7, (0, 127, 127): 8, (0, 0, 127): 9, (0, 0, 191): 10, (0, 0, 255): 11,
          (0, 191, 127): 12, (0, 127, 191): 13, (0, 127, 255): 14, (0, 100, 155): 15}  # fmt: skip

@@ -1,13 +1,18 @@
 """The demo end to end (slow; run in CI): every table and the figure appear, the report builds,
-and a deleted cell result is recomputed by that cell's own job only."""
+a deleted cell result is recomputed by that cell's own job only, and a code or config change
+re-plans exactly the jobs it can affect."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from workflow_helpers import run_snakemake, workflow_copy
 
 TABLES = ("4_1", "4_2", "4_3", "4_4", "4_5", "4_6", "4_7", "4_8", "a1")
@@ -19,7 +24,7 @@ def _snakemake(cwd: Path, *args: str, timeout: int = 1800) -> subprocess.Complet
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    wf = workflow_copy(tmp_path_factory.mktemp("demo"))
+    wf = workflow_copy(tmp_path_factory.mktemp("demo"), package=True)
     res = _snakemake(wf, "--cores", "2", "--configfile", "config/demo.yaml", "--show-failed-logs")
     assert res.returncode == 0, res.out[-6000:]
     return wf
@@ -63,3 +68,60 @@ def test_demo_report_builds(demo):
     )
     assert res.returncode == 0, res.out[-3000:]
     assert (demo / "results/demo/report.html").stat().st_size > 10_000
+
+
+def _jobs(out: str) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry-run plans."""
+    jobs = []
+    for block in re.split(r"\n\s*\n", out):
+        rule = re.search(r"^(?:local)?rule (\w+):$", block, flags=re.M)
+        if rule:
+            wildcards = re.search(r"^\s+wildcards: (.+)$", block, flags=re.M)
+            jobs.append((rule.group(1), wildcards.group(1) if wildcards else ""))
+    return jobs
+
+
+@contextlib.contextmanager
+def _touched(path: Path) -> Iterator[None]:
+    """A source file that looks edited (newer mtime) for the block; its times restored after."""
+    st = path.stat()
+    os.utime(path, (st.st_atime, st.st_mtime + 3600))
+    try:
+        yield
+    finally:
+        os.utime(path, (st.st_atime, st.st_mtime))
+
+
+@pytest.mark.slow
+def test_editing_a_module_fair1ms_preparer_imports_replans_only_its_preparation(demo):
+    """detection/xml_io.py is imported by FAIR-1M's preparer (not listed by hand anywhere)."""
+    with _touched(demo / "mopeft/detection/xml_io.py"):
+        plan = _snakemake(demo, "-n", "--configfile", "config/demo.yaml")
+    assert plan.returncode == 0, plan.out[-3000:]
+    prepares = [w for rule, w in _jobs(plan.out) if rule == "prepare"]
+    assert prepares == ["dataset=fair1m"], plan.out[-3000:]
+    assert not [r for r, _ in _jobs(plan.out) if r == "raw"]
+
+
+@pytest.mark.slow
+def test_editing_the_miniature_helpers_replans_every_raw_job(demo):
+    with _touched(demo / "mopeft/data/miniature.py"):
+        plan = _snakemake(demo, "-n", "--configfile", "config/demo.yaml")
+    assert plan.returncode == 0, plan.out[-3000:]
+    raws = sorted(w for rule, w in _jobs(plan.out) if rule == "raw")
+    demo_datasets = ["dark_zurich", "deepcrack", "fair1m", "floodnet", "kvasir_instrument"]
+    assert raws == [f"dataset={d}" for d in demo_datasets], plan.out[-3000:]
+
+
+@pytest.mark.slow
+def test_changing_kfold_replans_only_the_kfold_datasets_jobs(demo):
+    """Only Dark Zurich (no labelled train split) is scored by folds in the demo."""
+    cfg = yaml.safe_load((demo / "config/demo.yaml").read_text())
+    (demo / "kfold3.yaml").write_text(yaml.safe_dump({"data": {**cfg["data"], "kfold": 3}}))
+    plan = _snakemake(demo, "-n", "--configfile", "config/demo.yaml", "kfold3.yaml")
+    assert plan.returncode == 0, plan.out[-3000:]
+    jobs = _jobs(plan.out)
+    per_cell = [(r, w) for r, w in jobs if r in ("raw", "prepare", "train", "evaluate", "combine")]
+    assert per_cell and all("dataset=dark_zurich" in w for _, w in per_cell), per_cell
+    assert {r for r, _ in per_cell} == {"train", "evaluate", "combine"}  # no re-preparation
+    assert any("unit=fold2" in w for r, w in per_cell if r == "train")  # the new third fold

@@ -217,11 +217,11 @@ def test_table_a1_from_ap_files(tmp_path, capsys):
     study = paper.load_paper_csv("fair1m_map")
     lora = {name: float(v) for name, v in zip(study["class"], study["lora"], strict=True)}  # CSV spelling
     lora["other-ship"] = 10.0
-    cell = tmp_path / "cells/fair1m/lora/default/seed0/ap.json"  # method read from the path
+    cell = tmp_path / "cells/fair1m/lora/default/seed0/ap.json"
     cell.parent.mkdir(parents=True)
-    cell.write_text(json.dumps({"per_class_ap": lora}))
+    cell.write_text(json.dumps({"method": "lora", "per_class_ap": lora}))
     vpt = tmp_path / "vpt_ap.json"
-    vpt.write_text(json.dumps({"method": "prompt_tuning", "per_class_ap": {"Boeing737": 40.0, "Bus": None}}))
+    vpt.write_text(json.dumps({"method": "vpt", "per_class_ap": {"Boeing737": 40.0, "Bus": None}}))
     df, notes = assemble([cell, vpt])
     classes = df[df["row"] == "class"]
     assert len(classes) == 34 and "Passenger Ship" in set(classes["class"])
@@ -255,7 +255,7 @@ def test_table_a1_reports_mean_std_and_n_over_seeds(tmp_path):
     for seed, (b737, bus) in enumerate([(40.0, 10.0), (50.0, 30.0)]):
         f = tmp_path / f"cells/fair1m/lora/default/seed{seed}/ap.json"
         f.parent.mkdir(parents=True)
-        f.write_text(json.dumps({"per_class_ap": {"Boeing737": b737, "Bus": bus}}))
+        f.write_text(json.dumps({"method": "lora", "per_class_ap": {"Boeing737": b737, "Bus": bus}}))
         files.append(f)
     df, _ = assemble(files)
     b737 = df[(df["row"] == "class") & (df["class"] == "Boeing737")].iloc[0]

@@ -1,5 +1,5 @@
 """FLOP counting: the SDPA handle, exact einsum, loud failure on uncounted ops, and the tiny SAM
-encoder against an independent analytic count (whose ViT-B value is performance.md's 486.42 GMAC)."""
+encoder against an independent analytic count (ViT-B: 486.42 GMAC, docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -41,8 +41,8 @@ def sam_encoder_macs(spec, size: int) -> int:
 
 
 def test_analytic_formula_reproduces_published_vit_b_figure():
-    # performance.md: fvcore ViT-B encoder @1024 = 486.42 GMAC (8 windowed x 32.50 + 4 global x 55.19 + ...)
-    # (`mopeft flops --model vit_b --method baseline --image-size 1024` traced exactly this integer)
+    # fvcore's ViT-B encoder @1024 = 486.42 GMAC (8 windowed x 32.50 + 4 global x 55.19 + ...)
+    # (`mopeft flops --arch vit_b --method baseline --image-size 1024` traced exactly this integer)
     assert sam_encoder_macs(ARCHS["vit_b"], 1024) == 486_416_154_624
     assert sam_encoder_macs(ARCHS["vit_b"], 1024) / 1e9 == pytest.approx(486.42, abs=0.01)
 
@@ -102,7 +102,7 @@ def test_elementwise_ops_are_listed_not_counted():
 
 def test_cli_tiny_baseline_encoder_equals_hand_count(capsys):
     spec = ARCHS["tiny"]
-    rc = main(["flops", "--model", "tiny", "--method", "baseline", "--image-size", "96", "--json"])
+    rc = main(["flops", "--arch", "tiny", "--method", "baseline", "--image-size", "96", "--json"])
     out, err = capsys.readouterr()
     assert rc == 0, err
     res = json.loads(out)

@@ -58,7 +58,7 @@ def test_options_change_counts():
 def test_cli_params_and_methods(capsys):
     assert (
         main(
-            ["params", "--model", "tiny", "--method", "lora", "--set", "r=2", "--num-classes", "4", "--json"]
+            ["params", "--arch", "tiny", "--method", "lora", "--set", "r=2", "--num-classes", "4", "--json"]
         )
         == 0
     )
@@ -67,4 +67,4 @@ def test_cli_params_and_methods(capsys):
     assert main(["methods", "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed["mopeft"]["defaults"]["dmid"] == 64 and len(listed) == 8
-    assert main(["params", "--model", "tiny", "--method", "lora", "--set", "r"]) == 2
+    assert main(["params", "--arch", "tiny", "--method", "lora", "--set", "r"]) == 2

@@ -16,6 +16,8 @@ import yaml
 from workflow_helpers import run_snakemake, workflow_copy
 
 from mopeft.data.registry import get_spec
+from mopeft.methods.registry import METHOD_SPECS
+from mopeft.report.registry import TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = yaml.safe_load((ROOT / "config/config.yaml").read_text())
@@ -63,7 +65,9 @@ def test_study_dag_has_every_cell(study_plan):
     for s in STUDY["ablations"]["studies"]:
         for d in s["datasets"]:
             for v in s["values"]:
-                variant = "default" if v == s["default"] else f"{s['label']}{v}"
+                table = TABLES[s["table"]]
+                default = METHOD_SPECS[STUDY["ablations"]["method"]].defaults[table.option]
+                variant = "default" if v == default else f"{table.variant_label}{v}"
                 expected.add(f"results/study/cells/{d}/mopeft/{variant}/seed0/metrics.json")
     missing = expected - outputs
     assert not missing, sorted(missing)[:10]
@@ -118,7 +122,7 @@ def test_forcing_one_cells_training(tmp_path):
 def test_main_table_waits_only_for_the_cells_it_reads(tmp_path, table):
     """Table 4.3 reads baseline/decoderFT/MoPEFT, 4.4 the single PEFTs + MoPEFT
     (mopeft.report.main_tables): asking for one table must not train the other's methods."""
-    from mopeft.report.main_tables import TABLE_4_3, TABLE_4_4
+    from mopeft.report.registry import TABLES
 
     wf = workflow_copy(tmp_path)
     target = f"results/demo/tables/table_{table}.csv"
@@ -127,7 +131,61 @@ def test_main_table_waits_only_for_the_cells_it_reads(tmp_path, table):
     _, outputs = _planned(res.out)
     cell = re.compile(r"results/demo/cells/[^/]+/([^/]+)/default/seed0/metrics\.json")
     cells = {m[1] for p in outputs if (m := cell.fullmatch(p))}
-    assert cells == set(TABLE_4_3 if table == "4_3" else TABLE_4_4)
+    assert cells == set(TABLES[table.replace("_", ".")].methods)
+
+
+def _add_registry_line(path: Path, line: str) -> None:
+    """Append one entry to a registry's tuple (the line a developer adds by hand)."""
+    text = path.read_text()
+    end = text.rindex("\n    )\n}")
+    path.write_text(text[:end] + "\n" + line + text[end:])
+
+
+def test_a_new_method_is_one_module_and_one_registry_line(tmp_path):
+    """In a scratch copy: a method module + one MethodSpec line, and the DAG plans its cells
+    (wildcards, config checks and the CLI's choices all come from the registry)."""
+    wf = workflow_copy(tmp_path, package=True)
+    (wf / "mopeft/methods/lora_late.py").write_text(
+        '"""LoRA under another name (a test double)."""\n\n'
+        "from mopeft.methods.lora import LoRA\n\n\n"
+        'class LateLoRA(LoRA):\n    name = "lora_late"\n\n\nMETHOD = LateLoRA()\n'
+    )
+    _add_registry_line(
+        wf / "mopeft/methods/registry.py",
+        '        MethodSpec("lora_late", "LoRA late", "a test", "mopeft.methods.lora_late", '
+        '{"r": 8, "alpha": 8.0}),',
+    )
+    target = "results/demo/cells/kvasir_instrument/lora_late/default/seed0/metrics.json"
+    res = run_snakemake(
+        wf, "-n", "--configfile", "config/demo.yaml", "--config", "main={methods: [lora_late]}", "--", target
+    )
+    assert res.returncode == 0, res.out[-3000:]
+    rules, outputs = _planned(res.out)
+    assert target in outputs and rules["train"] == 1
+    assert "method=lora_late" in res.out
+
+
+def test_a_new_table_is_one_builder_and_one_registry_line(tmp_path):
+    """In a scratch copy: a builder function + one TableSpec line, and the DAG plans the table with
+    exactly its cells (and the study CSV it declares) as inputs."""
+    wf = workflow_copy(tmp_path, package=True)
+    (wf / "mopeft/report/my_table.py").write_text(
+        '"""A test table: LoRA only."""\n\n\ndef build(args):\n    raise NotImplementedError\n'
+    )
+    _add_registry_line(
+        wf / "mopeft/report/registry.py",
+        '        TableSpec("x1", "mopeft.report.my_table:build", "cells", "X.1", '
+        'methods=("lora",), paper=("main_results",)),',
+    )
+    target = "results/demo/tables/table_x1.csv"
+    res = run_snakemake(wf, "-n", "--configfile", "config/demo.yaml", "--", target)
+    assert res.returncode == 0, res.out[-3000:]
+    _, outputs = _planned(res.out)
+    cell = re.compile(r"results/demo/cells/[^/]+/([^/]+)/default/seed0/metrics\.json")
+    assert {m[1] for p in outputs if (m := cell.fullmatch(p))} == {"lora"}
+    assert target in outputs
+    full = run_snakemake(wf, "-n", "--configfile", "config/demo.yaml")
+    assert target in _planned(full.out)[1]  # part of the run's final outputs
 
 
 def test_lint_is_clean(tmp_path):

@@ -14,9 +14,12 @@ from mopeft.data.spec import DatasetSpec
 from mopeft.report import dataset_tables, paper
 from mopeft.report.ablations import ablation_table, cell_options, mopeft_matching, mopeft_note
 from mopeft.report.efficiency import efficiency_table, load_bench, load_flops, load_params
-from mopeft.report.main_tables import TABLE_4_3, TABLE_4_4, main_table
+from mopeft.report.main_tables import main_table
 from mopeft.report.provenance import collect_provenance
+from mopeft.report.registry import TABLES
 from mopeft.report.tables import load_cell, load_cells, tex_escape
+
+TABLE_4_3, TABLE_4_4 = TABLES["4.3"].methods, TABLES["4.4"].methods
 
 DEFAULTS = {"r": 8, "length": 20, "dmid": 64}
 
@@ -81,7 +84,7 @@ def cells(tmp_path: Path) -> list[Path]:
             options={"r": 4, "length": 20, "dmid": 64},
         ),
         _cell(tmp_path, "kvasir_instrument", "mopeft", 44.0, "L5", options={"r": 8, "length": 5, "dmid": 64}),
-        _cell(tmp_path, "kvasir_instrument", "mopeft", 50.0, "dmid256", options={"dmid": 256}),
+        _cell(tmp_path, "kvasir_instrument", "mopeft", 50.0, "dmid256", options={**DEFAULTS, "dmid": 256}),
     ]
 
 
@@ -147,7 +150,7 @@ def test_table_4_4_single_seed_layout(tmp_path: Path) -> None:
 
 def test_ablation_tables_place_cells_by_options(cells: list[Path]) -> None:
     loaded = load_cells(cells)
-    rank, _, notes, _ = ablation_table(loaded, "rank")
+    rank, _, notes, _ = ablation_table(loaded, "r")
     kv = _row(rank, "kvasir_instrument")
     assert (kv["rank_4_mean"], kv["rank_4_paper"], kv["rank_4_diff"]) == (60.0, 60.72, -0.72)
     assert (kv["rank_8_mean"], kv["rank_8_std"], kv["rank_8_n"], kv["rank_8_diff"]) == (71.0, 1.41, 2, 3.57)
@@ -177,22 +180,24 @@ def test_ablation_tables_place_cells_by_options(cells: list[Path]) -> None:
     assert "paxray4" not in set(dmid["dataset"])
 
 
-def test_cell_options_fall_back_to_variant_name_then_defaults(tmp_path: Path) -> None:
-    cell = load_cell(_cell(tmp_path, "isaid", "mopeft", 1.0, "r16", options={}))
+def test_cell_options_come_from_method_options_only(tmp_path: Path) -> None:
+    """No guessing from the variant name or option aliases: what the model was built with, or an error."""
+    cell = load_cell(_cell(tmp_path, "isaid", "mopeft", 1.0, "r16", options={**DEFAULTS, "r": 16}))
     assert cell_options(cell) == {"r": 16, "length": 20, "dmid": 64}
-    cell = load_cell(_cell(tmp_path, "isaid", "mopeft", 1.0, "x", options={"rank": 4, "prefix_length": 10}))
-    assert cell_options(cell) == {"r": 4, "length": 10, "dmid": 64}
+    cell = load_cell(_cell(tmp_path, "isaid", "mopeft", 1.0, "r4", options={"rank": 4}))
+    with pytest.raises(ValueError, match=r"r4/seed0/metrics\.json: method_options lacks"):
+        cell_options(cell)
 
 
 def test_mopeft_matches_ablation_on_real_paper_csvs() -> None:
     match = mopeft_matching()
     assert {k: v["column"] for k, v in match.items()} == {
-        "rank": "rank_16",
+        "r": "rank_16",
         "length": "L_20",
         "dmid": "dmid_256",
     }
     assert [(v["matched"], v["total"]) for v in match.values()] == [(9, 9), (9, 9), (8, 8)]
-    assert match["rank"]["max_abs_diff"] == 0.03
+    assert match["r"]["max_abs_diff"] == 0.03
     note = mopeft_note()
     assert "r=16, L=20, D_mid=256" in note and "stated defaults r=8, L=20, D_mid=64" in note
 
@@ -289,42 +294,29 @@ def test_efficiency_table(tmp_path: Path) -> None:
         p.write_text(json.dumps(obj))
         return p
 
+    def params_json(method: str, trainable: int, encoder: int) -> Path:
+        # The keys `mopeft params --json` writes (the reader takes exactly these).
+        obj = {"method": method, "trainable": trainable, "sam_reference_total": 1_000_000, "total": 1_060_000}
+        return js(f"{method}.json", obj | {"encoder_peft": encoder})
+
     params = [
-        load_params(js("full_ft.json", {"method": "full_ft", "trainable": 1_000_000, "total": 1_000_000})),
-        load_params(
-            js(
-                "lora.json",
-                {
-                    "method": "lora",
-                    "trainable": 50_000,
-                    "sam_reference_total": 1_000_000,
-                    "total": 1_060_000,
-                    "encoder_peft": 2_400,
-                },
-            )
-        ),
-        load_params(js("vpt.json", {"trainable_params": 1_000, "total_params": 1_000_000})),
+        load_params(params_json("full_ft", 1_000_000, 0)),
+        load_params(params_json("decoder_ft", 40_000, 0)),
+        load_params(params_json("lora", 50_000, 2_400)),
+        load_params(params_json("vpt", 1_000, 200)),
     ]
-    assert params[2]["method"] == "vpt" and params[2]["encoder_trainable"] is None
-    bench = load_bench(
-        js(
-            "bench.json",
-            [
-                {"method": "full_ft", "train_ms": 200, "infer_ms": 50},
-                {"method": "lora", "train_ms": 110, "infer_ms": 52},
-            ],
-        )
-    )
+    bench_rows = [
+        {"method": "full_ft", "train_ms": 200, "infer_ms": 50, "train_pct": 100.0, "infer_pct": 100.0},
+        {"method": "lora", "train_ms": 110, "infer_ms": 52, "train_pct": 55.0, "infer_pct": 104.0},
+    ]
+    bench = load_bench(js("bench.json", {"results": bench_rows}))
     assert bench == {
         "full_ft": {"train_pct": 100.0, "infer_pct": 100.0},
         "lora": {"train_pct": 55.0, "infer_pct": 104.0},
     }
-    assert load_bench(
-        js("b2.json", {"methods": {"lora": {"train_pct": 50.5, "inference_time_pct": 103}}})
-    ) == {"lora": {"train_pct": 50.5, "infer_pct": 103.0}}
     flops = dict([load_flops(js("f.json", {"method": "lora", "image_encoder_gmac": 371.98}))])
     df, _display, notes = efficiency_table(params, bench, flops)
-    assert list(df["method"]) == ["full_ft", "decoder_ft", "lora", "vpt", "vpt_deep", "adapter", "mopeft"]
+    assert list(df["method"]) == ["full_ft", "decoder_ft", "lora", "vpt"]  # the configured methods only
     lora = df.set_index("method").loc["lora"]
     assert (
         lora["params_pct"],
@@ -343,13 +335,15 @@ def test_efficiency_table(tmp_path: Path) -> None:
         371.98,
     )
     vpt = df.set_index("method").loc["vpt"]
-    assert (vpt["params_pct"], vpt["params_pct_diff"]) == (0.1, 0.02)  # no breakdown: total share compared
+    assert (vpt["params_pct"], vpt["params_pct_diff"]) == (0.1, -0.06)  # encoder 0.02 vs the study's 0.08
     full = df.set_index("method").loc["full_ft"]
     assert (full["params_pct"], full["params_pct_diff"], full["train_time_pct_diff"]) == (100.0, 0.0, 0.0)
     assert math.isnan(df.set_index("method").loc["decoder_ft", "params_pct_paper"])
     assert any("exclude the mask decoder" in n for n in notes)
-    with pytest.raises(ValueError, match=r"bad\.json"):
+    with pytest.raises(ValueError, match=r"bad\.json: no 'trainable'"):
         load_params(js("bad.json", {"method": "lora"}))
+    with pytest.raises(ValueError, match=r"old\.json: expected the JSON object"):  # one shape only
+        load_bench(js("old.json", bench_rows))
 
 
 def _spec(key: str, name: str, domain: str, tasks: tuple[str, ...] = ()) -> DatasetSpec:

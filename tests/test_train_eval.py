@@ -220,8 +220,9 @@ def _unit_eval(d: Path, unit: str, pred: np.ndarray, gt: np.ndarray, k: int) -> 
     return d
 
 
-def _combine(units: list[Path], meta: Path, out: Path) -> int:
-    return main(["combine", "--units", *map(str, units), "--dataset-meta", str(meta), "--out", str(out)])
+def _combine(units: list[Path], meta: Path, out: Path, variant: str = "default") -> int:
+    cell_args = ["--variant", variant, "--seed", "0", "--dataset-meta", str(meta), "--out", str(out)]
+    return main(["combine", "--units", *map(str, units), *cell_args])
 
 
 def test_combine_pools_folds_and_averages_tasks(tmp_path):
@@ -234,7 +235,7 @@ def test_combine_pools_folds_and_averages_tasks(tmp_path):
     meta.write_text(
         json.dumps({"dataset": "dz", "classes": ["c0", "c1"], "train_split": "none", "tasks": []})
     )
-    assert _combine([u0, u1], meta, cell / "metrics.json") == 0
+    assert _combine([u0, u1], meta, cell / "metrics.json", variant="r4") == 0
     out = json.loads((cell / "metrics.json").read_text())
     # pooled over both folds: class 0: tp 2, gt 3, pred 3 -> 2/4; class 1: tp 4, gt 5, pred 5 -> 4/6
     # (the mean of the two folds' own mIoUs would be (7/12 + 3/8)/2 = 47.9 %: pooling is not averaging)

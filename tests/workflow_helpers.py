@@ -11,12 +11,16 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def workflow_copy(dst: Path) -> Path:
-    """The files Snakemake needs: the Snakefile, rules, schema, configs and the conda env file
-    (rules record it in their metadata)."""
+def workflow_copy(dst: Path, package: bool = False) -> Path:
+    """The files Snakemake needs: the Snakefile, rules, schema, configs, the conda env file (rules
+    record it in their metadata) and the study's CSVs (table inputs). ``package=True`` copies the
+    ``mopeft`` package too; :func:`run_snakemake` then runs the copy's code (PYTHONPATH), so a test
+    can add or touch modules without touching the checkout."""
     shutil.copy(ROOT / "Snakefile", dst / "Snakefile")
-    for folder in ("workflow", "config", "envs"):
+    for folder in ("workflow", "config", "envs", "results/paper"):
         shutil.copytree(ROOT / folder, dst / folder)
+    if package:
+        shutil.copytree(ROOT / "mopeft", dst / "mopeft", ignore=shutil.ignore_patterns("__pycache__"))
     return dst
 
 
@@ -25,6 +29,8 @@ def run_snakemake(cwd: Path, *args: str, timeout: int = 300) -> subprocess.Compl
     stdout + stderr (Snakemake 9 logs to stdout)."""
     cmd = [sys.executable, "-m", "snakemake", "--workflow-profile", "none", *args]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    if (cwd / "mopeft").is_dir():  # a copy with its own package: run that code, jobs included
+        env["PYTHONPATH"] = str(cwd)
     res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
     res.out = res.stdout + res.stderr
     return res

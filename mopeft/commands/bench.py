@@ -9,7 +9,7 @@ HELP = "time train steps (fwd/bwd/optimizer) and inference of methods side by si
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="tiny", help="architecture: tiny or vit_b (default tiny)")
+    parser.add_argument("--arch", default="tiny", choices=["vit_b", "tiny"], help="architecture")
     parser.add_argument("--methods", default="all", help="'all' or a comma list, e.g. lora,full_ft")
     parser.add_argument("--image-size", type=int, default=None, help="input side (default: the arch's)")
     parser.add_argument("--batch-size", type=int, default=2)
@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         [] if args.methods.strip() == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]
     )
     cfg = BenchConfig(
-        arch=args.model,
+        arch=args.arch,
         methods=methods,
         image_size=args.image_size,
         batch_size=args.batch_size,

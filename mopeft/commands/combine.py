@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from mopeft.evaluation.combine import combine_units
 from mopeft.io import read_json, write_json
 
 HELP = "combine unit evaluations (PAXRay-4 tasks, k-fold units) into one cell metrics.json"
-CELL_RE = re.compile(r"(?P<variant>[^/]+)/seed(?P<seed>\d+)/metrics\.json$")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -23,20 +21,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="folds of a dataset without a train split (as given to train/evaluate); every fold "
         "0..K-1 must be among --units exactly once",
     )
-    p.add_argument(
-        "--variant", default=None, help="default: taken from .../{variant}/seed{seed}/metrics.json"
-    )
+    p.add_argument("--variant", required=True, help="the cell's variant: default, or an ablation's (r16)")
+    p.add_argument("--seed", required=True, type=int, help="the cell's training seed")
     p.add_argument("--out", required=True, type=Path)
 
 
 def run(args: argparse.Namespace) -> int:
     meta = read_json(args.dataset_meta)
     first = read_json(args.units[0] / "metrics.json")
-    match = CELL_RE.search(args.out.as_posix())
-    context = {k: first.get(k) for k in ("method", "method_options", "arch", "image_size", "weights", "seed")}
-    context["variant"] = args.variant or (match["variant"] if match else "default")
-    if context["seed"] is None and match:
-        context["seed"] = int(match["seed"])
+    context = {k: first.get(k) for k in ("method", "method_options", "arch", "image_size", "weights")}
+    context |= {"variant": args.variant, "seed": args.seed}
     if args.kfold < 2:
         raise ValueError("--kfold must be >= 2")
     cell = combine_units(args.units, meta, args.out.parent, context, args.kfold, args.dataset_meta)

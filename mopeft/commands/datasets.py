@@ -28,7 +28,7 @@ def describe(spec: DatasetSpec) -> dict:
         "expected_test": spec.expected_test,
         "expected_test_is_exact": spec.expected_test_is_exact,
         "mess_key": spec.mess_key,
-        "ignore_index": spec.ignore_index,
+        "ignore_index": 255,
         "sources": [
             {
                 "kind": s.kind,

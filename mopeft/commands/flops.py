@@ -11,7 +11,7 @@ HELP = "count FLOPs (fvcore GMAC) of a method's image encoder and mask decoder f
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="vit_b", help="architecture: vit_b or tiny (default vit_b)")
+    parser.add_argument("--arch", default="vit_b", choices=["vit_b", "tiny"], help="architecture")
     parser.add_argument("--method", default="baseline", help="method name (see `mopeft methods`)")
     add_set_argument(parser)
     parser.add_argument("--image-size", type=int, default=None, help="input side (default: the arch's)")
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mopeft.measure.flops import model_flops
 
-    result = model_flops(args.model, args.method, parse_sets(args.sets), args.image_size, args.num_classes)
+    result = model_flops(args.arch, args.method, parse_sets(args.sets), args.image_size, args.num_classes)
     if args.out:
         from mopeft.io import write_json
 

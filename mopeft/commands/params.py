@@ -11,7 +11,7 @@ HELP = "exact parameter counts of a method (trainable, PEFT, gates, decoder, rep
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="vit_b", help="architecture (vit_b | tiny)")
+    parser.add_argument("--arch", default="vit_b", choices=["vit_b", "tiny"], help="architecture")
     parser.add_argument("--method", required=True)
     add_set_argument(parser)
     parser.add_argument("--num-classes", type=int, default=2)
@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from mopeft.measure.params import method_parameter_counts
 
     counts = method_parameter_counts(
-        args.model, args.method, parse_sets(args.sets), args.num_classes, args.image_size
+        args.arch, args.method, parse_sets(args.sets), args.num_classes, args.image_size
     )
     if args.json:
         print(json.dumps(counts, indent=2, sort_keys=True))

@@ -14,17 +14,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="dataset key (see `mopeft datasets`)")
     parser.add_argument("--raw", required=True, help="raw folder, e.g. data/raw/KEY")
     parser.add_argument("--out", required=True, help="prepared root; the dataset lands in OUT/KEY")
-    parser.add_argument("--kfold", type=int, default=2, help="folds for datasets without a train split")
     parser.add_argument("--tile-size", type=int, default=MESS_TILE, help="tile size for tiled datasets")
-    parser.add_argument("--seed", type=int, default=0)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.kfold < 2:
-        raise ValueError("--kfold must be >= 2")
     if args.tile_size < 1:
         raise ValueError("--tile-size must be positive")
-    options = PrepareOptions(tile_size=args.tile_size, kfold=args.kfold, seed=args.seed)
+    options = PrepareOptions(tile_size=args.tile_size)
     target = prepare_dataset(args.dataset, args.raw, args.out, options)
     print(target)
     return 0

@@ -6,44 +6,15 @@ import argparse
 import importlib
 from collections.abc import Callable
 
+from mopeft.report.registry import TABLES, table_spec
+
 HELP = "write a study table (4.1-4.8, a1) as CSV/Markdown/LaTeX with the study's values and the difference"
-
-# Table name -> "module:function". A builder takes the parsed arguments below and writes
-# ``args.out`` + .csv/.md/.tex itself (through mopeft.report.tables.write_table). Adding a table =
-# one builder + one line here (or ``register_table`` from a plugin).
-TABLES: dict[str, str] = {
-    "4.1": "mopeft.report.dataset_tables:build_4_1",
-    "4.2": "mopeft.report.dataset_tables:build_4_2",
-    "4.3": "mopeft.report.main_tables:build_4_3",
-    "4.4": "mopeft.report.main_tables:build_4_4",
-    "4.5": "mopeft.report.efficiency:build_4_5",
-    "4.6": "mopeft.report.ablations:build_4_6",
-    "4.7": "mopeft.report.ablations:build_4_7",
-    "4.8": "mopeft.report.ablations:build_4_8",
-    "a1": "mopeft.report.table_a1:build",
-}
-
-
-def register_table(name: str, target: str) -> None:
-    """Register a builder ``"module:function"`` under ``name`` (checked when the table is built)."""
-    if ":" not in target:
-        raise ValueError(f"table builder must be 'module:function', got {target!r}")
-    TABLES[name] = target
 
 
 def resolve(name: str) -> Callable[[argparse.Namespace], object]:
-    """Import a table's builder; unknown names and missing modules are user errors, not tracebacks."""
-    try:
-        module_name, func = TABLES[name].split(":", 1)
-    except KeyError:
-        raise ValueError(f"unknown table {name!r}; known: {', '.join(TABLES)}") from None
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            raise ValueError(f"table {name!r}: builder module {module_name} is not available") from None
-        raise
-    return getattr(module, func)
+    """Import a table's builder (``mopeft.report.registry.TABLES``); unknown names are user errors."""
+    module_name, func = table_spec(name).builder.split(":", 1)
+    return getattr(importlib.import_module(module_name), func)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

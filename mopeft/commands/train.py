@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         sha,
         args.init_seed,
         list(unit.classes),
-        presence_head="detection_classes" in meta,  # FAIR-1M: train the class MLP too
+        presence_head=bool(meta.get("presence_head", False)),  # the dataset spec's (FAIR-1M: True)
     )
     model = build_from_config(cfg)
     dataset = SegmentationPairs(unit.train, cfg["image_size"])

@@ -66,8 +66,6 @@ log = logging.getLogger(__name__)
 @dataclass
 class PrepareOptions:
     tile_size: int = MESS_TILE  # MESS tiles large images to 1024x1024
-    kfold: int = 2  # datasets without a labelled train split: k folds over the test set
-    seed: int = 0
     miniature: bool = False  # raw input is a generated miniature: skip count assertions
     extra: dict = field(default_factory=dict)
 

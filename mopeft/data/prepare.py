@@ -95,7 +95,7 @@ def check_counts(spec: DatasetSpec, counts: dict[str, int]) -> None:
             msg = f"{spec.key}: {n} test images, MESS expects {spec.expected_test}"
             if spec.expected_test_is_exact:
                 raise PrepareError(msg)
-            warnings.warn(msg + " (known mismatch, see datasets.md)", stacklevel=2)
+            warnings.warn(msg + " (a known mismatch of the public release; docs/datasets.md)", stacklevel=2)
 
 
 def prepare_dataset(
@@ -126,6 +126,7 @@ def prepare_dataset(
             "channels": spec.channels,
             "tasks": list(spec.tasks),
             "train_split": spec.train_split,
+            "presence_head": spec.presence_head,
             "counts": counts,
             "sources": sources,
             "synthetic": bool(options.miniature),

@@ -47,12 +47,14 @@ class DatasetSpec:
     sources: tuple[Source, ...]
     expected_test: int  # MESS check count (per task for multi-task datasets)
     mess_key: str = ""  # MESS registered name, e.g. "isaid_sem_seg_val"
-    ignore_index: int = 255
     expected_test_is_exact: bool = True  # False: a mismatch is a warning (FoodSeg103, ATLANTIS)
     channels: str = "RGB"  # "RGB", "IRRG", "thermal", ...
     train_split: Literal["official", "none"] = "official"  # "none": k-fold over the test set
     tasks: tuple[str, ...] = ()  # PAXRay-4: four independent binary tasks
-    # Facts for Tables 4.1 / 4.2 (as the study prints them; see datasets.md for MESS's own).
+    # Detection track (FAIR-1M, Appendix A): models also learn image-level class presence (the class
+    # MLP), which Masks2Boxes uses to score boxes. Recorded in meta.json; `mopeft train` reads it.
+    presence_head: bool = False
+    # Facts for Tables 4.1 / 4.2 (as the study prints them; docs/datasets.md lists where MESS differs).
     sensor: str = "Visible Spectrum"
     segment_size: str = "Medium"
     class_similarity: str = "Low"

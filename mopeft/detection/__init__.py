@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-# category -> exact FAIR-1M XML class strings (datasets.md §4)
+# category -> exact FAIR-1M XML class strings (as written in its annotation files)
 CATEGORIES: dict[str, tuple[str, ...]] = {
     "Airplane": (
         "Boeing737", "Boeing747", "Boeing777", "Boeing787", "C919", "A220", "A321", "A330", "A350", "ARJ21",

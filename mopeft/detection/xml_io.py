@@ -1,6 +1,6 @@
 """Read and write FAIR-1M annotation XML (PASCAL-VOC-like, oriented quadrilaterals).
 
-Format (datasets.md §4): ``annotation/source/filename``, ``size/{width,height,depth}`` and
+Format (FAIR-1M's annotation XML): ``annotation/source/filename``, ``size/{width,height,depth}`` and
 ``objects/object`` elements with ``possibleresult/name`` (exact class string) and ``points/point``
 x5, text ``"x,y"``, the 5th repeating the 1st. We keep the first 4 points. FAIR-1M itself has no
 ``difficult`` flag; an optional ``<difficult>1</difficult>`` per object is read and written so that

@@ -1,6 +1,6 @@
 """Side-by-side train-step and inference timing of every method, relative to full fine-tuning.
 
-Why this shape (performance.md, "benchmark hygiene"): machine load drifts, so timings of different
+Why this shape (docs/performance.md, benchmark hygiene): machine load drifts, so timings of different
 methods taken minutes apart are not comparable. Every model is built once, then the methods are run
 round-robin inside each repetition (order rotated every repetition), after warm-up, with the same
 batch, precision, optimiser (``make_optimizer``, as in training) and input; we keep the median over

@@ -129,7 +129,7 @@ NO_ARITHMETIC_OPS: frozenset[str] = frozenset(
 )
 
 # Elementwise / reduction arithmetic: O(numel) work, ≪1 % of the matmul cost of a ViT
-# (fvcore's convention, maintainer in fvcore#129; performance.md §2 lists them for ViT-B).
+# (fvcore's convention, maintainer in fvcore#129; docs/performance.md lists them for ViT-B).
 # They are deliberately NOT counted so figures stay comparable with published fvcore numbers;
 # the number of calls is still reported as "uncounted_elementwise_ops".
 NEGLIGIBLE_ELEMENTWISE_OPS: frozenset[str] = frozenset(

@@ -5,7 +5,7 @@ weights skip their dW GEMMs, a frozen encoder with nothing trainable below it ru
 an analytic formula per method would drift from the code; the counter sees the ops that really ran.
 
 Why a custom mapping: the counter knows no formula for some fused attention kernels and counts them
-as ZERO, e.g. ``aten._scaled_dot_product_flash_attention_for_cpu`` (performance.md §1.2), which would
+as ZERO, e.g. ``aten._scaled_dot_product_flash_attention_for_cpu`` (docs/performance.md), which would
 make every SDPA-based method look ~24 % cheaper at 1024². We also replace its formulas for the fused
 backward kernels: they recompute the attention scores (2.5x the forward's matmuls), while MFU is
 defined on MODEL FLOPs (PaLM, appendix B): forward 2·B·h·Nq·Nk·(d_qk + d_v), backward twice that,

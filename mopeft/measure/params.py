@@ -3,7 +3,7 @@
 Why roles come from the modules (``param_role`` attribute) and not from name patterns: a PEFT module
 declares what it is, so the breakdown cannot silently miss a renamed parameter. The reparametrisation
 MLP of the prefix is training-only; the deployed ("folded") count replaces it by L x C per block,
-which is the number comparable to the paper's trainable share (methods.md §7.8).
+which is the number comparable to the paper's trainable share (docs/methods.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """PEFTBlock: a frozen ``segment_anything`` Block re-run with optional LoRA, prefix, adapter and gates.
 
-Why a wrapper that re-implements Block/Attention.forward (methods.md §7.2) rather than patching qkv:
+Why a wrapper that re-implements Block/Attention.forward (docs/methods.md) rather than patching qkv:
  * gates must see the UN-partitioned tokens norm1(x) (one value per image, independent of windows);
  * LoRA deltas are added out of place to q and v of the fused qkv;
  * prefix keys need the decomposed rel-pos bias zero-padded on their columns, which SAM's
@@ -13,7 +13,7 @@ Prefix gate (MoPEFT):
  * ``"logit"`` (default): add log G_P to the prefix columns' attention logits. G_P -> 0 removes the
    prefix exactly, G_P = 1 is the ungated prefix, so the gate really means "how much prefix".
  * ``"scale"``: UniPELT's code, P_K and P_V multiplied by G_P. At G_P = 0 the L zero keys still take
-   softmax mass (methods.md §0.7), so the prefix is never fully off.
+   softmax mass (docs/methods.md), so the prefix is never fully off.
 """
 
 from __future__ import annotations

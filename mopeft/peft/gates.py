@@ -1,7 +1,7 @@
 """UniPELT gate: one Linear(C, 1), sigmoid per token, mean over tokens -> one value per image.
 
 Why a mean of per-token sigmoids (not a sigmoid of the mean): that is what UniPELT's code does
-(methods.md §1.2-1.4); the value stays in (0, 1) and is ~0.5 at init (weight N(0, 0.02), bias 0).
+(docs/methods.md, gates); the value stays in (0, 1) and is ~0.5 at init (weight N(0, 0.02), bias 0).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Merge LoRA into the frozen ``qkv`` weights, for deployment and for timing the deployed model.
 
 Why: an unmerged LoRA block runs two extra small matmuls per projection at inference; merged, it
-costs exactly what the base model costs (performance.md's benchmark hygiene asks for both timings).
+costs exactly what the base model costs (Table 4.5 reports both timings, docs/performance.md).
 LoRA's update of the fused qkv layer is linear, ``q += s·B_q A_q h`` and ``v += s·B_v A_v h``
 (s = alpha / r), so it folds into the q rows [0, C) and the v rows [2C, 3C) of ``qkv.weight``.
 

@@ -1,4 +1,4 @@
-"""VPT-Deep tokens used as attention prefixes (methods.md §5.3).
+"""VPT-Deep tokens used as attention prefixes (docs/methods.md).
 
 A deep prompt P (L x C) only ever acts as keys/values: K_P = W_K LN1(P) + b_K, V_P = W_V LN1(P) + b_V
 through the block's FROZEN projections, so it is implemented as a K/V prefix shared by every window.

@@ -1,4 +1,5 @@
-"""Shallow VPT for SAM's windowed encoder (KMnP/vpt treatment, methods.md §5.3).
+"""Shallow VPT for SAM's windowed encoder (the treatment of the VPT authors' code
+for windowed backbones, docs/methods.md).
 
 Shallow prompts enter at the first block and then PROPAGATE, so unlike deep prompts they need real
 query rows: in each block the L prompt tokens are replicated into every window, the rel-pos bias is

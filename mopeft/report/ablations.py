@@ -14,62 +14,47 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
 
+from mopeft.methods.registry import METHOD_SPECS
 from mopeft.report import paper
 from mopeft.report.provenance import collect_provenance
+from mopeft.report.registry import table_spec
 from mopeft.report.tables import Cell, comparison_table, flag_kfold, load_cells, write_table
 
-OPTION_ALIASES: dict[str, tuple[str, ...]] = {
-    "r": ("r", "rank", "lora_r", "lora_rank"),
-    "length": ("length", "L", "prefix_length", "prompt_length", "num_tokens"),
-    "dmid": ("dmid", "d_mid", "D_mid", "adapter_dmid", "bottleneck", "adapter_size"),
-}
-VARIANT_PATTERNS: dict[str, re.Pattern[str]] = {
-    "r": re.compile(r"^r(?:ank)?_?(\d+)$"),
-    "length": re.compile(r"^L_?(\d+)$"),
-    "dmid": re.compile(r"^dmid_?(\d+)$", re.IGNORECASE),
-}
 MATCH_TOLERANCE = 0.05  # the study's own tables disagree by up to 0.03 (UAVid, FloodNet)
 
-TITLES = {
-    "rank": "Table 4.6: Effect of LoRA rank r on MoPEFT (mIoU, ours vs. the study)",
-    "length": "Table 4.7: Effect of prefix length L on MoPEFT (mIoU, ours vs. the study)",
-    "dmid": "Table 4.8: Effect of adapter bottleneck size D_mid on MoPEFT (mIoU, ours vs. the study)",
-}
+
+def defaults() -> dict[str, int]:
+    """MoPEFT's defaults of the three ablated options (the registry's; the thesis states the same:
+    r = 8, L = 20, D_mid = 64): our ``default`` cell."""
+    spec = METHOD_SPECS["mopeft"]
+    return {option: int(spec.defaults[option]) for option in paper.ABLATIONS}
 
 
 def cell_options(cell: Cell) -> dict[str, int]:
-    """The three ablated MoPEFT options of a cell: from method_options (any alias), else the variant
-    name, else the stated default (a metrics.json may list only the options it overrides)."""
-    out: dict[str, int] = {}
-    for key, aliases in OPTION_ALIASES.items():
-        value: Any = next((cell.options[a] for a in aliases if a in cell.options), None)
-        if value is None and (m := VARIANT_PATTERNS[key].match(cell.variant)):
-            value = m.group(1)
-        if value is None:
-            value = paper.STATED_DEFAULTS[key]
-        try:
-            out[key] = int(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"{cell.path}: method option {key}={value!r} is not an integer") from None
-    return out
+    """The three ablated MoPEFT options of a cell, from the options it was built with."""
+    missing = [k for k in paper.ABLATIONS if k not in cell.options]
+    if missing:
+        raise ValueError(f"{cell.path}: method_options lacks {missing} (not a MoPEFT cell's metrics.json?)")
+    try:
+        return {k: int(cell.options[k]) for k in paper.ABLATIONS}
+    except (TypeError, ValueError):
+        raise ValueError(f"{cell.path}: method options {cell.options} are not integers") from None
 
 
-def ablation_column(cell: Cell, kind: str, values: dict[int, str]) -> str | None:
-    """Column of ``kind``'s ablation table this MoPEFT cell fills, or None if it belongs elsewhere."""
+def ablation_column(cell: Cell, option: str, values: dict[int, str]) -> str | None:
+    """Column of ``option``'s ablation table this MoPEFT cell fills, or None if it belongs elsewhere."""
     if cell.method != "mopeft":
         return None
     opts = cell_options(cell)
-    key = paper.ABLATIONS[kind]["option"]
-    if any(opts[k] != v for k, v in paper.STATED_DEFAULTS.items() if k != key):
+    if any(opts[k] != v for k, v in defaults().items() if k != option):
         return None
-    return values.get(opts[key])
+    return values.get(opts[option])
 
 
 def mopeft_matching(directory: Any = None, tolerance: float = MATCH_TOLERANCE) -> dict[str, dict[str, Any]]:
@@ -80,9 +65,9 @@ def mopeft_matching(directory: Any = None, tolerance: float = MATCH_TOLERANCE) -
     """
     main = paper.main_results(directory).set_index("dataset")["mopeft"]
     out: dict[str, dict[str, Any]] = {}
-    for kind in paper.ABLATIONS:
-        table = paper.ablation(kind, directory).set_index("dataset")
-        cols = list(paper.ablation_values(kind, directory).values())
+    for option in paper.ABLATIONS:
+        table = paper.ablation(option, directory).set_index("dataset")
+        cols = list(paper.ablation_values(option, directory).values())
         per: dict[str, str] = {}
         diffs: dict[str, float] = {}
         for dataset, row in table.iterrows():
@@ -95,7 +80,7 @@ def mopeft_matching(directory: Any = None, tolerance: float = MATCH_TOLERANCE) -
             per[str(dataset)], diffs[str(dataset)] = best, dist[best]
         column = Counter(per.values()).most_common(1)[0][0] if per else ""
         matched = [d for d, c in per.items() if c == column and diffs[d] <= tolerance + 1e-9]
-        out[kind] = {
+        out[option] = {
             "column": column,
             "matched": len(matched),
             "total": len(per),
@@ -109,17 +94,14 @@ def mopeft_note(directory: Any = None) -> str:
     """The caveat printed under Tables 4.3/4.4/4.6–4.8 (values computed from the study's CSVs)."""
     match = mopeft_matching(directory)
     parts, settings = [], []
-    for kind, m in match.items():
-        spec = paper.ABLATIONS[kind]
+    for option, m in match.items():
+        spec = paper.ABLATIONS[option]
         value = m["column"][len(spec["prefix"]) :] if m["column"] else "?"
         settings.append(f"{spec['label']}={value}")
         parts.append(
             f"matches {m['column']} on {m['matched']}/{m['total']} datasets (max |Δ| {m['max_abs_diff']:.2f})"
         )
-    stated = ", ".join(
-        f"{paper.ABLATIONS[k]['label']}={v}"
-        for k, v in zip(paper.ABLATIONS, paper.STATED_DEFAULTS.values(), strict=True)
-    )
+    stated = ", ".join(f"{paper.ABLATIONS[k]['label']}={v}" for k, v in defaults().items())
     return (
         f"The study's main-table MoPEFT values equal its ablation cells {', '.join(settings)}, "
         f"not its stated defaults {stated} (computed from results/paper: main-table MoPEFT "
@@ -130,11 +112,11 @@ def mopeft_note(directory: Any = None) -> str:
 
 
 def ablation_table(
-    cells: Iterable[Cell], kind: str, directory: Any = None
+    cells: Iterable[Cell], option: str, directory: Any = None
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[Cell]]:
-    """CSV frame, display frame, notes and the cells used for one ablation table."""
-    ref = paper.ablation(kind, directory)
-    values = paper.ablation_values(kind, directory)
+    """CSV frame, display frame, notes and the cells used for the ablation of ``option``."""
+    ref = paper.ablation(option, directory)
+    values = paper.ablation_values(option, directory)
     main = paper.main_results(directory).set_index("dataset")
     datasets = ref["dataset"].tolist()
     rows = pd.DataFrame(
@@ -153,13 +135,13 @@ def ablation_table(
         if cell.method == "baseline" and cell.variant == "default":
             col: str | None = "baseline"
         else:
-            col = ablation_column(cell, kind, values)
+            col = ablation_column(cell, option, values)
         if col is not None:
             ours[(cell.dataset, col)].append(cell.miou)
             used.append(cell)
     ref_idx = ref.set_index("dataset")
     paper_vals = {(d, c): ref_idx.at[d, c] for d in datasets for c in columns if c in ref_idx.columns}
-    label = paper.ABLATIONS[kind]["label"]
+    label = paper.ABLATIONS[option]["label"]
     labels = {c: f"{label}={v}" for v, c in values.items()} | {"baseline": "Baseline"}
     df, display, notes = comparison_table(rows, columns, ours, paper_vals, labels)
     df, display, kfold_notes = flag_kfold(df, display, used)
@@ -168,26 +150,16 @@ def ablation_table(
     notes.insert(
         1,
         f"Columns are placed from each cell's method_options ({label} varied, the other options at "
-        f"the stated defaults); the {label}={paper.STATED_DEFAULTS[paper.ABLATIONS[kind]['option']]} "
+        f"the stated defaults); the {label}={defaults()[option]} "
         "column is our `default` MoPEFT cell.",
     )
     return df, display, notes, used
 
 
-def build(args: argparse.Namespace, kind: str) -> None:
+def build(args: argparse.Namespace) -> None:
+    """``mopeft table 4.6|4.7|4.8 --cells <metrics.json>...``: the registry says which option."""
+    spec = table_spec(args.name)
     cells = load_cells(args.cells)
-    df, display, notes, used = ablation_table(cells, kind, getattr(args, "paper_dir", None))
+    df, display, notes, used = ablation_table(cells, spec.option, getattr(args, "paper_dir", None))
     prov = collect_provenance(args.config, [c.raw for c in used])
-    write_table(df, args.out, TITLES[kind], prov, notes, display=display)
-
-
-def build_4_6(args: argparse.Namespace) -> None:
-    build(args, "rank")
-
-
-def build_4_7(args: argparse.Namespace) -> None:
-    build(args, "length")
-
-
-def build_4_8(args: argparse.Namespace) -> None:
-    build(args, "dmid")
+    write_table(df, args.out, spec.title, prov, notes, display=display)

@@ -18,12 +18,8 @@ import pandas as pd
 from mopeft.io import read_json
 from mopeft.report import paper
 from mopeft.report.provenance import collect_provenance
+from mopeft.report.registry import table_spec
 from mopeft.report.tables import MISSING, write_table
-
-TITLES = {
-    "4.1": "Table 4.1: MESS datasets: sensor, segment size, number of classes and class similarity",
-    "4.2": "Table 4.2: MESS datasets: vocabulary, number of test images and task",
-}
 
 
 def load_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -119,7 +115,9 @@ def dataset_table(
     return frame, notes
 
 
-def build(args: argparse.Namespace, name: str) -> None:
+def build(args: argparse.Namespace) -> None:
+    """``mopeft table 4.1|4.2 --meta <meta.json>...``: dataset facts from the registry and meta.json."""
+    name = args.name
     metas = [load_meta(p) for p in (args.meta or [])]
     specs, unavailable = _specs()
     df, notes = dataset_table(name, specs, metas, getattr(args, "paper_dir", None))
@@ -127,12 +125,4 @@ def build(args: argparse.Namespace, name: str) -> None:
         notes.append(f"Dataset modules not importable (rows omitted): {', '.join(unavailable)}.")
     prov = collect_provenance(args.config, metas)
     prov["weights"] = "not used (dataset facts)"
-    write_table(df, args.out, TITLES[name], prov, notes)
-
-
-def build_4_1(args: argparse.Namespace) -> None:
-    build(args, "4.1")
-
-
-def build_4_2(args: argparse.Namespace) -> None:
-    build(args, "4.2")
+    write_table(df, args.out, table_spec(name).title, prov, notes)

@@ -1,6 +1,6 @@
 """Fig. 4.2: how often each PEFT module of MoPEFT is "called" at inference, from recorded gates.
 
-The thesis gives no counting rule (methods.md §7.7), so the raw per-image, per-layer gates are kept
+The thesis gives no counting rule (docs/methods.md), so the raw per-image, per-layer gates are kept
 and two rules are applied: (1) threshold — a module counts as called in a layer for an image when its
 gate exceeds 0.5, the sigmoid midpoint; (2) argmax — per (image, layer) the module with the largest
 gate is "selected", so the counts sum to images × layers. LoRA's gate is the mean of its q and v

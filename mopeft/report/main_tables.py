@@ -18,14 +18,8 @@ import pandas as pd
 from mopeft.report import paper
 from mopeft.report.ablations import mopeft_note
 from mopeft.report.provenance import collect_provenance
+from mopeft.report.registry import table_spec
 from mopeft.report.tables import METHOD_LABELS, Cell, comparison_table, flag_kfold, load_cells, write_table
-
-TABLE_4_3 = ("baseline", "decoder_ft", "mopeft")
-TABLE_4_4 = ("lora", "vpt_deep", "vpt", "adapter", "mopeft")
-TITLES = {
-    "4.3": "Table 4.3: MoPEFT vs. baseline and decoder-only fine-tuning of SAM (mIoU, ours vs. the study)",
-    "4.4": "Table 4.4: MoPEFT vs. single PEFT methods on SAM (mIoU, ours vs. the study)",
-}
 
 
 def main_table(
@@ -68,16 +62,10 @@ def main_table(
     return df, display, notes, used
 
 
-def _build(args: argparse.Namespace, name: str, methods: Sequence[str]) -> None:
+def build(args: argparse.Namespace) -> None:
+    """``mopeft table 4.3|4.4 --cells <metrics.json>...``: the registry's method columns per dataset."""
+    spec = table_spec(args.name)
     cells = load_cells(args.cells)
-    df, display, notes, used = main_table(cells, methods, getattr(args, "paper_dir", None))
+    df, display, notes, used = main_table(cells, spec.methods, getattr(args, "paper_dir", None))
     prov = collect_provenance(args.config, [c.raw for c in used])
-    write_table(df, args.out, TITLES[name], prov, notes, display=display)
-
-
-def build_4_3(args: argparse.Namespace) -> None:
-    _build(args, "4.3", TABLE_4_3)
-
-
-def build_4_4(args: argparse.Namespace) -> None:
-    _build(args, "4.4", TABLE_4_4)
+    write_table(df, args.out, spec.title, prov, notes, display=display)

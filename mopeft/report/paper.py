@@ -15,15 +15,13 @@ import pandas as pd
 ENV_VAR = "MOPEFT_PAPER_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-# The study's ablation tables: which option they vary, the CSV, and the column prefix of each value.
+# The study's ablation tables, by the MoPEFT option they vary: the CSV, the column prefix of each
+# value, and how the study names the option.
 ABLATIONS: dict[str, dict[str, str]] = {
-    "rank": {"option": "r", "file": "ablation_lora_rank", "prefix": "rank_", "label": "r"},
-    "length": {"option": "length", "file": "ablation_prefix_length", "prefix": "L_", "label": "L"},
-    "dmid": {"option": "dmid", "file": "ablation_adapter_dmid", "prefix": "dmid_", "label": "D_mid"},
+    "r": {"file": "ablation_lora_rank", "prefix": "rank_", "label": "r"},
+    "length": {"file": "ablation_prefix_length", "prefix": "L_", "label": "L"},
+    "dmid": {"file": "ablation_adapter_dmid", "prefix": "dmid_", "label": "D_mid"},
 }
-
-# The stated defaults of the thesis (§4.2): r = 8, L = 20, D_mid = 64 (our MoPEFT ``default`` cell).
-STATED_DEFAULTS: dict[str, int] = {"r": 8, "length": 20, "dmid": 64}
 
 
 def paper_dir(override: str | os.PathLike[str] | None = None) -> Path:
@@ -63,7 +61,7 @@ def main_results(directory: str | os.PathLike[str] | None = None) -> pd.DataFram
 
 
 def ablation(kind: str, directory: str | os.PathLike[str] | None = None) -> pd.DataFrame:
-    """Tables 4.6–4.8 by kind (``rank``, ``length``, ``dmid``): dataset, one column per value, baseline."""
+    """Tables 4.6–4.8 by option (``r``, ``length``, ``dmid``): dataset, one column per value, baseline."""
     if kind not in ABLATIONS:
         raise KeyError(f"unknown ablation {kind!r}; known: {', '.join(ABLATIONS)}")
     name = ABLATIONS[kind]["file"]

@@ -1,8 +1,7 @@
 """Table A.1: per-class AP on FAIR-1M for baseline, prompt tuning, prefix tuning and LoRA.
 
-Inputs are ``mopeft score-detections`` JSONs (one per method and seed). The method comes from the
-JSON's ``method`` field (``--method``) or, failing that, from the cell path
-``.../cells/fair1m/{method}/...``. Several files of one method (seeds) are averaged per class.
+Inputs are ``mopeft score-detections`` JSONs (one per method and seed); the method is the JSON's
+``method`` field (``--method``). Several files of one method (seeds) are averaged per class.
 The study's names map to ours: Prompt Tuning = ``vpt``, Prefix Tuning = ``vpt_deep``.
 Its category means are compared as printed; its overall mAP is not printed, so the study column of
 the mAP row is the mean of its 34 per-class values (said in the notes). Inconsistencies inside the
@@ -25,7 +24,6 @@ import pandas as pd
 from mopeft.detection import CATEGORIES, canonical_class
 from mopeft.io import read_json
 
-TITLE = "Table A.1: FAIR-1M per-class AP@0.5 (%) of PEFT methods, ours vs. the study"
 # our method key -> (the study's CSV column, display label)
 METHODS: dict[str, tuple[str, str]] = {
     "baseline": ("baseline", "Baseline"),
@@ -33,19 +31,14 @@ METHODS: dict[str, tuple[str, str]] = {
     "vpt_deep": ("prefix_tuning", "Prefix Tuning"),
     "lora": ("lora", "LoRA"),
 }
-ALIASES = {"prompt_tuning": "vpt", "prefix_tuning": "vpt_deep"}
 
 
 def method_of(path: Path, data: dict[str, Any]) -> str:
-    """Method key of one AP file: the JSON's ``method``, else the folder after ``fair1m`` in the path."""
+    """Method key of one AP file: its ``method`` field (written by ``score-detections --method``)."""
     method = data.get("method")
-    if not method:
-        parts = path.parts
-        if "fair1m" in parts and parts.index("fair1m") + 1 < len(parts) - 1:
-            method = parts[parts.index("fair1m") + 1]
-    if not method:
-        raise ValueError(f"{path}: no 'method' field and no .../fair1m/<method>/... in the path")
-    return ALIASES.get(method, method)
+    if method not in METHODS:
+        raise ValueError(f"{path}: 'method' is {method!r}; Table A.1 shows {', '.join(METHODS)}")
+    return str(method)
 
 
 def load_ap_files(files: Iterable[str | Path]) -> dict[str, list[dict[str, float | None]]]:
@@ -190,6 +183,7 @@ def display_frame(df: pd.DataFrame) -> pd.DataFrame:
 def build(args: argparse.Namespace) -> None:
     """``mopeft table a1 --cells <score-detections JSONs> --config CFG --out STEM``."""
     from mopeft.report.provenance import collect_provenance
+    from mopeft.report.registry import table_spec
     from mopeft.report.tables import write_table
 
     files = [Path(f) for f in args.cells]
@@ -197,4 +191,4 @@ def build(args: argparse.Namespace) -> None:
         raise ValueError("table a1 needs --cells: score-detections JSON files of the FAIR-1M cells")
     df, notes = assemble(files, getattr(args, "paper_dir", None))
     prov = collect_provenance(args.config, [read_json(f) for f in files])
-    write_table(df, args.out, TITLE, prov, notes, display=display_frame(df))
+    write_table(df, args.out, table_spec("a1").title, prov, notes, display=display_frame(df))

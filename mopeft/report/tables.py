@@ -19,20 +19,12 @@ import numpy as np
 import pandas as pd
 
 from mopeft.io import atomic_path, read_json, write_text
+from mopeft.methods.registry import METHOD_SPECS
 from mopeft.report.provenance import provenance_lines
 
 MISSING = "–"
 
-METHOD_LABELS: dict[str, str] = {
-    "baseline": "Baseline",
-    "decoder_ft": "decoderFT",
-    "full_ft": "Full FT",
-    "lora": "LoRA",
-    "vpt_deep": "VPT Deep",
-    "vpt": "VPT",
-    "adapter": "Adapter",
-    "mopeft": "MoPEFT",
-}
+METHOD_LABELS: dict[str, str] = {name: spec.label for name, spec in METHOD_SPECS.items()}
 
 
 # --------------------------------------------------------------------------------------------- cells

@@ -1,14 +1,17 @@
-# Shared helpers (config validation, the cell grid, per-job arguments) for workflow/rules/*.smk.
-# Rules stay thin: every path/argument they need is computed by a named function here.
+# Shared helpers (config checks, the cell grid, per-job arguments) for workflow/rules/*.smk.
+# Rules stay thin: every path/argument they need is computed by a named function here. Methods,
+# datasets and tables are not listed here: they come from the package's registries
+# (mopeft.methods.registry, mopeft.data.registry, mopeft.report.registry), which are torch-free.
 
 import functools
-import glob
 import os
 from pathlib import Path
 
-import mopeft
+from mopeft import codedeps
 from mopeft.data.registry import DATASETS as REGISTRY
 from mopeft.data.registry import get_spec
+from mopeft.methods.registry import METHOD_SPECS
+from mopeft.report.registry import TABLES
 from snakemake.utils import validate
 
 # `--config seeds=[0,1]` arrives as strings; the schema (and the cell paths) want integers.
@@ -34,54 +37,72 @@ SEG_DATASETS = [d for d in DATASETS if d != DET["dataset"]]
 MAIN_METHODS = config["main"]["methods"]
 ABL = config["ablations"]
 CELLS = "results/{run}/cells/{dataset}/{method}/{variant}/seed{seed}"
-# The installed package's own source folder (absolute, so `--directory` elsewhere still finds it).
-PKG = Path(mopeft.__file__).resolve().parent
-
-# Thesis table -> methods shown (Table 4.3: baseline vs decoder FT vs MoPEFT; 4.4: the single PEFTs
-# vs MoPEFT): exactly the columns mopeft.report.main_tables reads (TABLE_4_3, TABLE_4_4; not
-# imported here to keep pandas out of the DAG's start-up), so a table waits only for its own cells.
-TABLE_METHODS = {
-    "4.3": ["baseline", "decoder_ft", "mopeft"],
-    "4.4": ["lora", "vpt_deep", "vpt", "adapter", "mopeft"],
-}
+# The study's own values (declared inputs of the tables), next to the Snakefile.
+PAPER_DIR = "results/paper"
+TABLE_BY_WILDCARD = {t.wildcard: t for t in TABLES.values()}
 
 
 class ConfigError(ValueError):
     pass
 
 
+def _unknown(key, values, known, what):
+    bad = [v for v in values if v not in known]
+    if bad:
+        raise ConfigError(f"config {key}: unknown {what} {bad}; known: {', '.join(known)}")
+
+
 def _check_config():
-    unknown = [d for d in DATASETS if d not in REGISTRY]
-    if unknown:
-        raise ConfigError(f"datasets {unknown} are not in mopeft.data.registry.DATASETS")
+    """Membership checks the schema cannot express, each naming the config key at fault."""
+    _unknown("datasets", DATASETS, REGISTRY, "dataset(s)")
+    for key, methods in (
+        ("main.methods", MAIN_METHODS),
+        ("efficiency.methods", EFF["methods"]),
+        ("detection.methods", DET["methods"]),
+        ("ablations.method", [ABL["method"]]),
+    ):
+        _unknown(key, methods, METHOD_SPECS, "method(s)")
+    _unknown("efficiency.dataset", [EFF["dataset"]], REGISTRY, "dataset")
     if DET["methods"] and DET["dataset"] not in DATASETS:
-        raise ConfigError(f"detection.dataset {DET['dataset']!r} must be listed in datasets")
-    for study in ABL["studies"]:
-        missing = [d for d in study["datasets"] if d not in SEG_DATASETS]
-        if missing:
-            raise ConfigError(f"ablation {study['name']}: datasets {missing} are not segmentation datasets")
-        if study["default"] not in study["values"]:
-            raise ConfigError(f"ablation {study['name']}: default {study['default']} must be one of its values")
-    missing = [d for d in config["figures"]["gate_frequency"]["datasets"] if d not in SEG_DATASETS]
-    if missing:
-        raise ConfigError(f"figures.gate_frequency: datasets {missing} are not segmentation datasets")
+        raise ConfigError(f"config detection.dataset: {DET['dataset']!r} must be listed in datasets")
+    ablation_tables = [k for k, t in TABLES.items() if t.inputs == "ablation"]
+    options = METHOD_SPECS[ABL["method"]].defaults
+    for i, study in enumerate(ABL["studies"]):
+        where = f"ablations.studies[{i}] ({study['name']})"
+        _unknown(f"{where}.table", [study["table"]], ablation_tables, "ablation table")
+        option = TABLES[study["table"]].option
+        if option not in options:
+            raise ConfigError(
+                f"config {where}: table {study['table']} varies {option!r}, which method "
+                f"{ABL['method']} does not have (its options: {', '.join(options)})"
+            )
+        _unknown(f"{where}.datasets", study["datasets"], SEG_DATASETS, "segmentation dataset(s)")
+    _unknown("figures.gate_frequency.datasets", config["figures"]["gate_frequency"]["datasets"], SEG_DATASETS,
+             "segmentation dataset(s)")
 
 
 _check_config()
 
 
 # ----------------------------------------------------------------------------- variants
+def study_option(study):
+    """The method option an ablation study varies (its table's) and that option's default (the method's)."""
+    option = TABLES[study["table"]].option
+    return option, METHOD_SPECS[ABL["method"]].defaults[option]
+
+
 def variant_name(study, value):
-    """Ablation cell name (`r4`, `L25`, `dmid256`); the default value is the `default` cell."""
-    return "default" if value == study["default"] else f"{study['label']}{value}"
+    """Ablation cell name (`r4`, `L25`, `dmid256`); the method's default value is the `default` cell."""
+    option, default = study_option(study)
+    return "default" if value == default else f"{TABLES[study['table']].variant_label}{value}"
 
 
 # variant -> (option, value) for `mopeft train --set option=value`
 VARIANTS = {
-    variant_name(s, v): (s["option"], v)
+    variant_name(s, v): (study_option(s)[0], v)
     for s in ABL["studies"]
     for v in s["values"]
-    if v != s["default"]
+    if v != study_option(s)[1]
 }
 
 
@@ -100,22 +121,56 @@ def _alternatives(values):
 wildcard_constraints:
     run=RUN,
     dataset=_alternatives(DATASETS),
-    method="baseline|decoder_ft|full_ft|lora|vpt_deep|vpt|adapter|mopeft",
+    method=_alternatives(METHOD_SPECS),
     variant=_alternatives(["default", *VARIANTS]),
     seed=r"\d+",
     unit=r"[A-Za-z0-9_]+",
 
 
 # ----------------------------------------------------------------------------- units
+def is_kfold(dataset):
+    """A dataset without a labelled train split is scored by k folds over its test set."""
+    return get_spec(dataset).train_split == "none"
+
+
 @functools.cache
 def units(dataset):
     """Training/evaluation units of a dataset, from its registry spec (mopeft.data.units)."""
     spec = get_spec(dataset)
     if spec.tasks:
         return list(spec.tasks)
-    if spec.train_split == "none":
+    if is_kfold(dataset):
         return [f"fold{i}" for i in range(KFOLD)]
     return ["main"]
+
+
+def kfold_args(wildcards):
+    """`--kfold K` only where a unit is a fold: changing data.kfold reruns nothing else."""
+    return f"--kfold {KFOLD}" if is_kfold(wildcards.dataset) else ""
+
+
+# ----------------------------------------------------------------------------- code inputs
+def command_code(command, *modules):
+    """The package files `mopeft <command>` runs: the static import closure of its module (and of
+    ``modules``, which it imports by name). Declared as inputs, a code change reruns what it affects."""
+    return codedeps.files(f"mopeft.commands.{command}", *modules)
+
+
+def method_code(command):
+    """`command`'s code plus the cell's method implementation (editing vpt.py reruns only VPT cells)."""
+    return lambda wildcards: command_code(command, METHOD_SPECS[wildcards.method].module)
+
+
+def dataset_code(command):
+    """`command`'s code plus the dataset's own module (its preparer and miniature)."""
+    return lambda wildcards: command_code(command, REGISTRY[wildcards.dataset])
+
+
+def raw_code(wildcards):
+    """A miniature is regenerated when its generator changes; a real download never is."""
+    if config["data"]["source"] == "miniature":
+        return dataset_code("miniature")(wildcards)
+    return []
 
 
 # ----------------------------------------------------------------------------- paths
@@ -159,29 +214,6 @@ def out_prefix(wildcards, output):
     return os.path.splitext(output[0])[0]
 
 
-def code(*parts):
-    """Source files of the mopeft package that a rule's outputs depend on.
-
-    Snakemake does not track imported code; declaring these files as inputs makes a change to
-    e.g. mopeft/model rerun training (and everything downstream) but not data preparation.
-    """
-    files = []
-    for part in parts:
-        path = PKG / part
-        if path.suffix == ".py":
-            files += [str(path)] if path.exists() else []
-        else:
-            files.extend(sorted(glob.glob(str(path / "**" / "*.py"), recursive=True)))
-    return files
-
-
-def dataset_code(wildcards):
-    """The dataset's own preparer + shared helpers (not the registry: adding a dataset reruns nothing)."""
-    own = PKG / "data" / "datasets" / f"{wildcards.dataset}.py"
-    shared = sorted(glob.glob(str(PKG / "data" / "datasets" / "_*.py")))
-    return [str(own), *shared] if own.exists() else shared
-
-
 # ----------------------------------------------------------------------------- grids
 def main_cells(methods=None):
     methods = MAIN_METHODS if methods is None else [m for m in methods if m in MAIN_METHODS]
@@ -200,14 +232,12 @@ def ablation_cells(study):
     return cells
 
 
-def study_for_table(name):
-    return next((s for s in ABL["studies"] if s["table"] == name), None)
+def study_for_table(key):
+    return next((s for s in ABL["studies"] if s["table"] == key), None)
 
 
 def ap_files():
-    return [
-        f"{cell(DET['dataset'], m, 'default', s)}/ap.json" for m in DET["methods"] for s in SEEDS
-    ]
+    return [f"{cell(DET['dataset'], m, 'default', s)}/ap.json" for m in DET["methods"] for s in SEEDS]
 
 
 def gate_cells():
@@ -216,19 +246,22 @@ def gate_cells():
     return [p for d in config["figures"]["gate_frequency"]["datasets"] for p in cell_metrics(d, "mopeft")]
 
 
-def table_names():
-    names = ["4_1", "4_2"]
-    names += [t.replace(".", "_") for t in TABLE_METHODS if main_cells(TABLE_METHODS[t])]
-    if EFF["methods"]:
-        names.append("4_5")
-    names += [s["table"].replace(".", "_") for s in ABL["studies"] if s["datasets"]]
-    if DET["methods"]:
-        names.append("a1")
-    return names
+def table_wanted(spec):
+    """Does this run configure anything for the table? (Every registered table, if so.)"""
+    if spec.inputs == "datasets":
+        return bool(SEG_DATASETS)
+    if spec.inputs == "cells":
+        return bool(main_cells(spec.methods))
+    if spec.inputs == "efficiency":
+        return bool(EFF["methods"])
+    if spec.inputs == "ablation":
+        study = study_for_table(spec.key)
+        return bool(study and study["datasets"])
+    return bool(DET["methods"])
 
 
 def final_outputs():
-    tables = [f"results/{RUN}/tables/table_{n}.csv" for n in table_names()]
+    tables = [f"results/{RUN}/tables/{t.stem}.csv" for t in TABLES.values() if table_wanted(t)]
     figures = [f"results/{RUN}/figures/gate_frequency.png"] if gate_cells() else []
     return tables + figures
 
@@ -255,7 +288,10 @@ def schedule_args(wildcards):
 def speed_args(wildcards):
     """`training.speed` as `mopeft train` flags (how fast, never what)."""
     speed = config["training"].get("speed", {})
-    args = [f"--attention {speed.get('attention', 'sdpa')}", f"--encoder-cache {speed.get('encoder_cache', 'auto')}"]
+    args = [
+        f"--attention {speed.get('attention', 'sdpa')}",
+        f"--encoder-cache {speed.get('encoder_cache', 'auto')}",
+    ]
     if speed.get("workers") is not None:
         args.append(f"--workers {speed['workers']}")
     if speed.get("compile"):
@@ -270,7 +306,7 @@ def train_args(wildcards):
         f"--arch {config['model']['arch']} --image-size {config['model']['image_size']} "
         f"{schedule_args(wildcards)} --batch-size {t['batch_size']} --lr {t['lr']} "
         f"--weight-decay {t['weight_decay']} --ce-weight {t['loss']['ce']} "
-        f"--dice-weight {t['loss']['dice']} --kfold {KFOLD} {speed_args(wildcards)}"
+        f"--dice-weight {t['loss']['dice']} {speed_args(wildcards)}"
     )
 
 
@@ -339,34 +375,36 @@ def fair1m_annotations(wildcards, input):
 
 
 # ----------------------------------------------------------------------------- tables
-TABLE_NAMES = ["4_1", "4_2", "4_3", "4_4", "4_5", "4_6", "4_7", "4_8", "a1"]
+def table_spec_of(wildcards):
+    return TABLE_BY_WILDCARD[wildcards.name]
 
 
 def table_inputs(wildcards):
-    """Named inputs of `mopeft table <name>`; each name becomes the flag `--<name>`."""
-    name = wildcards.name
+    """Named inputs of `mopeft table <key>`: what the registry says the table is built from, the
+    study's CSVs it reads, and its code."""
+    spec = table_spec_of(wildcards)
     inputs = {
         "config": f"results/{RUN}/config.yaml",
-        # A.1 also reads the class list and categories of mopeft/detection/__init__.py.
-        "code": code("report", "commands/table.py", "detection/__init__.py"),
+        "code": command_code("table", spec.module),
+        "paper": [f"{PAPER_DIR}/{stem}.csv" for stem in spec.paper],
     }
-    if name in ("4_1", "4_2"):
+    if spec.inputs == "datasets":
         inputs["meta"] = [meta(d) for d in SEG_DATASETS]
-    elif name in ("4_3", "4_4"):
-        inputs["cells"] = main_cells(TABLE_METHODS[name.replace("_", ".")])
-    elif name == "4_5":
+    elif spec.inputs == "cells":
+        inputs["cells"] = main_cells(spec.methods)
+    elif spec.inputs == "efficiency":
         inputs["params"] = [f"results/{RUN}/efficiency/params/{m}.json" for m in EFF["methods"]]
         inputs["flops"] = [f"results/{RUN}/efficiency/flops/{m}.json" for m in EFF["methods"]]
         inputs["bench"] = f"results/{RUN}/efficiency/bench.json"
-    elif name == "a1":
-        inputs["cells"] = ap_files()  # FAIR-1M: the score-detections AP files
+    elif spec.inputs == "ablation":
+        inputs["cells"] = ablation_cells(study_for_table(spec.key))
     else:
-        inputs["cells"] = ablation_cells(study_for_table(name.replace("_", ".")))
+        inputs["cells"] = ap_files()  # FAIR-1M: the score-detections AP files
     return inputs
 
 
-def table_cli_name(wildcards):
-    return wildcards.name.replace("_", ".")
+def table_key(wildcards):
+    return table_spec_of(wildcards).key
 
 
 def table_args(wildcards, input):
@@ -382,13 +420,6 @@ def table_args(wildcards, input):
 
 def gate_cell_args(wildcards, input):
     return " ".join(input.cells)
-
-
-def raw_code(wildcards):
-    """A miniature is regenerated when its generator changes; a real download never is."""
-    if config["data"]["source"] == "miniature":
-        return dataset_code(wildcards) + code("commands/miniature.py")
-    return []
 
 
 def write_config_snapshot(path, cfg, log):

@@ -5,6 +5,8 @@ if config["model"]["weights"]:
     rule weights:
         """The base SAM checkpoint, sha256-verified by `mopeft weights` (ViT-B: the official
         download; tiny: the packaged checkpoint pretrained on generated scenes)."""
+        input:
+            code=command_code("weights"),
         output:
             config["model"]["weights"]["path"],
         log:
@@ -45,29 +47,17 @@ rule prepare:
     """data/prepared/<dataset>/: images + uint8 labels + meta.json (written last, folder moved atomically)."""
     input:
         raw=raw_of,
-        code=dataset_code,
-        common=code(
-            "data/prepare.py",
-            "data/common.py",
-            "data/spec.py",
-            "data/archive.py",
-            "data/rar.py",
-            "data/errors.py",
-            "data/checksums.py",
-            "commands/prepare.py",
-        ),
+        code=dataset_code("prepare"),
     output:
         f"{PREP}/{{dataset}}/meta.json",
     log:
         f"logs/{RUN}/prepare/{{dataset}}.log",
     params:
         root=prepared_root,
-        kfold=KFOLD,
     conda:
         "../../envs/mopeft.yaml"
     resources:
         runtime=prepare_runtime,
         mem_mb=prepare_mem,
     shell:
-        "mopeft prepare --dataset {wildcards.dataset} --raw {input.raw} --out {params.root}"
-        " --kfold {params.kfold} > {log} 2>&1"
+        "mopeft prepare --dataset {wildcards.dataset} --raw {input.raw} --out {params.root} > {log} 2>&1"

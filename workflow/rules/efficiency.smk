@@ -4,7 +4,7 @@
 rule params:
     """`mopeft params`: trainable / total parameters of one method (exact counts)."""
     input:
-        code=code("model", "peft", "methods", "measure/params.py", "commands/params.py", "commands/options.py"),
+        code=method_code("params"),
     output:
         "results/{run}/efficiency/params/{method}.json",
     log:
@@ -20,14 +20,14 @@ rule params:
         mem_mb=cpu_mem,
     shell:
         # The command prints JSON on stdout: write a temporary file and rename it (atomic output).
-        "mopeft params --model {params.arch} --method {wildcards.method} {params.size}"
+        "mopeft params --arch {params.arch} --method {wildcards.method} {params.size}"
         " --num-classes {params.num_classes} --json > {output}.tmp 2> {log} && mv {output}.tmp {output}"
 
 
 rule flops:
     """`mopeft flops`: fvcore FLOPs of one inference at the efficiency image size."""
     input:
-        code=code("model", "peft", "methods", "measure/flops.py", "commands/flops.py", "commands/options.py"),
+        code=method_code("flops"),
     output:
         "results/{run}/efficiency/flops/{method}.json",
     log:
@@ -42,14 +42,14 @@ rule flops:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
-        "mopeft flops --model {params.arch} --method {wildcards.method} --image-size {params.image_size}"
+        "mopeft flops --arch {params.arch} --method {wildcards.method} --image-size {params.image_size}"
         " --num-classes {params.num_classes} --json --out {output} > {log} 2>&1"
 
 
 rule bench:
     """`mopeft bench`: train-step and inference time of every method on one GPU (relative to full FT)."""
     input:
-        code=code("model", "peft", "methods", "train", "measure/bench.py", "commands/bench.py"),
+        code=command_code("bench", *(METHOD_SPECS[m].module for m in EFF["methods"])),
     output:
         "results/{run}/efficiency/bench.json",
     log:
@@ -68,5 +68,5 @@ rule bench:
         runtime=eval_runtime,
         mem_mb=train_mem,
     shell:
-        "OMP_NUM_THREADS={threads} mopeft bench --model {params.arch} --methods {params.methods} --image-size {params.image_size}"
+        "OMP_NUM_THREADS={threads} mopeft bench --arch {params.arch} --methods {params.methods} --image-size {params.image_size}"
         " --num-classes {params.num_classes} --batch-size {params.batch_size} --json {output} > {log} 2>&1"

@@ -6,10 +6,7 @@ rule evaluate:
     input:
         model=f"{CELLS}/units/{{unit}}/model.pt",
         data=meta_of,
-        code=code(
-            "evaluation", "model", "peft", "methods", "data/loader.py", "data/units.py",
-            "commands/evaluate.py",
-        ),
+        code=method_code("evaluate"),
     output:
         f"{CELLS}/units/{{unit}}/eval/metrics.json",
     log:
@@ -17,7 +14,7 @@ rule evaluate:
     params:
         data=data_dir,
         out=out_dir,
-        kfold=KFOLD,
+        kfold=kfold_args,
     threads: EVAL_THREADS
     conda:
         "../../envs/mopeft.yaml"
@@ -27,7 +24,7 @@ rule evaluate:
         mem_mb=eval_mem,
     shell:
         "OMP_NUM_THREADS={threads} mopeft evaluate --model {input.model} --data {params.data} --unit {wildcards.unit}"
-        " --kfold {params.kfold} --out {params.out} > {log} 2>&1"
+        " {params.kfold} --out {params.out} > {log} 2>&1"
 
 
 rule combine:
@@ -35,22 +32,22 @@ rule combine:
     input:
         units=eval_dirs,
         meta=meta_of,
-        code=code("evaluation/metrics.py", "evaluation/combine.py", "data/units.py", "commands/combine.py"),
+        code=command_code("combine"),
     output:
         f"{CELLS}/metrics.json",
     log:
         "logs/{run}/combine/{dataset}/{method}/{variant}/seed{seed}.log",
     params:
         units=eval_dir_args,
-        kfold=KFOLD,
+        kfold=kfold_args,
     conda:
         "../../envs/mopeft.yaml"
     resources:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
-        "mopeft combine --units {params.units} --dataset-meta {input.meta} --kfold {params.kfold}"
-        " --out {output} > {log} 2>&1"
+        "mopeft combine --units {params.units} --dataset-meta {input.meta} {params.kfold}"
+        " --variant {wildcards.variant} --seed {wildcards.seed} --out {output} > {log} 2>&1"
 
 
 rule detect:
@@ -58,7 +55,7 @@ rule detect:
     input:
         model=fair1m_model,
         data=meta(DET["dataset"]),
-        code=code("detection", "model", "peft", "methods", "commands/detect.py"),
+        code=method_code("detect"),
     output:
         f"results/{{run}}/cells/{DET['dataset']}/{{method}}/default/seed{{seed}}/detections.json",
     log:
@@ -81,7 +78,7 @@ rule score_detections:
     input:
         pred=f"results/{{run}}/cells/{DET['dataset']}/{{method}}/default/seed{{seed}}/detections.json",
         data=meta(DET["dataset"]),
-        code=code("detection", "commands/score_detections.py"),
+        code=command_code("score_detections"),
     output:
         f"results/{{run}}/cells/{DET['dataset']}/{{method}}/default/seed{{seed}}/ap.json",
     log:

@@ -17,25 +17,27 @@ rule table:
     log:
         "logs/{run}/tables/table_{name}.log",
     params:
-        name=table_cli_name,
+        key=table_key,
         args=table_args,
         out=out_prefix,
+        paper=PAPER_DIR,
     wildcard_constraints:
-        name="|".join(TABLE_NAMES),
+        name="|".join(TABLE_BY_WILDCARD),
     conda:
         "../../envs/mopeft.yaml"
     resources:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
-        "mopeft table {params.name} {params.args} --config {input.config} --out {params.out} > {log} 2>&1"
+        "mopeft table {params.key} {params.args} --config {input.config} --paper-dir {params.paper}"
+        " --out {params.out} > {log} 2>&1"
 
 
 rule gate_frequency:
     """Figure 4.2: how often each PEFT module of MoPEFT is selected during inference."""
     input:
         cells=gate_cells(),
-        code=code("report", "commands/figure.py"),
+        code=command_code("figure"),
     output:
         png=report(
             "results/{run}/figures/gate_frequency.png",

@@ -6,17 +6,7 @@ rule train:
     input:
         data=meta_of,
         weights=weights_input,
-        code=code(
-            "model",
-            "peft",
-            "methods",
-            "train",
-            "model/presence.py",
-            "data/loader.py",
-            "data/units.py",
-            "commands/train.py",
-            "commands/options.py",
-        ),
+        code=method_code("train"),
     output:
         f"{CELLS}/units/{{unit}}/model.pt",
     log:
@@ -27,6 +17,7 @@ rule train:
         checkpoint=checkpoint_args,
         options=set_args,
         hyper=train_args,
+        kfold=kfold_args,
     threads: GPU_THREADS
     conda:
         "../../envs/mopeft.yaml"
@@ -38,5 +29,5 @@ rule train:
         # Record which GPU the scheduler gave the job (tests/test_slurm.py checks it).
         "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} > {log}; "
         "OMP_NUM_THREADS={threads} mopeft train --data {params.data} --unit {wildcards.unit} --method {wildcards.method}"
-        " {params.options} {params.checkpoint} {params.hyper} --seed {wildcards.seed}"
+        " {params.options} {params.checkpoint} {params.hyper} {params.kfold} --seed {wildcards.seed}"
         " --out {params.out} >> {log} 2>&1"

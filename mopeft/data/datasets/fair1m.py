@@ -83,8 +83,9 @@ SPEC = DatasetSpec(
     name="FAIR-1M",
     domain="Earth Monitoring",
     classes=SPEC_CLASSES,
+    presence_head=True,
     sources=(
-        # Google-Drive mirrors and md5s as shipped by torchgeo's FAIR1M dataset (datasets.md §4).
+        # Google-Drive mirrors and md5s as shipped by torchgeo's FAIR1M dataset.
         _gdrive(
             "train/part1/images.zip", "1LWT_ybL-s88Lzg9A9wHpj0h2rJHrqrVf", "a460fe6b1b5b276bf856ce9ac72d6568"
         ),

@@ -42,7 +42,7 @@ CLASSES = (
     "traffic circle", "soccer field", "air plane", "pier",
 )  # fmt: skip
 
-# datasets.md §3.7: semantic mask colour -> class id (order of CLASSES).
+# iSAID's semantic mask colour -> class id (order of CLASSES), as MESS's preparation maps it.
 COLOURS: dict[tuple[int, int, int], int] = {
     (0, 0, 0): 0, (0, 0, 63): 1, (0, 63, 63): 2, (0, 63, 0): 3, (0, 63, 127): 4, (0, 63, 191): 5,
     (0, 63, 255): 6, (0, 127, 63): 7, (0, 127, 127): 8, (0, 0, 127): 9, (0, 0, 191): 10,

@@ -39,7 +39,7 @@ CLASSES = (
     "robots (auvs/rovs/instruments)", "reefs and invertebrates", "fish and vertebrates",
     "sea-floor and rocks",
 )  # fmt: skip
-# datasets.md §3.20: (R, G, B) -> id; equals 4*(R>127) + 2*(G>127) + (B>127).
+# SUIM's published colour code: (R, G, B) -> id; equals 4*(R>127) + 2*(G>127) + (B>127).
 COLOURS: dict[tuple[int, int, int], int] = {
     (0, 0, 0): 0, (0, 0, 255): 1, (0, 255, 0): 2, (0, 255, 255): 3, (255, 0, 0): 4, (255, 0, 255): 5,
     (255, 255, 0): 6, (255, 255, 255): 7,
