@@ -74,8 +74,7 @@ def test_miniature_then_prepare_via_cli(tmp_path: Path, capsys) -> None:
     assert main(["miniature", "--dataset", "dram", "--out", str(raw), "--seed", "1"]) == 0
     assert (raw / "MINIATURE").exists() and (raw / "DRAM_processed.zip").exists()
     assert not [p for p in raw.parent.iterdir() if p.name.startswith(".")]
-    rc = main(["prepare", "--dataset", "dram", "--raw", str(raw), "--out", str(out), "--kfold", "2",
-               "--tile-size", "64"])  # fmt: skip
+    rc = main(["prepare", "--dataset", "dram", "--raw", str(raw), "--out", str(out), "--tile-size", "64"])
     assert rc == 0
     meta = read_json(out / "dram" / "meta.json")
     assert meta["counts"] == {"train": 0, "test": 4} and meta["synthetic"] and meta["tile_size"] == 64
