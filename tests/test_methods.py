@@ -49,11 +49,24 @@ def test_registry_names_and_defaults():
         "vpt_deep",
         "adapter",
         "mopeft",
+        "mopeft_logit",
     ]
-    assert METHODS["lora"].defaults == {"r": 8, "alpha": 8.0}
+    assert METHODS["lora"].defaults == {"r": 8, "alpha": None}  # alpha = r: scaling 1 at any rank
     assert METHODS["vpt"].defaults == {"length": 20}
     assert METHODS["adapter"].defaults == {"dmid": 64}
-    assert METHODS["mopeft"].defaults["prefix_gate"] == "logit"
+    assert METHODS["mopeft"].defaults["prefix_gate"] == "scale"  # the study's gate
+    assert METHODS["mopeft_logit"].defaults == {**METHODS["mopeft"].defaults, "prefix_gate": "logit"}
+
+
+def test_lora_scaling_is_one_at_any_rank_unless_alpha_is_given():
+    """`--set r=16` used to halve the update (alpha fixed at 8); alpha now defaults to r."""
+    from mopeft.methods.registry import method_spec
+
+    for r in ("4", "16"):
+        model = build_model("tiny", 2, "lora", method_spec("lora").options({"r": r}))
+        assert {blk.lora.scaling for blk in model.image_encoder.blocks} == {1.0}
+    model = build_model("tiny", 2, "lora", method_spec("lora").options({"r": "16", "alpha": "8"}))
+    assert {blk.lora.scaling for blk in model.image_encoder.blocks} == {0.5}
 
 
 @pytest.mark.parametrize("method", list(TRAINABLE))

@@ -41,6 +41,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--ce-weight", type=float, default=0.2)
     p.add_argument("--dice-weight", type=float, default=0.8)
+    p.add_argument(
+        "--loss-resolution",
+        choices=["full", "logits"],
+        default="full",
+        help="full: logits upsampled to the label (keeps thin structures); logits: label downsampled",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init-seed", type=int, default=0, help="seed of the random-init base model")
     p.add_argument("--checkpoint-every", type=int, default=100, help="resume-file interval (steps)")
@@ -107,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         ce_weight=args.ce_weight,
         dice_weight=args.dice_weight,
+        loss_resolution=args.loss_resolution,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         device=args.device,

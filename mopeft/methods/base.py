@@ -82,7 +82,7 @@ class PEFTMethod(Method):
                 else None,
                 adapter=Adapter(dim, opts["dmid"]) if self.use_adapter else None,
                 gated=self.gated,
-                prefix_gate=opts.get("prefix_gate", "logit"),
+                prefix_gate=opts.get("prefix_gate", "scale"),
             )
         for blk in enc.blocks:
             for part in (blk.lora, blk.prefix, blk.adapter, blk.gates):

@@ -44,7 +44,15 @@ class MethodSpec:
 
 
 def coerce(method: str, key: str, value: Any, default: Any) -> Any:
-    """CLI ``--set k=v`` gives strings; convert to the default's type so options are typed and hashable."""
+    """CLI ``--set k=v`` gives strings; convert to the default's type so options are typed and hashable.
+
+    A ``None`` default means "derived from another option" (LoRA's alpha = r): a value given for it
+    is a number."""
+    if default is None and isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"method {method}: option {key}={value!r} is not a number") from None
     if isinstance(value, str) and not isinstance(default, str) and default is not None:
         try:
             if isinstance(default, bool):
@@ -84,12 +92,13 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             "image encoder + mask decoder trainable (prompt encoder frozen)",
             "mopeft.methods.full_ft",
         ),
+        # alpha None = r: the scaling alpha / r is 1 at any rank (an ablation of r changes the rank only).
         MethodSpec(
             "lora",
             "LoRA",
             "LoRA on q,v of every block + decoder FT",
             "mopeft.methods.lora",
-            {"r": 8, "alpha": 8.0},
+            {"r": 8, "alpha": None},
         ),
         MethodSpec(
             "vpt", "VPT", "shallow VPT (first block) + decoder FT", "mopeft.methods.vpt", {"length": 20}
@@ -113,6 +122,15 @@ METHOD_SPECS: dict[str, MethodSpec] = {
             "MoPEFT",
             "gated LoRA + prefix + adapter (UniPELT gates) + decoder FT",
             "mopeft.methods.mopeft",
+            {"r": 8, "length": 20, "reparam_hidden": 512, "dmid": 64, "prefix_gate": "scale"},
+        ),
+        # This project's addition (not the study's): the prefix gate as log G_P on the prefix logits,
+        # which can switch the prefix off (scaling P_K, P_V by G_P cannot; docs/methods.md).
+        MethodSpec(
+            "mopeft_logit",
+            "MoPEFT-logit*",
+            "MoPEFT with the prefix gate on the logits (log G_P), this project's variant",
+            "mopeft.methods.mopeft_logit",
             {"r": 8, "length": 20, "reparam_hidden": 512, "dmid": 64, "prefix_gate": "logit"},
         ),
     )

@@ -10,10 +10,10 @@ Why a wrapper that re-implements Block/Attention.forward (docs/methods.md) rathe
 One class serves every method; each part is optional (baseline, decoder_ft and full_ft use none).
 
 Prefix gate (MoPEFT):
- * ``"logit"`` (default): add log G_P to the prefix columns' attention logits. G_P -> 0 removes the
-   prefix exactly, G_P = 1 is the ungated prefix, so the gate really means "how much prefix".
- * ``"scale"``: UniPELT's code, P_K and P_V multiplied by G_P. At G_P = 0 the L zero keys still take
-   softmax mass (docs/methods.md), so the prefix is never fully off.
+ * ``"scale"`` (default: the study's §3.3.2 and UniPELT's code): P_K and P_V multiplied by G_P. At
+   G_P = 0 the L zero keys still take softmax mass (docs/methods.md), so the prefix is never fully off.
+ * ``"logit"`` (``mopeft_logit``): add log G_P to the prefix columns' attention logits. G_P -> 0
+   removes the prefix exactly, G_P = 1 is the ungated prefix.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class PEFTBlock(nn.Module):
         prefix: DeepPrompt | None = None,
         adapter: Adapter | None = None,
         gated: bool = False,
-        prefix_gate: str = "logit",
+        prefix_gate: str = "scale",
     ) -> None:
         super().__init__()
         if prefix_gate not in PREFIX_GATES:

@@ -51,6 +51,7 @@ class TrainSettings:
     weight_decay: float = 1e-4
     ce_weight: float = 0.2
     dice_weight: float = 0.8
+    loss_resolution: str = "full"  # "full": logits upsampled to the label; "logits": label downsampled
     presence_weight: float = 1.0  # class-MLP BCE, only for models with a presence head (FAIR-1M)
     seed: int = 0
     checkpoint_every: int = 100
@@ -175,7 +176,9 @@ def train(
                 logits, tokens = decode(emb)
             else:
                 logits, tokens = forward(x)
-        loss = segmentation_loss(logits, labels, settings.ce_weight, settings.dice_weight)
+        loss = segmentation_loss(
+            logits, labels, settings.ce_weight, settings.dice_weight, settings.loss_resolution
+        )
         if model.presence_head is not None:
             presence = model.presence_head(tokens.float())
             target = presence_targets(labels, model.num_classes)

@@ -306,7 +306,8 @@ def train_args(wildcards):
         f"--arch {config['model']['arch']} --image-size {config['model']['image_size']} "
         f"{schedule_args(wildcards)} --batch-size {t['batch_size']} --lr {t['lr']} "
         f"--weight-decay {t['weight_decay']} --ce-weight {t['loss']['ce']} "
-        f"--dice-weight {t['loss']['dice']} {speed_args(wildcards)}"
+        f"--dice-weight {t['loss']['dice']} --loss-resolution {t['loss'].get('resolution', 'full')} "
+        f"{speed_args(wildcards)}"
     )
 
 
