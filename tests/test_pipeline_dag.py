@@ -71,7 +71,7 @@ def test_study_dag_has_every_cell(study_plan):
                 expected.add(f"results/study/cells/{d}/mopeft/{variant}/seed0/metrics.json")
     missing = expected - outputs
     assert not missing, sorted(missing)[:10]
-    assert rules["combine"] == len(expected) == 22 * 7 + 2 * 9 + 3 * 9 + 3 * 8
+    assert rules["combine"] == len(expected) == 22 * 8 + 2 * 9 + 3 * 9 + 3 * 8  # 7 methods + MoPEFT-logit
     # every unit of every cell is trained and evaluated
     cells = [p.split("/")[3:6] for p in expected]
     n_units = sum(len(_units(d)) for d, _, _ in cells)

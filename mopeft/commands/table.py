@@ -31,6 +31,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--meta", nargs="*", default=[], metavar="FILE", help="prepared meta.json files (4.1/4.2)"
     )
     parser.add_argument("--config", required=True, help="the run's config file (recorded as provenance)")
+    parser.add_argument(
+        "--bootstrap",
+        type=int,
+        default=0,
+        metavar="N",
+        help="resamples of the test images for 95 %% intervals (needs each cell's per_image.npz); 0: none",
+    )
     parser.add_argument("--paper-dir", help="folder of the study's CSVs (default: <repo>/results/paper)")
     parser.add_argument("--out", required=True, metavar="STEM", help="output stem; writes STEM.csv/.md/.tex")
 

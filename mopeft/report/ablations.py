@@ -21,7 +21,7 @@ from typing import Any
 import pandas as pd
 
 from mopeft.methods.registry import METHOD_SPECS
-from mopeft.report import paper
+from mopeft.report import paper, uncertainty
 from mopeft.report.provenance import collect_provenance
 from mopeft.report.registry import table_spec
 from mopeft.report.tables import Cell, comparison_table, flag_kfold, load_cells, write_table
@@ -112,9 +112,10 @@ def mopeft_note(directory: Any = None) -> str:
 
 
 def ablation_table(
-    cells: Iterable[Cell], option: str, directory: Any = None
+    cells: Iterable[Cell], option: str, directory: Any = None, bootstrap: int = 0
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[Cell]]:
-    """CSV frame, display frame, notes and the cells used for the ablation of ``option``."""
+    """CSV frame, display frame, notes and the cells used for the ablation of ``option``
+    (``bootstrap`` > 0: a 95 % interval per value from that many resamples of the test images)."""
     ref = paper.ablation(option, directory)
     values = paper.ablation_values(option, directory)
     main = paper.main_results(directory).set_index("dataset")
@@ -127,7 +128,7 @@ def ablation_table(
         }
     )
     columns = [*values.values(), "baseline"]
-    ours: dict[tuple[str, str], list[float]] = defaultdict(list)
+    groups: dict[tuple[str, str], list[Cell]] = defaultdict(list)
     used: list[Cell] = []
     for cell in cells:
         if cell.dataset not in datasets:
@@ -137,13 +138,15 @@ def ablation_table(
         else:
             col = ablation_column(cell, option, values)
         if col is not None:
-            ours[(cell.dataset, col)].append(cell.miou)
+            groups[(cell.dataset, col)].append(cell)
             used.append(cell)
+    ours = {k: [c.miou for c in v] for k, v in groups.items()}
     ref_idx = ref.set_index("dataset")
     paper_vals = {(d, c): ref_idx.at[d, c] for d in datasets for c in columns if c in ref_idx.columns}
     label = paper.ABLATIONS[option]["label"]
     labels = {c: f"{label}={v}" for v, c in values.items()} | {"baseline": "Baseline"}
-    df, display, notes = comparison_table(rows, columns, ours, paper_vals, labels)
+    cis = uncertainty.intervals(groups, bootstrap) if bootstrap else None
+    df, display, notes = comparison_table(rows, columns, ours, paper_vals, labels, intervals=cis)
     df, display, kfold_notes = flag_kfold(df, display, used)
     notes += kfold_notes
     notes.insert(0, mopeft_note(directory))
@@ -160,6 +163,7 @@ def build(args: argparse.Namespace) -> None:
     """``mopeft table 4.6|4.7|4.8 --cells <metrics.json>...``: the registry says which option."""
     spec = table_spec(args.name)
     cells = load_cells(args.cells)
-    df, display, notes, used = ablation_table(cells, spec.option, getattr(args, "paper_dir", None))
+    bootstrap = getattr(args, "bootstrap", 0)
+    df, display, notes, used = ablation_table(cells, spec.option, getattr(args, "paper_dir", None), bootstrap)
     prov = collect_provenance(args.config, [c.raw for c in used])
     write_table(df, args.out, spec.title, prov, notes, display=display)

@@ -80,7 +80,7 @@ TABLES: dict[str, TableSpec] = {
             "mopeft.report.main_tables:build",
             "cells",
             "Table 4.4: MoPEFT vs. single PEFT methods on SAM (mIoU, ours vs. the study)",
-            methods=("lora", "vpt_deep", "vpt", "adapter", "mopeft"),
+            methods=("lora", "vpt_deep", "vpt", "adapter", "mopeft", "mopeft_logit"),
             paper=("main_results", "ablation_lora_rank", "ablation_prefix_length", "ablation_adapter_dmid"),
         ),
         TableSpec(

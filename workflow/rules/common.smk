@@ -393,15 +393,35 @@ def table_inputs(wildcards):
         inputs["meta"] = [meta(d) for d in SEG_DATASETS]
     elif spec.inputs == "cells":
         inputs["cells"] = main_cells(spec.methods)
+        inputs["per_image"] = per_image_files(inputs["cells"])
     elif spec.inputs == "efficiency":
         inputs["params"] = [f"results/{RUN}/efficiency/params/{m}.json" for m in EFF["methods"]]
         inputs["flops"] = [f"results/{RUN}/efficiency/flops/{m}.json" for m in EFF["methods"]]
         inputs["bench"] = f"results/{RUN}/efficiency/bench.json"
     elif spec.inputs == "ablation":
         inputs["cells"] = ablation_cells(study_for_table(spec.key))
+        inputs["per_image"] = per_image_files(inputs["cells"])
     else:
         inputs["cells"] = ap_files()  # FAIR-1M: the score-detections AP files
     return inputs
+
+
+BOOTSTRAP_RESAMPLES = 1000  # test-image resamples behind the tables' 95 % intervals
+
+
+def per_image_files(cell_metrics_files):
+    """Every unit's per_image.npz of the given cells (the bootstrap intervals read them)."""
+    out = []
+    for path in cell_metrics_files:
+        folder = os.path.dirname(path)
+        dataset = Path(folder).parts[3]  # results/<run>/cells/<dataset>/<method>/<variant>/seed<k>
+        out += [f"{folder}/units/{u}/eval/per_image.npz" for u in units(dataset)]
+    return out
+
+
+def bootstrap_args(wildcards):
+    spec = table_spec_of(wildcards)
+    return f"--bootstrap {BOOTSTRAP_RESAMPLES}" if spec.inputs in ("cells", "ablation") else ""
 
 
 def table_key(wildcards):

@@ -8,7 +8,8 @@ rule evaluate:
         data=meta_of,
         code=method_code("evaluate"),
     output:
-        f"{CELLS}/units/{{unit}}/eval/metrics.json",
+        metrics=f"{CELLS}/units/{{unit}}/eval/metrics.json",
+        per_image=f"{CELLS}/units/{{unit}}/eval/per_image.npz",
     log:
         "logs/{run}/evaluate/{dataset}/{method}/{variant}/seed{seed}/{unit}.log",
     params:

@@ -19,6 +19,7 @@ rule table:
     params:
         key=table_key,
         args=table_args,
+        bootstrap=bootstrap_args,
         out=out_prefix,
         paper=PAPER_DIR,
     wildcard_constraints:
@@ -29,7 +30,7 @@ rule table:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
-        "mopeft table {params.key} {params.args} --config {input.config} --paper-dir {params.paper}"
+        "mopeft table {params.key} {params.args} {params.bootstrap} --config {input.config} --paper-dir {params.paper}"
         " --out {params.out} > {log} 2>&1"
 
 
