@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "miniature": "mopeft.commands.miniature",
     "weights": "mopeft.commands.weights",
     "pretrain-tiny": "mopeft.commands.pretrain_tiny",
+    "scenes": "mopeft.commands.scenes",
     "table": "mopeft.commands.table",
     "figure": "mopeft.commands.figure",
     "score-detections": "mopeft.commands.score_detections",

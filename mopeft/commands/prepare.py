@@ -1,23 +1,47 @@
-"""``mopeft prepare``: raw download -> ``<out>/<key>/{train,test}/{images,labels}`` + meta.json."""
+"""``mopeft prepare``: raw download -> ``<out>/<key>/{train,test}/{images,labels}`` + meta.json.
+
+A registered dataset is named by ``--dataset KEY --raw DIR``; a folder dataset of the config
+(``custom_datasets``) by ``--spec FILE``, the resolved entry the pipeline writes
+(:func:`mopeft.data.folder_spec.resolve`). Both end in the same atomic write with meta.json last.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 
 from mopeft.data.common import MESS_TILE, PrepareOptions
 from mopeft.data.prepare import prepare_dataset
 
-HELP = "prepare one dataset from its raw download into the uniform layout (atomic; meta.json last)"
+HELP = "prepare a dataset (registered, or a folder dataset's --spec) into the uniform layout; meta.json last"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--dataset", required=True, help="dataset key (see `mopeft datasets`)")
-    parser.add_argument("--raw", required=True, help="raw folder, e.g. data/raw/KEY")
+    parser.add_argument("--dataset", help="dataset key (see `mopeft datasets`)")
+    parser.add_argument("--raw", help="raw folder, e.g. data/raw/KEY")
+    parser.add_argument(
+        "--spec",
+        help="a folder dataset instead: the JSON of a resolved config custom_datasets entry "
+        "(written by the pipeline's custom_spec rule)",
+    )
     parser.add_argument("--out", required=True, help="prepared root; the dataset lands in OUT/KEY")
     parser.add_argument("--tile-size", type=int, default=MESS_TILE, help="tile size for tiled datasets")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.spec:
+        if args.dataset or args.raw:
+            raise ValueError("--spec names the whole folder dataset; do not also give --dataset/--raw")
+        from mopeft.data.folder_spec import PREPARER
+        from mopeft.io import read_json
+
+        # By name, like a registered dataset's module: the DAG ties folder.py to folder datasets only.
+        print(importlib.import_module(PREPARER).prepare_folder(read_json(args.spec), args.out))
+        return 0
+    if not (args.dataset and args.raw):
+        raise ValueError(
+            "give --dataset KEY --raw DIR (a registered dataset) or --spec FILE (a folder dataset)"
+        )
     if args.tile_size < 1:
         raise ValueError("--tile-size must be positive")
     options = PrepareOptions(tile_size=args.tile_size)

@@ -43,6 +43,26 @@ def image_size(path: str | Path) -> tuple[int, int]:
         raise PrepareError(f"{path}: cannot decode image ({exc})") from None
 
 
+def files_by_stem(folder: str | Path, suffixes: tuple[str, ...], role: str) -> dict[str, Path]:
+    """Stem -> file of the files of ``folder`` whose suffix is in ``suffixes`` (any case), sorted;
+    dot-files are skipped. A missing or empty folder, or two files with one stem, is an error
+    naming it (a stem is what pairs an image with its mask or prediction)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise PrepareError(f"{folder}: {role} folder not found")
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or not path.is_file() or path.suffix.lower() not in suffixes:
+            continue
+        if path.stem in found:
+            also = found[path.stem].name
+            raise PrepareError(f"{path}: two {role} files share the stem {path.stem!r} (also {also})")
+        found[path.stem] = path
+    if not found:
+        raise PrepareError(f"{folder}: no {role} files ({', '.join(suffixes)})")
+    return found
+
+
 def save_image(path: str | Path, array: np.ndarray) -> None:
     """Save an HxW or HxWx3 uint8 image; the format follows the suffix (.png or .jpg)."""
     path = Path(path)

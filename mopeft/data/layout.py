@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from mopeft.data.errors import PrepareError
@@ -27,3 +28,11 @@ def kfold_assignment(stems: list[str], k: int) -> dict[str, int]:
     if k < 2:
         raise ValueError("kfold needs k >= 2")
     return {s: i % k for i, s in enumerate(sorted(stems))}
+
+
+def hashed_order(stems: list[str], seed: int) -> list[str]:
+    """``stems`` sorted by sha256(seed:stem): a fixed pseudo-random order that needs no random
+    generator (whose algorithm may change between versions) and in which a stem keeps its place
+    relative to the others when stems are added. Folder datasets' test splits and Fig. 4.1's
+    example images are its first items."""
+    return sorted(stems, key=lambda s: (hashlib.sha256(f"{seed}:{s}".encode()).hexdigest(), s))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,8 @@ def validate_layout(root: Path, spec: DatasetSpec, full: bool = True) -> dict[st
 
 
 def check_counts(spec: DatasetSpec, counts: dict[str, int]) -> None:
+    if spec.expected_test is None:  # a folder dataset: no published count to check against
+        return
     for n in (v for k, v in counts.items() if k.endswith("test")):
         if n != spec.expected_test:
             msg = f"{spec.key}: {n} test images, MESS expects {spec.expected_test}"
@@ -104,20 +107,38 @@ def prepare_dataset(
     """Prepare ``key`` from ``raw_dir`` into ``out_root/key`` and return that folder."""
     module = dataset_module(key)
     spec: DatasetSpec = module.SPEC
-    raw_dir, out_root = Path(raw_dir), Path(out_root)
+    raw_dir = Path(raw_dir)
     options = options or PrepareOptions()
     miniature = (raw_dir / MINIATURE_MARKER).exists()
     options.miniature = options.miniature or miniature
     sources = verify_sources(spec, raw_dir, check=not options.miniature)
-    target = out_root / key
+    log.info("preparing %s from %s", key, raw_dir)
+    return write_prepared(spec, out_root, lambda tmp: module.prepare(raw_dir, tmp, options), sources, options)
+
+
+Fill = Callable[[Path], "dict[str, Any] | None"]
+
+
+def write_prepared(
+    spec: DatasetSpec,
+    out_root: str | Path,
+    fill: Fill,
+    sources: dict[str, str],
+    options: PrepareOptions,
+    synthetic: bool | None = None,
+) -> Path:
+    """The one way a prepared folder comes to be, for registered and folder datasets alike:
+    ``fill(tmp)`` writes the layout into a temporary folder (returning meta.json extras), the
+    layout is validated (pairs, sizes, label values), ``meta.json`` is written last and the folder
+    is moved onto ``out_root/<key>`` atomically. ``sources``: file -> sha256 of every input used."""
+    target = Path(out_root) / spec.key
     with atomic_dir(target) as tmp:
-        log.info("preparing %s from %s", key, raw_dir)
-        extra: dict[str, Any] = module.prepare(raw_dir, tmp, options) or {}
+        extra: dict[str, Any] = fill(tmp) or {}
         counts = validate_layout(tmp, spec)
         if not options.miniature:
             check_counts(spec, counts)
         meta = {
-            "dataset": key,
+            "dataset": spec.key,
             "name": spec.name,
             "domain": spec.domain,
             "classes": list(spec.classes),
@@ -129,11 +150,11 @@ def prepare_dataset(
             "presence_head": spec.presence_head,
             "counts": counts,
             "sources": sources,
-            "synthetic": bool(options.miniature),
+            "synthetic": bool(options.miniature if synthetic is None else synthetic),
             "tile_size": options.tile_size,
             "mopeft_version": __version__,
             **extra,
         }
         write_json(tmp / "meta.json", meta)
-    log.info("prepared %s: %s", key, counts)
+    log.info("prepared %s: %s", spec.key, counts)
     return target

@@ -45,7 +45,7 @@ class DatasetSpec:
     domain: str  # MESS domain, e.g. "Earth Monitoring"
     classes: tuple[str, ...]
     sources: tuple[Source, ...]
-    expected_test: int  # MESS check count (per task for multi-task datasets)
+    expected_test: int | None  # MESS check count (per task for multi-task datasets); None: none published
     mess_key: str = ""  # MESS registered name, e.g. "isaid_sem_seg_val"
     expected_test_is_exact: bool = True  # False: a mismatch is a warning (FoodSeg103, ATLANTIS)
     channels: str = "RGB"  # "RGB", "IRRG", "thermal", ...

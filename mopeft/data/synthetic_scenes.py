@@ -9,6 +9,9 @@ the shapes as the mask. The benchmark's miniatures encode classes by colour in b
 they keep a domain shift from this task, as the real datasets do from SA-1B.
 
 Each scene is a pure function of ``(seed, index)``, so pretraining is reproducible item by item.
+:func:`labelled_scene` returns the same image with a per-pixel shape-type label (background,
+ellipse, rectangle, triangle): the demo's generated folder dataset, a 4-class task from the same
+random stream, so it adds no second generator to keep in step.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from __future__ import annotations
 import numpy as np
 
 SHAPES = ("ellipse", "rectangle", "triangle")
+# Class names of labelled_scene's labels: id 0 is the ground, id i the shape SHAPES[i - 1].
+SCENE_CLASSES = ("background", *SHAPES)
 TEXTURES = ("flat", "stripes", "checker", "speckle")
 
 
@@ -28,8 +33,12 @@ def _smooth_field(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
     return rows[:, i] * (1 - f)[None, :] + rows[:, i + 1] * f[None, :]
 
 
-def _shape_mask(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-    kind = SHAPES[rng.integers(len(SHAPES))]
+def _shape_mask(
+    rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray
+) -> tuple[int, np.ndarray]:
+    """(index into SHAPES, bool mask) of one random shape."""
+    kind_id = int(rng.integers(len(SHAPES)))
+    kind = SHAPES[kind_id]
     cy, cx = rng.uniform(0.2, 0.8, size=2) * size
     ry, rx = rng.uniform(0.08, 0.22, size=2) * size
     angle = rng.uniform(0, np.pi)
@@ -37,9 +46,9 @@ def _shape_mask(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndar
     u = (xx - cx) * cos + (yy - cy) * sin
     v = -(xx - cx) * sin + (yy - cy) * cos
     if kind == "ellipse":
-        return (u / rx) ** 2 + (v / ry) ** 2 <= 1
+        return kind_id, (u / rx) ** 2 + (v / ry) ** 2 <= 1
     if kind == "rectangle":
-        return (np.abs(u) <= rx) & (np.abs(v) <= ry)
+        return kind_id, (np.abs(u) <= rx) & (np.abs(v) <= ry)
     # Triangle: inside three half-planes through random vertices around the centre.
     angles = angle + np.array([0, 2.1, 4.2]) + rng.uniform(-0.3, 0.3, size=3)
     radius = max(rx, ry) * 1.3
@@ -49,7 +58,7 @@ def _shape_mask(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndar
         b = (a + 1) % 3
         cross = (vx[b] - vx[a]) * (yy - vy[a]) - (vy[b] - vy[a]) * (xx - vx[a])
         inside &= cross >= 0
-    return inside
+    return kind_id, inside
 
 
 def _texture(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
@@ -66,17 +75,18 @@ def _texture(rng: np.random.Generator, size: int, yy: np.ndarray, xx: np.ndarray
     return rng.uniform(-1, 1, size=(size, size))
 
 
-def scene(seed: int, index: int, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
-    """Scene ``index`` of stream ``seed``: an RGB uint8 image (size, size, 3) and its bool foreground mask."""
+def labelled_scene(seed: int, index: int, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """Scene ``index`` of stream ``seed``: the RGB uint8 image of :func:`scene` and a uint8 label
+    whose pixels hold the type of the shape on top (``SCENE_CLASSES``; 0 = background)."""
     rng = np.random.default_rng([seed, index])
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     # Background: two colours blended by a smooth field, plus faint pixel noise.
     c0, c1 = rng.uniform(0, 255, size=(2, 3))
     field = _smooth_field(rng, size, int(rng.integers(2, 5)))[..., None]
     image = c0 * (1 - field) + c1 * field
-    mask = np.zeros((size, size), dtype=bool)
+    label = np.zeros((size, size), dtype=np.uint8)
     for _ in range(int(rng.integers(1, 5))):
-        shape = _shape_mask(rng, size, yy, xx)
+        kind_id, shape = _shape_mask(rng, size, yy, xx)
         if not shape.any():
             continue
         # An object colour far from the background under it, so every object has a visible boundary.
@@ -89,9 +99,16 @@ def scene(seed: int, index: int, size: int = 96) -> tuple[np.ndarray, np.ndarray
         amplitude = rng.uniform(15, 45)
         surface = colour + amplitude * _texture(rng, size, yy, xx)[..., None]
         image[shape] = surface[shape]
-        mask |= shape
+        label[shape] = kind_id + 1  # a later shape covers an earlier one, in the image and the label
     image = image + rng.normal(0, 6, size=image.shape)
-    return np.clip(image, 0, 255).round().astype(np.uint8), mask
+    return np.clip(image, 0, 255).round().astype(np.uint8), label
+
+
+def scene(seed: int, index: int, size: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """Scene ``index`` of stream ``seed``: an RGB uint8 image (size, size, 3) and its bool foreground
+    mask (the class-agnostic union of the shapes, what the tiny SAM is pretrained on)."""
+    image, label = labelled_scene(seed, index, size)
+    return image, label > 0
 
 
 def scenes(seed: int, indices: range | list[int], size: int = 96) -> tuple[np.ndarray, np.ndarray]:
