@@ -16,6 +16,7 @@ import sys
 COMMANDS: dict[str, str] = {
     "train": "mopeft.commands.train",
     "evaluate": "mopeft.commands.evaluate",
+    "predict": "mopeft.commands.predict",
     "combine": "mopeft.commands.combine",
     "score": "mopeft.commands.score",
     "bootstrap": "mopeft.commands.bootstrap",

@@ -23,6 +23,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers", type=int, default=None, help="loader processes (default: 4 on CUDA, 0 on CPU)"
     )
+    p.add_argument(
+        "--examples",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also save the predictions of N fixed test images to OUT/examples/ (Fig. 4.1)",
+    )
     p.add_argument("--out", required=True, type=Path)
 
 
@@ -52,5 +59,6 @@ def run(args: argparse.Namespace) -> int:
         context,
         batch_size=args.batch_size,
         workers=workers,
+        examples=args.examples,
     )
     return 0

@@ -62,6 +62,30 @@ class SegmentationPairs(Dataset):
         }
 
 
+class ImageFiles(Dataset):
+    """Items of :class:`SegmentationPairs` without a label: what ``mopeft predict`` feeds the model
+    (same decoding and resize, so a prepared test image gives the same logits as in evaluation)."""
+
+    def __init__(self, images: list[Path], image_size: int) -> None:
+        if not images:
+            raise ValueError("no images to predict")
+        self.images = images
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict:
+        image = load_image(self.images[index], mode="RGB")
+        x = resize_image(image, self.image_size)
+        return {
+            "image": x,
+            "input_size": (int(x.shape[1]), int(x.shape[2])),
+            "original_size": tuple(image.shape[:2]),
+            "index": index,
+        }
+
+
 def batch_indices(num_items: int, batch_size: int, step: int, seed: int) -> list[int]:
     """Indices of step ``step``'s batch: epoch-wise permutations seeded by (seed, epoch)."""
     per_epoch = math.ceil(num_items / batch_size)
@@ -87,18 +111,19 @@ class StepBatchSampler(Sampler[list[int]]):
 
 
 def collate(items: list[dict], image_size: int, keep_raw_labels: bool = False) -> dict:
-    """uint8 images (B, 3, S, S) and labels (B, S, S) padded bottom/right (labels with 255)."""
+    """uint8 images (B, 3, S, S) and labels (B, S, S) padded bottom/right (labels with 255); items
+    without labels (:class:`ImageFiles`) give a batch without ``labels``."""
     images = torch.stack([pad_to_square(it["image"], image_size, 0) for it in items])
-    labels = torch.stack([pad_to_square(it["label"], image_size, IGNORE_INDEX) for it in items])
     batch = {
         "images": images,
-        "labels": labels,
         "sizes": torch.tensor([it["input_size"] for it in items]),
         "indices": torch.tensor([it["index"] for it in items]),
+        "original_sizes": [it["original_size"] for it in items],
     }
+    if "label" in items[0]:
+        batch["labels"] = torch.stack([pad_to_square(it["label"], image_size, IGNORE_INDEX) for it in items])
     if keep_raw_labels:
         batch["raw_labels"] = [it["raw_label"] for it in items]
-        batch["original_sizes"] = [it["original_size"] for it in items]
     return batch
 
 
@@ -118,7 +143,7 @@ def _one_thread(_: int) -> None:
 
 
 def make_loader(
-    dataset: SegmentationPairs,
+    dataset: SegmentationPairs | ImageFiles,
     batch_sampler: Sampler[list[int]] | None = None,
     batch_size: int = 1,
     workers: int = 0,

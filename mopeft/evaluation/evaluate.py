@@ -7,22 +7,27 @@ prepared resolution), and one confusion matrix accumulates over the whole split.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
+from mopeft.data.layout import hashed_order
 from mopeft.data.loader import SegmentationPairs, make_loader
 from mopeft.data.preprocess import IGNORE_INDEX, postprocess, to_model_input
 from mopeft.data.units import load_unit
 from mopeft.device import autocast, resolve_device
 from mopeft.evaluation.metrics import ConfusionMatrix
-from mopeft.io import atomic_path, write_json
+from mopeft.io import atomic_dir, atomic_path, write_json
 from mopeft.model.semantic_sam import SemanticSAM
 from mopeft.peft.recorder import GateRecorder
 
 log = logging.getLogger(__name__)
+
+EXAMPLES_SEED = 0  # which test images Fig. 4.1 shows: the first few in hashed_order(stems, 0)
 
 
 class DeviceConfusion:
@@ -61,6 +66,22 @@ class DeviceConfusion:
         return cm, stats.astype(np.int64)
 
 
+def predicted_labels(model: SemanticSAM, batch: dict, device: torch.device) -> list[torch.Tensor]:
+    """Class ids (H0, W0) on the device of every image of a loader batch, at its original size:
+    logits -> :func:`postprocess` (crop the padding, resize to the original) -> argmax. The one
+    prediction path of ``mopeft evaluate`` and ``mopeft predict``, so a prediction PNG scores
+    exactly as the evaluation did."""
+    images = batch["images"].to(device, non_blocking=True)
+    sizes = batch["sizes"].to(device, non_blocking=True)
+    with autocast(device):
+        logits = model(to_model_input(images, sizes))
+    preds = []
+    for i, original in enumerate(batch["original_sizes"]):
+        hw = tuple(int(v) for v in batch["sizes"][i])
+        preds.append(postprocess(logits[i : i + 1].float(), hw, original).argmax(dim=1)[0])
+    return preds
+
+
 @torch.no_grad()
 def predict_split(
     model: SemanticSAM,
@@ -68,10 +89,12 @@ def predict_split(
     device: torch.device,
     batch_size: int = 4,
     workers: int = 0,
+    on_prediction: Callable[[int, torch.Tensor], None] | None = None,
 ) -> tuple[ConfusionMatrix, dict[str, np.ndarray], np.ndarray]:
     """Confusion matrix over the split, gate values (images x layers) per gate, and the per-image
     (N, K, 3) tp/fp/fn counts. Batches come from the same loader as training; logits go back to
-    each label's original size and the argmax runs on the device."""
+    each label's original size and the argmax runs on the device. ``on_prediction(index, ids)``,
+    if given, sees every image's class ids (on the device) as they are scored."""
     model.to(device).eval()
     confusion = DeviceConfusion(model.num_classes, device)
     loader = make_loader(
@@ -83,17 +106,22 @@ def predict_split(
     )
     with GateRecorder(model) as rec:
         for batch in tqdm(loader, desc="evaluate", mininterval=2):
-            images = batch["images"].to(device, non_blocking=True)
-            sizes = batch["sizes"].to(device, non_blocking=True)
-            with autocast(device):
-                logits = model(to_model_input(images, sizes))
-            for i, label in enumerate(batch["raw_labels"]):
-                hw = tuple(int(v) for v in batch["sizes"][i])
-                full = postprocess(logits[i : i + 1].float(), hw, label.shape)
+            preds = predicted_labels(model, batch, device)
+            for i, (pred, label) in enumerate(zip(preds, batch["raw_labels"], strict=True)):
                 gt = torch.from_numpy(np.ascontiguousarray(label)).to(device, non_blocking=True)
-                confusion.update(full.argmax(dim=1)[0], gt)
+                confusion.update(pred, gt)
+                if on_prediction is not None:
+                    on_prediction(int(batch["indices"][i]), pred)
     cm, per_image = confusion.result(str(dataset.pairs[0][1].parent))
     return cm, rec.values(), per_image
+
+
+def save_class_ids(path: str | Path, ids: np.ndarray) -> None:
+    """A prediction as a single-channel uint8 PNG of class ids (what ``mopeft score`` reads), atomically."""
+    if ids.ndim != 2 or int(ids.max(initial=0)) > 254:
+        raise ValueError(f"{path}: class ids must be HxW with values < 255, got {ids.shape}")
+    with atomic_path(path) as tmp:
+        Image.fromarray(ids.astype(np.uint8), mode="L").save(tmp, format="PNG")
 
 
 def evaluate_unit(
@@ -106,9 +134,12 @@ def evaluate_unit(
     context: dict | None = None,
     batch_size: int = 4,
     workers: int = 0,
+    examples: int = 0,
 ) -> dict:
     """Evaluate and write ``metrics.json``, ``confusion.npy``, ``gates.npz`` and ``per_image.npz``
-    (the test images' names and their K x (tp, fp, fn) counts) into ``out_dir``."""
+    (the test images' names and their K x (tp, fp, fn) counts) into ``out_dir``; with ``examples``
+    > 0 also ``examples/<stem>.png``, the predictions of the unit's first ``examples`` test images
+    in :func:`~mopeft.data.layout.hashed_order` (Fig. 4.1 shows them beside the ground truth)."""
     out_dir = Path(out_dir)
     data = load_unit(dataset_dir, unit, kfold)
     if data.num_classes != model.num_classes:
@@ -116,8 +147,21 @@ def evaluate_unit(
             f"{dataset_dir}/meta.json: {data.num_classes} classes, "
             f"the model was trained for {model.num_classes}"
         )
+    chosen = {s: i for i, (img, _) in enumerate(data.test) for s in [img.stem]}
+    chosen = {chosen[s]: s for s in hashed_order(list(chosen), EXAMPLES_SEED)[:examples]}
+    kept: dict[str, np.ndarray] = {}
+
+    def keep(index: int, ids: torch.Tensor) -> None:
+        if index in chosen:
+            kept[chosen[index]] = ids.to(torch.uint8).cpu().numpy()
+
     cm, gates, per_image = predict_split(
-        model, SegmentationPairs(data.test, model.image_size), resolve_device(device), batch_size, workers
+        model,
+        SegmentationPairs(data.test, model.image_size),
+        resolve_device(device),
+        batch_size,
+        workers,
+        on_prediction=keep if chosen else None,
     )
     result = cm.compute()
     result.update(
@@ -132,6 +176,10 @@ def evaluate_unit(
         }
     )
     out_dir.mkdir(parents=True, exist_ok=True)
+    if examples:
+        with atomic_dir(out_dir / "examples") as tmp:
+            for stem, ids in kept.items():
+                save_class_ids(tmp / f"{stem}.png", ids)
     cm.save(out_dir / "confusion.npy")
     names = np.array([img.name for img, _ in data.test])
     with atomic_path(out_dir / "per_image.npz", suffix=".npz.tmp") as tmp, open(tmp, "wb") as f:
