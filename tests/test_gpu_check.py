@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from mopeft.methods.registry import METHOD_SPECS
+
 ROOT = Path(__file__).resolve().parents[1]
 # Not on the GPU machine's image and not carried in .whl/ (DEVELOPERS.md): the check must not need them.
 ABSENT_THERE = ("jsonschema", "shapely", "imagecodecs")
-METHODS = {"baseline", "decoder_ft", "full_ft", "lora", "vpt", "vpt_deep", "adapter", "mopeft"}
+METHODS = set(METHOD_SPECS)  # `--methods all`: every registered method
 
 BLOCKER = f"""
 import sys

@@ -145,3 +145,9 @@ def test_load_trainable_state_dict_rejects_missing_trainable_tensors():
     del state[dropped]
     with pytest.raises(ValueError, match="missing trainable"):
         load_trainable_state_dict(build_model("tiny", 3, "mopeft"), state, source="ck.pt")
+
+
+def test_mopeft_uses_the_studys_scaled_prefix_gate_and_mopeft_logit_the_logit_one():
+    for method, gate in (("mopeft", "scale"), ("mopeft_logit", "logit")):
+        model = build_model("tiny", 2, method)
+        assert {blk.prefix_gate for blk in model.image_encoder.blocks} == {gate}
