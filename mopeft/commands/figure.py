@@ -1,12 +1,24 @@
-"""``mopeft figure gate-frequency``: Fig. 4.2 from MoPEFT cells' recorded gates."""
+"""``mopeft figure NAME``: the report's figures from cell results, each as PNG + PDF with its numbers as CSV.
+
+* ``gate-frequency``: Fig. 4.2 from MoPEFT cells' recorded gates;
+* ``examples``: Fig. 4.1, fixed test images, their ground truth and each method's prediction
+  (the cells' ``eval/examples/``; ``--data`` names the prepared datasets);
+* ``training-curves``: every training run's loss per step, per dataset and method.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-HELP = "draw a study figure (gate-frequency: Fig. 4.2) as PNG + PDF, with its numbers as CSV"
+HELP = (
+    "draw a report figure (gate-frequency: Fig. 4.2, examples: Fig. 4.1, training-curves) as PNG + PDF + CSV"
+)
 
-FIGURES: dict[str, str] = {"gate-frequency": "mopeft.report.figures:build_gate_frequency"}
+FIGURES: dict[str, str] = {
+    "gate-frequency": "mopeft.report.figures:build_gate_frequency",
+    "examples": "mopeft.report.examples:build_examples",
+    "training-curves": "mopeft.report.curves:build_training_curves",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,14 +28,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         required=True,
         metavar="FILE",
-        help="metrics.json of MoPEFT cells (their 'gates' lists point to gates.npz)",
+        help="cell metrics.json files (gate-frequency: MoPEFT cells, whose 'gates' lists point to gates.npz)",
     )
     parser.add_argument(
         "--threshold",
         type=float,
         default=0.5,
-        help="gate value above which a module counts as called (default 0.5, the sigmoid midpoint)",
+        help="gate-frequency: gate value above which a module counts as called (default 0.5)",
     )
+    parser.add_argument(
+        "--data", nargs="*", default=[], metavar="META", help="examples: the prepared datasets' meta.json"
+    )
+    parser.add_argument("--per-dataset", type=int, default=2, help="examples: images shown per dataset")
     parser.add_argument("--out", required=True, metavar="STEM", help="output stem; writes STEM.png/.pdf/.csv")
 
 

@@ -38,6 +38,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="resamples of the test images for 95 %% intervals (needs each cell's per_image.npz); 0: none",
     )
+    parser.add_argument(
+        "--losses",
+        action="store_true",
+        help="4.3/4.4: flag cells whose training loss did not fall (reads their units/*/train_log.json)",
+    )
     parser.add_argument("--paper-dir", help="folder of the study's CSVs (default: <repo>/results/paper)")
     parser.add_argument("--out", required=True, metavar="STEM", help="output stem; writes STEM.csv/.md/.tex")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mopeft.data.folder_spec import DEFAULT_DOMAIN
 from mopeft.data.units import combine_rule, unit_names
 from mopeft.evaluation.metrics import ConfusionMatrix, combine_mean, pool
 from mopeft.io import read_json
@@ -102,6 +103,9 @@ def combine_units(
     return {
         **context,
         "dataset": meta["dataset"],
+        # The tables place a dataset outside the study's list by its meta.json's domain and name.
+        "domain": meta.get("domain") or DEFAULT_DOMAIN,
+        "name": meta.get("name") or meta["dataset"],
         "miou": miou,
         "per_class_iou": per_class,
         "combine": rule,

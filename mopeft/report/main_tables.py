@@ -4,6 +4,11 @@ Why only ``default`` cells: ablation cells of MoPEFT (``r16``, ``L5``, ...) are 
 mixing them into the main table would silently change what "MoPEFT" means. PAXRay-4's row is the
 cell whose metrics.json already combines its four tasks (``combine: mean``), so nothing is averaged
 here.
+
+Datasets outside the study's list (folder datasets of the config, ``custom_datasets``) get rows
+after the study's, placed by the domain and name their cells record (default "Custom"), with their
+own domain mean; the overall mean stays over the study's datasets, so it remains comparable with
+the study's.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from typing import Any
 
 import pandas as pd
 
-from mopeft.report import paper, uncertainty
+from mopeft.data.folder_spec import DEFAULT_DOMAIN
+from mopeft.report import curves, paper, uncertainty
 from mopeft.report.ablations import mopeft_note
 from mopeft.report.provenance import collect_provenance
 from mopeft.report.registry import table_spec
@@ -23,34 +29,49 @@ from mopeft.report.tables import METHOD_LABELS, Cell, comparison_table, flag_kfo
 
 
 def main_table(
-    cells: Iterable[Cell], methods: Sequence[str], directory: Any = None, bootstrap: int = 0
+    cells: Iterable[Cell],
+    methods: Sequence[str],
+    directory: Any = None,
+    bootstrap: int = 0,
+    losses: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[Cell]]:
-    """CSV frame, display frame, notes and used cells for a method-per-column table over the 22 datasets.
+    """CSV frame, display frame, notes and used cells for a method-per-column table over the 22
+    datasets (and any dataset outside the study's list, in rows after them).
 
     ``bootstrap`` > 0: every value gets a 95 % interval from that many resamples of the test images,
     and MoPEFT's column is compared with the best single PEFT method by a paired bootstrap.
+    ``losses``: read every used cell's train logs and name the runs whose loss did not fall.
     Methods the study did not run (``mopeft_logit``) get no study value.
     """
     ref = paper.main_results(directory)
     rows = ref.rename(columns={"paper_name": "name"})[["domain", "dataset", "name"]]
-    known = set(rows["dataset"])
+    study = list(rows["dataset"])
+    known = set(study)
     groups: dict[tuple[str, str], list[Cell]] = defaultdict(list)
     used: list[Cell] = []
-    ignored: list[str] = []
+    extra: dict[str, tuple[str, str]] = {}  # dataset outside the study -> (domain, name)
     for cell in cells:
         if cell.method not in methods or cell.variant != "default":
             continue
         if cell.dataset not in known:
-            ignored.append(f"{cell.dataset}/{cell.method}")
-            continue
+            extra.setdefault(
+                cell.dataset,
+                (str(cell.raw.get("domain") or DEFAULT_DOMAIN), str(cell.raw.get("name") or cell.dataset)),
+            )
         groups[(cell.dataset, cell.method)].append(cell)
         used.append(cell)
+    if extra:
+        ordered = sorted(extra.items(), key=lambda item: (item[1][0], item[0]))  # by domain, then key
+        added = [{"domain": d, "dataset": k, "name": n} for k, (d, n) in ordered]
+        rows = pd.concat([rows, pd.DataFrame(added)], ignore_index=True)
     ours = {k: [c.miou for c in v] for k, v in groups.items()}
     ref_idx = ref.set_index("dataset")
-    paper_vals = {(d, m): ref_idx.at[d, m] for d in rows["dataset"] for m in methods if m in ref.columns}
+    paper_vals = {(d, m): ref_idx.at[d, m] for d in study for m in methods if m in ref.columns}
     labels = {m: METHOD_LABELS.get(m, m) for m in methods}
     cis = uncertainty.intervals(groups, bootstrap) if bootstrap else None
-    df, display, notes = comparison_table(rows, list(methods), ours, paper_vals, labels, intervals=cis)
+    df, display, notes = comparison_table(
+        rows, list(methods), ours, paper_vals, labels, intervals=cis, overall=study if extra else None
+    )
     if bootstrap and "mopeft" in methods and set(methods) & set(uncertainty.SINGLE_PEFT):
         singles = [m for m in uncertainty.SINGLE_PEFT if m in methods]
         paired = uncertainty.versus_best_single(
@@ -60,6 +81,10 @@ def main_table(
         notes.append(uncertainty.paired_note(labels["mopeft"]))
     df, display, kfold_notes = flag_kfold(df, display, used)
     notes += kfold_notes
+    if losses:
+        runs = curves.runs_of(used)
+        display = _mark_not_falling(display, df, curves.flat_cells(runs), labels)
+        notes.append(curves.loss_note(runs))
     if "mopeft" in methods:
         notes.insert(0, mopeft_note(directory))
     if "mopeft_logit" in methods:
@@ -73,11 +98,26 @@ def main_table(
         notes.append(
             "PAXRay-4: the mean of the four binary tasks' mIoUs, combined in the cell's metrics.json."
         )
-    if ignored:
+    if extra:
         notes.append(
-            f"Ignored cells of datasets outside the study's table: {', '.join(sorted(set(ignored)))}."
+            f"Datasets outside the study ({', '.join(sorted(extra))}): folder datasets of this run's config, "
+            "no study value; they are averaged in their own domain's mean row and left out of the overall "
+            "mean, which stays over the study's datasets."
         )
     return df, display, notes, used
+
+
+def _mark_not_falling(
+    display: pd.DataFrame, df: pd.DataFrame, flat: set[tuple[str, str]], labels: dict[str, str]
+) -> pd.DataFrame:
+    """Append the not-falling mark to the displayed value of every flagged (dataset, method)."""
+    display = display.copy()
+    for dataset, method in flat:
+        column = labels.get(method, method)
+        where = (df["dataset"] == dataset).to_numpy()
+        if column in display and where.any():
+            display.loc[where, column] = display.loc[where, column] + f" {curves.NOT_FALLING_MARK}"
+    return display
 
 
 def _with_paired(
@@ -99,6 +139,8 @@ def build(args: argparse.Namespace) -> None:
     spec = table_spec(args.name)
     cells = load_cells(args.cells)
     bootstrap = getattr(args, "bootstrap", 0)
-    df, display, notes, used = main_table(cells, spec.methods, getattr(args, "paper_dir", None), bootstrap)
+    df, display, notes, used = main_table(
+        cells, spec.methods, getattr(args, "paper_dir", None), bootstrap, getattr(args, "losses", False)
+    )
     prov = collect_provenance(args.config, [c.raw for c in used])
     write_table(df, args.out, spec.title, prov, notes, display=display)

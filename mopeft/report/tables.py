@@ -146,6 +146,7 @@ def comparison_table(
     labels: Mapping[str, str] | None = None,
     means: bool = True,
     intervals: Mapping[tuple[str, str], tuple[float, float]] | None = None,
+    overall: Sequence[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """Build the CSV frame, the display frame and explanatory notes of an ours-vs-study table.
 
@@ -156,6 +157,8 @@ def comparison_table(
     ``M_mean, M_std, M_n`` layout, so the CSV schema does not depend on which cells happen to repeat.
     ``intervals[(dataset, column)]`` = a 95 % bootstrap interval of our value: CSV columns
     ``M_ci_low, M_ci_high``, and ``71.20 [68.10, 74.30]`` in Markdown/LaTeX.
+    ``overall``: the datasets the overall mean row averages (default: every row); rows outside it
+    (a folder dataset beside the study's) count only in their own domain's mean.
     """
     labels = dict(labels or {})
     intervals = dict(intervals or {})
@@ -207,7 +210,8 @@ def comparison_table(
         groups = [
             (d, rows.loc[rows["domain"] == d, "dataset"].tolist()) for d in dict.fromkeys(rows["domain"])
         ]
-        groups.append(("all", rows["dataset"].tolist()))
+        overall_rows = rows["dataset"].tolist() if overall is None else list(overall)
+        groups.append(("all", overall_rows))
         for domain, datasets in groups:
             cells = {}
             for col in columns:
@@ -220,8 +224,9 @@ def comparison_table(
                 ref = float(np.mean(refs)) if refs and len(refs) == len(vals) else math.nan
                 cells[col] = (mean, math.nan, None, ref)
             if any(not math.isnan(c[0]) for c in cells.values()):
+                everything = "all datasets" if overall is None else "all study datasets"
                 name = (
-                    "Mean (all datasets present)" if domain == "all" else f"Mean {domain} (datasets present)"
+                    f"Mean ({everything} present)" if domain == "all" else f"Mean {domain} (datasets present)"
                 )
                 add_row(domain, "mean", name, cells)
         counts = {

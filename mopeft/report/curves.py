@@ -1,0 +1,250 @@
+"""Training curves: every run's loss per step, per dataset and method, and which runs did not learn.
+
+Why a figure and a flag: a table value means little if its training run never converged, and with
+one number per cell nobody can tell. Each unit's ``train_log.json`` (``losses``: one per step) is
+read for every cell of the main tables; the figure shows them as small multiples (rows: datasets,
+columns: methods; every unit and seed one line), and a run whose loss did not fall is named in a
+note of Tables 4.3/4.4 and outlined in red in the figure.
+
+"Did not fall" (:func:`loss_fell`): the mean loss of the last 10 % of steps is not at least 1 %
+below the mean of the first 10 % (at least one step each). The margin keeps a run whose loss moved
+by a rounding error (a frozen read-out on a many-class miniature) from counting as trained; a run
+with a non-finite loss at any step diverged and did not fall either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mopeft.io import atomic_path, read_json
+from mopeft.report.tables import METHOD_LABELS, Cell, load_cells
+
+WINDOW = 0.10  # the first / last fraction of the steps compared
+MIN_DROP = 0.01  # the last window's mean must be this fraction below the first's
+NOT_FALLING_MARK = "‡"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: a unit of a cell, with its per-step losses."""
+
+    dataset: str
+    method: str
+    variant: str
+    seed: int
+    unit: str
+    losses: tuple[float, ...]
+    path: Path
+
+    @property
+    def label(self) -> str:
+        unit = "" if self.unit == "main" else f" {self.unit}"
+        return f"{self.dataset}/{self.method} seed {self.seed}{unit}"
+
+
+def window_means(losses: Sequence[float]) -> tuple[float, float]:
+    """Mean loss of the first and of the last ``WINDOW`` of the steps (at least one step each)."""
+    if not losses:
+        return math.nan, math.nan
+    n = max(1, math.ceil(WINDOW * len(losses)))
+    return float(np.mean(losses[:n])), float(np.mean(losses[-n:]))
+
+
+def loss_fell(losses: Sequence[float]) -> bool:
+    """Did the loss fall by the end? (Last window's mean ≥ 1 % below the first's; a run with a
+    non-finite loss at any step diverged: no.)"""
+    if not len(losses) or not np.isfinite(np.asarray(losses, dtype=float)).all():
+        return False
+    first, last = window_means(losses)
+    return bool(last < (1 - MIN_DROP) * first)
+
+
+def cell_runs(cell: Cell) -> list[Run]:
+    """The runs of a cell, from ``units/<unit>/train_log.json`` beside its metrics.json."""
+    units = cell.raw.get("units") or {}
+    if not units:
+        raise ValueError(f"{cell.path}: no 'units' (expected a combined cell metrics.json)")
+    runs = []
+    for unit in units:
+        path = cell.folder / "units" / unit / "train_log.json"
+        try:
+            log = read_json(path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: train log of unit {unit!r} of {cell.path} not found") from None
+        losses = log.get("losses") if isinstance(log, dict) else None
+        if not isinstance(losses, list) or not losses:
+            raise ValueError(f"{path}: no 'losses' list (expected mopeft train's train_log.json)")
+        runs.append(
+            Run(cell.dataset, cell.method, cell.variant, cell.seed, unit, tuple(map(float, losses)), path)
+        )
+    return runs
+
+
+def runs_of(cells: Iterable[Cell]) -> list[Run]:
+    return [r for c in cells for r in cell_runs(c)]
+
+
+def not_falling(runs: Iterable[Run]) -> list[Run]:
+    return [r for r in runs if not loss_fell(r.losses)]
+
+
+def definition() -> str:
+    return (
+        f"mean loss of the last {WINDOW:.0%} of steps not at least {MIN_DROP:.0%} below that of the "
+        f"first {WINDOW:.0%}"
+    )
+
+
+def loss_note(runs: Sequence[Run]) -> str:
+    """The table note: which runs did not fall (with their window means), or that all did."""
+    flat = not_falling(runs)
+    if not flat:
+        return f"Training loss fell in all {len(runs)} training runs of this table ({definition()}: none)."
+    shown = "; ".join(f"{r.label} ({' → '.join(f'{m:.3f}' for m in window_means(r.losses))})" for r in flat)
+    return (
+        f"{NOT_FALLING_MARK} Training loss did not fall in {len(flat)} of {len(runs)} runs ({definition()}; "
+        f"figures/training_curves): {shown}. Their values say little about the method."
+    )
+
+
+def flat_cells(runs: Iterable[Run]) -> set[tuple[str, str]]:
+    """(dataset, method) of the cells with at least one run whose loss did not fall."""
+    return {(r.dataset, r.method) for r in not_falling(runs)}
+
+
+# ------------------------------------------------------------------------------------------ figure
+def curves_frame(runs: Iterable[Run]) -> pd.DataFrame:
+    """Long frame: dataset, method, variant, seed, unit, step, loss (the figure's data)."""
+    rows = [
+        {
+            "dataset": r.dataset,
+            "method": r.method,
+            "variant": r.variant,
+            "seed": r.seed,
+            "unit": r.unit,
+            "step": i,
+            "loss": loss,
+        }
+        for r in runs
+        for i, loss in enumerate(r.losses)
+    ]
+    return pd.DataFrame(rows)
+
+
+def summary_frame(runs: Iterable[Run]) -> pd.DataFrame:
+    """One row per run: its first- and last-window means and whether the loss fell."""
+    rows = []
+    for r in runs:
+        first, last = window_means(r.losses)
+        rows.append(
+            {
+                "dataset": r.dataset,
+                "method": r.method,
+                "variant": r.variant,
+                "seed": r.seed,
+                "unit": r.unit,
+                "steps": len(r.losses),
+                "loss_first": round(first, 4),
+                "loss_last": round(last, 4),
+                "fell": loss_fell(r.losses),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def plot_training_curves(runs: Sequence[Run], out_stem: str | os.PathLike[str], title: str = "") -> None:
+    """Small multiples: a row per dataset, a column per method, a line per unit and seed; the
+    panels of runs whose loss did not fall are outlined in red and say so."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r.dataset for r in runs))
+    methods = list(dict.fromkeys(r.method for r in runs))
+    flat = flat_cells(runs)
+    fig, axes = plt.subplots(
+        len(datasets),
+        len(methods),
+        figsize=(1.9 * len(methods) + 0.6, 1.35 * len(datasets) + 0.9),
+        sharex=True,
+        sharey="row",
+        squeeze=False,
+    )
+    colours = plt.get_cmap("tab10")
+    for i, dataset in enumerate(datasets):
+        for j, method in enumerate(methods):
+            ax = axes[i][j]
+            mine = [r for r in runs if r.dataset == dataset and r.method == method]
+            for k, run in enumerate(mine):
+                ax.plot(run.losses, lw=0.9, color=colours(k % 10), alpha=0.85)
+            ax.tick_params(labelsize=6)
+            if i == 0:
+                ax.set_title(METHOD_LABELS.get(method, method), fontsize=8)
+            if j == 0:
+                ax.set_ylabel(dataset, fontsize=7)
+            if i == len(datasets) - 1:
+                ax.set_xlabel("step", fontsize=7)
+            if not mine:
+                ax.text(0.5, 0.5, "not run", ha="center", va="center", fontsize=6, transform=ax.transAxes)
+            elif (dataset, method) in flat:
+                for side in ax.spines.values():
+                    side.set_color("red")
+                    side.set_linewidth(1.6)
+                ax.text(
+                    0.97,
+                    0.06,
+                    f"{NOT_FALLING_MARK} not falling",
+                    ha="right",
+                    va="bottom",
+                    fontsize=6,
+                    color="red",
+                    transform=ax.transAxes,
+                )
+    fig.suptitle(title or "Training loss per step (one line per unit and seed)", fontsize=10)
+    fig.text(
+        0.5,
+        0.005,
+        f"{NOT_FALLING_MARK} red: loss did not fall ({definition()})",
+        ha="center",
+        va="bottom",
+        fontsize=7,
+    )
+    fig.tight_layout(rect=(0, 0.02, 1, 0.97))
+    stem = Path(out_stem)
+    for ext in ("png", "pdf"):
+        with atomic_path(stem.with_name(f"{stem.name}.{ext}")) as tmp:
+            fig.savefig(tmp, format=ext, dpi=110)
+    plt.close(fig)
+
+
+def write_training_curves(
+    cell_paths: Iterable[str | os.PathLike[str]], out_stem: str | os.PathLike[str]
+) -> Any:
+    """Figure (PNG + PDF), the losses as CSV (``out_stem``.csv) and one row per run
+    (``out_stem``_summary.csv) for the default cells among ``cell_paths``."""
+    cells = [c for c in load_cells(cell_paths) if c.variant == "default"]
+    if not cells:
+        raise ValueError("no default cells among the inputs: the training-curve figure needs main cells")
+    runs = runs_of(cells)
+    stem = Path(out_stem)
+    with atomic_path(stem.with_name(stem.name + ".csv")) as tmp:
+        curves_frame(runs).to_csv(tmp, index=False)
+    summary = summary_frame(runs)
+    with atomic_path(stem.with_name(stem.name + "_summary.csv")) as tmp:
+        summary.to_csv(tmp, index=False)
+    plot_training_curves(runs, stem)
+    return summary
+
+
+def build_training_curves(args: argparse.Namespace) -> Any:
+    return write_training_curves(args.cells, args.out)
