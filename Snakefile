@@ -9,10 +9,12 @@ configfile: "config/config.yaml"
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
+include: "workflow/rules/folders.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/efficiency.smk"
 include: "workflow/rules/tables.smk"
+include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 
 
@@ -22,10 +24,11 @@ report: "workflow/report/workflow.rst"
 localrules:
     all,
     config_snapshot,
+    custom_spec,
 
 
 rule all:
-    """Every table (4.1-4.8, A.1) and Figure 4.2 of the configured run."""
+    """Every table (4.1-4.8, A.1), Figures 4.1 and 4.2 and the training curves of the configured run."""
     input:
         final_outputs(),
     default_target: True

@@ -38,7 +38,31 @@ def test_demo_writes_every_table_and_the_figure(demo):
             assert path.is_file() and path.stat().st_size > 0, path
     for ext in ("png", "pdf"):
         assert (demo / f"results/demo/figures/gate_frequency.{ext}").is_file()
+    for name in ("examples", "training_curves"):  # Fig. 4.1 and the training curves
+        for ext in ("png", "pdf", "csv"):
+            assert (demo / f"results/demo/figures/{name}.{ext}").stat().st_size > 0, (name, ext)
     assert (demo / "results/demo/config.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_the_generated_folder_dataset_is_in_the_main_tables_under_custom(demo):
+    """The own-data path end to end: `mopeft scenes` folders -> prepare --spec -> every main cell ->
+    a "Custom" row and domain mean in Tables 4.3/4.4, and its images in Fig. 4.1."""
+    import pandas as pd
+
+    from mopeft.report.registry import TABLES
+
+    meta = yaml.safe_load((demo / "data/demo/prepared/shapes/meta.json").read_text())
+    assert meta["domain"] == "Custom" and meta["synthetic"] and len(meta["sources"]) == 2 * 24
+    for name in ("4_3", "4_4"):
+        df = pd.read_csv(demo / f"results/demo/tables/table_{name}.csv")
+        row = df[df["dataset"] == "shapes"].iloc[0]
+        assert row["domain"] == "Custom" and row["name"] == "Shapes (generated)"
+        methods = TABLES[name.replace("_", ".")].methods
+        assert all(0 < row[m] <= 100 for m in methods), row
+        assert (df["name"] == "Mean Custom (datasets present)").sum() == 1
+    shown = pd.read_csv(demo / "results/demo/figures/examples.csv")
+    assert (shown["dataset"] == "shapes").any()
 
 
 @pytest.mark.slow

@@ -34,6 +34,8 @@ rule raw:
         f"logs/{RUN}/raw/{{dataset}}.log",
     params:
         command=config["data"]["source"],
+    wildcard_constraints:
+        dataset=_alternatives(REGISTERED),  # folder datasets: rules in folders.smk
     conda:
         "../../envs/mopeft.yaml"
     resources:
@@ -54,6 +56,8 @@ rule prepare:
         f"logs/{RUN}/prepare/{{dataset}}.log",
     params:
         root=prepared_root,
+    wildcard_constraints:
+        dataset=_alternatives(REGISTERED),  # folder datasets: rule prepare_folder
     conda:
         "../../envs/mopeft.yaml"
     resources:

@@ -10,12 +10,14 @@ rule evaluate:
     output:
         metrics=f"{CELLS}/units/{{unit}}/eval/metrics.json",
         per_image=f"{CELLS}/units/{{unit}}/eval/per_image.npz",
+        examples=directory(f"{CELLS}/units/{{unit}}/eval/examples"),  # Fig. 4.1's predictions
     log:
         "logs/{run}/evaluate/{dataset}/{method}/{variant}/seed{seed}/{unit}.log",
     params:
         data=data_dir,
         out=out_dir,
         kfold=kfold_args,
+        examples=examples_args,
     threads: EVAL_THREADS
     conda:
         "../../envs/mopeft.yaml"
@@ -25,7 +27,7 @@ rule evaluate:
         mem_mb=eval_mem,
     shell:
         "OMP_NUM_THREADS={threads} mopeft evaluate --model {input.model} --data {params.data} --unit {wildcards.unit}"
-        " {params.kfold} --out {params.out} > {log} 2>&1"
+        " {params.kfold} {params.examples:q} --out {params.out} > {log} 2>&1"
 
 
 rule combine:

@@ -20,6 +20,7 @@ rule table:
         key=table_key,
         args=table_args,
         bootstrap=bootstrap_args,
+        losses=loss_args,
         out=out_prefix,
         paper=PAPER_DIR,
     wildcard_constraints:
@@ -30,7 +31,8 @@ rule table:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
-        "mopeft table {params.key} {params.args} {params.bootstrap} --config {input.config} --paper-dir {params.paper}"
+        "mopeft table {params.key} {params.args} {params.bootstrap} {params.losses:q} --config {input.config}"
+        " --paper-dir {params.paper}"
         " --out {params.out} > {log} 2>&1"
 
 

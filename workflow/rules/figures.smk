@@ -1,0 +1,62 @@
+# Fig. 4.1 (example predictions) and the training curves of every main cell, for the report.
+
+
+rule examples_figure:
+    """Fig. 4.1: per dataset, fixed test images (first in hashed order), ground truth and each main
+    method's prediction, from the predictions `mopeft evaluate --examples` saved."""
+    input:
+        cells=example_cells(),
+        examples=unit_files(example_cells(), "eval/examples"),
+        data=[meta(d) for d in SEG_DATASETS],
+        code=command_code("figure", "mopeft.report.examples"),
+    output:
+        png=report(
+            "results/{run}/figures/examples.png",
+            caption="../report/examples.rst",
+            category="Figures",
+        ),
+        pdf="results/{run}/figures/examples.pdf",
+        csv="results/{run}/figures/examples.csv",
+    log:
+        "logs/{run}/figures/examples.log",
+    params:
+        cells=figure_cell_args,
+        data=figure_meta_args,
+        out=out_prefix,
+    conda:
+        "../../envs/mopeft.yaml"
+    resources:
+        runtime=cpu_runtime,
+        mem_mb=cpu_mem,
+    shell:
+        "mopeft figure examples {params.cells:q} {params.data:q} --out {params.out:q} > {log:q} 2>&1"
+
+
+rule training_curves:
+    """Every training run's loss per step (rows: datasets, columns: methods); runs whose loss did
+    not fall are outlined in red (and named in Tables 4.3/4.4)."""
+    input:
+        cells=main_cells(),
+        logs=unit_files(main_cells(), "train_log.json"),
+        code=command_code("figure", "mopeft.report.curves"),
+    output:
+        png=report(
+            "results/{run}/figures/training_curves.png",
+            caption="../report/training_curves.rst",
+            category="Figures",
+        ),
+        pdf="results/{run}/figures/training_curves.pdf",
+        csv="results/{run}/figures/training_curves.csv",
+        summary="results/{run}/figures/training_curves_summary.csv",
+    log:
+        "logs/{run}/figures/training_curves.log",
+    params:
+        cells=figure_cell_args,
+        out=out_prefix,
+    conda:
+        "../../envs/mopeft.yaml"
+    resources:
+        runtime=cpu_runtime,
+        mem_mb=cpu_mem,
+    shell:
+        "mopeft figure training-curves {params.cells:q} --out {params.out:q} > {log:q} 2>&1"
