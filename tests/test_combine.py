@@ -154,3 +154,18 @@ def test_class_order_is_the_datasets_not_the_sorted_json_keys(tmp_path):
         == 0
     )
     assert list(json.loads(out.read_text())["per_class_iou"]) == ["apple", "zebra"]
+
+
+def test_the_cell_records_its_datasets_domain_and_name(tmp_path, cell, capsys) -> None:
+    """The main tables place a dataset outside the study's list by these (a folder dataset's
+    meta.json says "Custom"; one without a domain defaults to it)."""
+    meta = write_meta(tmp_path, dataset="shapes", domain="Custom", name="Shapes (generated)")
+    rc, err = combine(capsys, [unit_eval(cell, "main", ["others", "thing"])], meta, cell / "metrics.json")
+    assert rc == 0, err
+    out = json.loads((cell / "metrics.json").read_text())
+    assert (out["domain"], out["name"]) == ("Custom", "Shapes (generated)")
+    bare = write_meta(tmp_path / "b", dataset="leaves")
+    other = tmp_path / "other"
+    rc, err = combine(capsys, [unit_eval(other, "main", ["others", "thing"])], bare, other / "metrics.json")
+    assert rc == 0, err
+    assert json.loads((other / "metrics.json").read_text())["domain"] == "Custom"
