@@ -67,7 +67,7 @@ def test_folder_datasets_get_rows_and_a_domain_mean_outside_the_overall_mean(tmp
     overall = _row(df, "mean", "Mean (all study datasets present)")
     assert (overall["mopeft"], overall["mopeft_paper"]) == (70.0, 71.92)  # the study's datasets only
     assert "Leaves" in display["Dataset"].tolist()
-    assert any("Datasets outside the study (leaves, shapes)" in n for n in notes)
+    assert any("Datasets outside the study's table (leaves, shapes)" in n for n in notes)
 
 
 def test_tables_name_the_runs_whose_loss_did_not_fall(tmp_path, capsys):
@@ -134,3 +134,20 @@ def test_examples_figure_shows_the_fixed_images_of_each_method(tmp_path):
     assert sorted(set(scores["image"])) == sorted(chosen) and meta["dataset"] == "toy"
     assert (scores[scores["method"] == "mopeft"]["image_miou"] == 100.0).all()
     assert (scores[scores["method"] == "baseline"]["image_miou"] < 100.0).all()
+
+
+def test_ablation_tables_show_a_folder_dataset_the_study_did_not_ablate(tmp_path):
+    from mopeft.report.ablations import ablation_table
+
+    r16 = {"r": 16, "length": 20, "dmid": 64}
+    cells = [
+        _cell(tmp_path, "kvasir_instrument", "mopeft", 70.0),
+        _custom(_cell(tmp_path, "shapes", "mopeft", 40.0)),
+        _custom(_cell(tmp_path, "shapes", "mopeft", 44.0, "r16", options=r16)),
+    ]
+    df, _, notes, used = ablation_table(load_cells(cells), "r")
+    shapes = _row(df, "shapes")
+    assert (shapes["domain"], shapes["rank_8"], shapes["rank_16"]) == ("Custom", 40.0, 44.0)
+    assert len(used) == 3 and any("outside the study's table (shapes)" in n for n in notes)
+    overall = _row(df, "mean", "Mean (all study datasets present)")
+    assert overall["rank_8"] == 70.0

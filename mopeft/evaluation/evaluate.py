@@ -147,8 +147,8 @@ def evaluate_unit(
             f"{dataset_dir}/meta.json: {data.num_classes} classes, "
             f"the model was trained for {model.num_classes}"
         )
-    chosen = {s: i for i, (img, _) in enumerate(data.test) for s in [img.stem]}
-    chosen = {chosen[s]: s for s in hashed_order(list(chosen), EXAMPLES_SEED)[:examples]}
+    position = {img.stem: i for i, (img, _) in enumerate(data.test)}
+    chosen = {position[s]: s for s in hashed_order(list(position), EXAMPLES_SEED)[:examples]}
     kept: dict[str, np.ndarray] = {}
 
     def keep(index: int, ids: torch.Tensor) -> None:

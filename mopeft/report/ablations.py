@@ -24,7 +24,15 @@ from mopeft.methods.registry import METHOD_SPECS
 from mopeft.report import paper, uncertainty
 from mopeft.report.provenance import collect_provenance
 from mopeft.report.registry import table_spec
-from mopeft.report.tables import Cell, comparison_table, flag_kfold, load_cells, write_table
+from mopeft.report.tables import (
+    Cell,
+    add_outside_rows,
+    comparison_table,
+    flag_kfold,
+    load_cells,
+    outside_note,
+    write_table,
+)
 
 MATCH_TOLERANCE = 0.05  # the study's own tables disagree by up to 0.03 (UAVid, FloodNet)
 
@@ -131,8 +139,6 @@ def ablation_table(
     groups: dict[tuple[str, str], list[Cell]] = defaultdict(list)
     used: list[Cell] = []
     for cell in cells:
-        if cell.dataset not in datasets:
-            continue
         if cell.method == "baseline" and cell.variant == "default":
             col: str | None = "baseline"
         else:
@@ -140,15 +146,20 @@ def ablation_table(
         if col is not None:
             groups[(cell.dataset, col)].append(cell)
             used.append(cell)
+    rows, extra = add_outside_rows(rows, used)  # datasets the study did not ablate (a folder dataset)
     ours = {k: [c.miou for c in v] for k, v in groups.items()}
     ref_idx = ref.set_index("dataset")
     paper_vals = {(d, c): ref_idx.at[d, c] for d in datasets for c in columns if c in ref_idx.columns}
     label = paper.ABLATIONS[option]["label"]
     labels = {c: f"{label}={v}" for v, c in values.items()} | {"baseline": "Baseline"}
     cis = uncertainty.intervals(groups, bootstrap) if bootstrap else None
-    df, display, notes = comparison_table(rows, columns, ours, paper_vals, labels, intervals=cis)
+    df, display, notes = comparison_table(
+        rows, columns, ours, paper_vals, labels, intervals=cis, overall=datasets if extra else None
+    )
     df, display, kfold_notes = flag_kfold(df, display, used)
     notes += kfold_notes
+    if extra:
+        notes.append(outside_note(extra))
     notes.insert(0, mopeft_note(directory))
     notes.insert(
         1,

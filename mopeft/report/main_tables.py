@@ -20,12 +20,20 @@ from typing import Any
 
 import pandas as pd
 
-from mopeft.data.folder_spec import DEFAULT_DOMAIN
 from mopeft.report import curves, paper, uncertainty
 from mopeft.report.ablations import mopeft_note
 from mopeft.report.provenance import collect_provenance
 from mopeft.report.registry import table_spec
-from mopeft.report.tables import METHOD_LABELS, Cell, comparison_table, flag_kfold, load_cells, write_table
+from mopeft.report.tables import (
+    METHOD_LABELS,
+    Cell,
+    add_outside_rows,
+    comparison_table,
+    flag_kfold,
+    load_cells,
+    outside_note,
+    write_table,
+)
 
 
 def main_table(
@@ -46,24 +54,14 @@ def main_table(
     ref = paper.main_results(directory)
     rows = ref.rename(columns={"paper_name": "name"})[["domain", "dataset", "name"]]
     study = list(rows["dataset"])
-    known = set(study)
     groups: dict[tuple[str, str], list[Cell]] = defaultdict(list)
     used: list[Cell] = []
-    extra: dict[str, tuple[str, str]] = {}  # dataset outside the study -> (domain, name)
     for cell in cells:
         if cell.method not in methods or cell.variant != "default":
             continue
-        if cell.dataset not in known:
-            extra.setdefault(
-                cell.dataset,
-                (str(cell.raw.get("domain") or DEFAULT_DOMAIN), str(cell.raw.get("name") or cell.dataset)),
-            )
         groups[(cell.dataset, cell.method)].append(cell)
         used.append(cell)
-    if extra:
-        ordered = sorted(extra.items(), key=lambda item: (item[1][0], item[0]))  # by domain, then key
-        added = [{"domain": d, "dataset": k, "name": n} for k, (d, n) in ordered]
-        rows = pd.concat([rows, pd.DataFrame(added)], ignore_index=True)
+    rows, extra = add_outside_rows(rows, used)
     ours = {k: [c.miou for c in v] for k, v in groups.items()}
     ref_idx = ref.set_index("dataset")
     paper_vals = {(d, m): ref_idx.at[d, m] for d in study for m in methods if m in ref.columns}
@@ -94,16 +92,12 @@ def main_table(
             "gate) scales the prefix keys and values by G_P; MoPEFT-logit adds log G_P to the prefix "
             "logits instead, which can switch the prefix off (docs/methods.md). No study value exists.",
         )
-    if "paxray4" in known:
+    if "paxray4" in study:
         notes.append(
             "PAXRay-4: the mean of the four binary tasks' mIoUs, combined in the cell's metrics.json."
         )
     if extra:
-        notes.append(
-            f"Datasets outside the study ({', '.join(sorted(extra))}): folder datasets of this run's config, "
-            "no study value; they are averaged in their own domain's mean row and left out of the overall "
-            "mean, which stays over the study's datasets."
-        )
+        notes.append(outside_note(extra))
     return df, display, notes, used
 
 

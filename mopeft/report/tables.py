@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mopeft.data.folder_spec import DEFAULT_DOMAIN
 from mopeft.io import atomic_path, read_json, write_text
 from mopeft.methods.registry import METHOD_SPECS
 from mopeft.report.provenance import provenance_lines
@@ -76,6 +77,33 @@ def load_cell(path: str | os.PathLike[str]) -> Cell:
 
 def load_cells(paths: Iterable[str | os.PathLike[str]]) -> list[Cell]:
     return [load_cell(p) for p in paths]
+
+
+def add_outside_rows(rows: pd.DataFrame, cells: Iterable[Cell]) -> tuple[pd.DataFrame, list[str]]:
+    """``rows`` (the study's datasets: domain, dataset, name) plus one row per dataset of ``cells``
+    the study's table lacks (a folder dataset of the config), after them by domain and key, with
+    the domain and name its cells record (default "Custom"). Returns the rows and the added keys."""
+    known = set(rows["dataset"])
+    extra: dict[str, tuple[str, str]] = {}
+    for cell in cells:
+        if cell.dataset not in known:
+            extra.setdefault(
+                cell.dataset,
+                (str(cell.raw.get("domain") or DEFAULT_DOMAIN), str(cell.raw.get("name") or cell.dataset)),
+            )
+    if not extra:
+        return rows, []
+    ordered = sorted(extra.items(), key=lambda item: (item[1][0], item[0]))  # by domain, then key
+    added = pd.DataFrame([{"domain": d, "dataset": k, "name": n} for k, (d, n) in ordered])
+    return pd.concat([rows, added], ignore_index=True), [k for k, _ in ordered]
+
+
+def outside_note(extra: Sequence[str]) -> str:
+    return (
+        f"Datasets outside the study's table ({', '.join(sorted(extra))}): no study value; they are "
+        "averaged in their own domain's mean row and left out of the overall mean, which stays over "
+        "the study's datasets."
+    )
 
 
 KFOLD_MARK = "†"
