@@ -119,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         args.init_seed,
         list(unit.classes),
         presence_head=bool(meta.get("presence_head", False)),  # the dataset spec's (FAIR-1M: True)
+        dataset=meta.get("dataset"),  # evaluate/detect refuse other data
     )
     model = build_from_config(cfg)
     dataset = SegmentationPairs(unit.train, cfg["image_size"])
