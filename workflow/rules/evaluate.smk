@@ -23,8 +23,8 @@ rule evaluate:
         runtime=eval_runtime,
         mem_mb=eval_mem,
     shell:
-        "OMP_NUM_THREADS={threads} mopeft evaluate --model {input.model} --data {params.data} --unit {wildcards.unit}"
-        " {params.kfold} --out {params.out} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} mopeft evaluate --model {input.model:q} --data {params.data:q}"
+        " --unit {wildcards.unit:q} {params.kfold:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule combine:
@@ -46,8 +46,8 @@ rule combine:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
-        "mopeft combine --units {params.units} --dataset-meta {input.meta} {params.kfold}"
-        " --variant {wildcards.variant} --seed {wildcards.seed} --out {output} > {log} 2>&1"
+        "mopeft combine --units {params.units:q} --dataset-meta {input.meta:q} {params.kfold:q}"
+        " --variant {wildcards.variant:q} --seed {wildcards.seed:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule detect:
@@ -70,7 +70,8 @@ rule detect:
         runtime=eval_runtime,
         mem_mb=eval_mem,
     shell:
-        "OMP_NUM_THREADS={threads} mopeft detect --model {input.model} --data {params.data} --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} mopeft detect --model {input.model:q} --data {params.data:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule score_detections:
@@ -91,5 +92,5 @@ rule score_detections:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
-        "mopeft score-detections --pred {input.pred} --gt {params.gt} --method {wildcards.method}"
-        " --out {output} > {log} 2>&1"
+        "mopeft score-detections --pred {input.pred:q} --gt {params.gt:q} --method {wildcards.method:q}"
+        " --out {output:q} > {log:q} 2>&1"
