@@ -1,10 +1,14 @@
 """The pipeline on a shared cluster (issue 11), in scratch copies: a data path with a space and
-shell syntax runs and injects nothing, and its files are readable by other users."""
+shell syntax runs and injects nothing; `.venv/bin/snakemake` works from a fresh shell with no
+venv on PATH; its files are readable by other users."""
 
 from __future__ import annotations
 
 import os
+import re
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,7 @@ pytestmark = pytest.mark.slow
 
 # Unquoted, `--out data dir;touch INJECTED;x/raw/...` would run `touch INJECTED` in the workdir.
 ODD = "data dir;touch INJECTED;x"
+CELL = "results/demo/cells/deepcrack/baseline/default/seed0"
 
 
 def _odd_data(wf: Path) -> Path:
@@ -53,3 +58,73 @@ def test_a_data_path_with_a_space_and_shell_syntax_runs_and_injects_nothing(tmp_
     injected = [p for p in wf.rglob("INJECTED") if p.is_file()]
     assert not injected and not (wf / "x").exists(), injected
     assert not _unreadable(wf / ODD), _unreadable(wf / ODD)[:10]
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    """A scratch copy and the environment of a fresh shell: the venv neither on PATH nor active."""
+    wf = workflow_copy(tmp_path_factory.mktemp("fresh"), package=True)
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p and p != venv_bin)
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PATH")}
+    env |= {"PATH": path, "PYTHONPATH": str(wf)}  # PYTHONPATH: the copy's package, as run_snakemake
+    probe = subprocess.run(["sh", "-c", "command -v mopeft || echo none"], env=env, capture_output=True)
+    assert probe.stdout.strip() == b"none", f"mopeft is on PATH without the venv: {probe.stdout}"
+    return wf, env
+
+
+def _snakemake(wf: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    """`.venv/bin/snakemake` by its path, as the README writes it (no profile)."""
+    cmd = [sys.executable, "-m", "snakemake", "--workflow-profile", "none", *args]
+    res = subprocess.run(cmd, cwd=wf, env=env, capture_output=True, text=True, timeout=900)
+    res.out = res.stdout + res.stderr
+    return res
+
+
+@pytest.fixture(scope="module")
+def cell(fresh):
+    wf, env = fresh
+    old = os.umask(0o022)
+    try:
+        res = _snakemake(
+            wf, env, "--cores", "2", "--configfile", "config/demo.yaml", "-R", "train", "--",
+            f"{CELL}/metrics.json",
+        )  # fmt: skip
+    finally:
+        os.umask(old)
+    assert res.returncode == 0, res.out[-4000:]
+    return wf, env
+
+
+def test_the_readme_command_works_from_a_fresh_shell(cell):
+    wf, _ = cell
+    assert (wf / CELL / "metrics.json").is_file()
+    log = wf / "logs/demo/train/deepcrack/baseline/default/seed0/main.log"
+    assert "command not found" not in log.read_text()
+
+
+def test_a_pipeline_runs_files_are_readable_by_other_users(cell):
+    wf, _ = cell
+    for folder in ("data", "results/demo", "weights", "logs"):
+        assert (wf / folder).is_dir(), folder
+        assert not _unreadable(wf / folder), _unreadable(wf / folder)[:10]
+
+
+def test_deleting_a_cells_model_reruns_nothing_and_forcerun_rebuilds_it(cell):
+    """What README 'Working with the pipeline' says about deleting and forcing a cell."""
+    wf, env = cell
+    model = wf / CELL / "units/main/model.pt"
+    saved = model.read_bytes()
+    model.unlink()
+    try:
+        plan = _snakemake(wf, env, "-n", "--configfile", "config/demo.yaml", "--", f"{CELL}/metrics.json")
+        assert plan.returncode == 0 and "Nothing to be done" in plan.out, plan.out[-3000:]
+        plan = _snakemake(
+            wf, env, "-n", "--configfile", "config/demo.yaml", "--forcerun", f"{CELL}/units/main/model.pt",
+            "--", f"{CELL}/metrics.json",
+        )  # fmt: skip
+        assert plan.returncode == 0, plan.out[-3000:]
+        rules = re.findall(r"^(?:local)?rule (\w+):$", plan.out, flags=re.M)
+        assert sorted(rules) == ["combine", "evaluate", "train"], plan.out[-3000:]
+    finally:
+        model.write_bytes(saved)
