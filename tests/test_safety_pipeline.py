@@ -1,6 +1,6 @@
 """The pipeline on a shared cluster (issue 11), in scratch copies: a data path with a space and
 shell syntax runs and injects nothing; `.venv/bin/snakemake` works from a fresh shell with no
-venv on PATH; its files are readable by other users."""
+venv on PATH; its files are readable by other users; a failed rerun leaves no stale outputs."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 from workflow_helpers import run_snakemake, workflow_copy
 
 pytestmark = pytest.mark.slow
@@ -128,3 +130,44 @@ def test_deleting_a_cells_model_reruns_nothing_and_forcerun_rebuilds_it(cell):
         assert sorted(rules) == ["combine", "evaluate", "train"], plan.out[-3000:]
     finally:
         model.write_bytes(saved)
+
+
+def _bad_label(folder: Path) -> tuple[Path, bytes]:
+    """Overwrite the first label of ``folder`` with one holding the value 200; return it and its bytes."""
+    path = sorted(folder.glob("*.png"))[0]
+    saved = path.read_bytes()
+    label = np.zeros(Image.open(path).size[::-1], dtype=np.uint8)
+    label[:4, :4] = 200
+    Image.fromarray(label, mode="L").save(path)
+    return path, saved
+
+
+@pytest.mark.parametrize(
+    ("rule", "split", "outputs"),
+    [  # evaluate first: a failed train removes the model that evaluate would need
+        (
+            "evaluate",
+            "test",
+            [f"units/main/eval/{f}" for f in ("metrics.json", "confusion.npy", "gates.npz", "per_image.npz")],
+        ),
+        ("train", "train", ["units/main/model.pt", "units/main/train_log.json"]),
+    ],
+)
+def test_a_failed_rerun_leaves_none_of_its_outputs_and_names_the_bad_file(cell, rule, split, outputs):
+    wf, env = cell
+    for out in outputs:
+        assert (wf / CELL / out).is_file(), out  # the previous, successful run's
+    label, saved = _bad_label(wf / "data/demo/prepared/deepcrack" / split / "labels")
+    try:
+        args = ("--cores", "1", "--configfile", "config/demo.yaml", "-R", rule, "--", f"{CELL}/metrics.json")
+        res = _snakemake(wf, env, *args)
+    finally:
+        label.write_bytes(saved)
+    assert res.returncode != 0, res.out[-3000:]
+    left = [out for out in outputs if (wf / CELL / out).exists()]
+    assert not left, left
+    log = (wf / f"logs/demo/{rule}/deepcrack/baseline/default/seed0/main.log").read_text()
+    error = [line for line in log.splitlines() if line.startswith(f"mopeft {rule}: error:")]
+    named = str(Path("data/demo/prepared/deepcrack") / split / "labels" / label.name)
+    assert error and named in error[0], log[-2000:]
+    assert "[200]" in error[0] and "Traceback" not in log

@@ -8,7 +8,11 @@ rule evaluate:
         data=meta_of,
         code=method_code("evaluate"),
     output:
-        f"{CELLS}/units/{{unit}}/eval/metrics.json",
+        # Every file `mopeft evaluate` writes, so a failed (re)run leaves none of them behind.
+        metrics=f"{CELLS}/units/{{unit}}/eval/metrics.json",
+        confusion=f"{CELLS}/units/{{unit}}/eval/confusion.npy",
+        gates=f"{CELLS}/units/{{unit}}/eval/gates.npz",
+        per_image=f"{CELLS}/units/{{unit}}/eval/per_image.npz",
     log:
         "logs/{run}/evaluate/{dataset}/{method}/{variant}/seed{seed}/{unit}.log",
     params:

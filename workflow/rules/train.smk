@@ -8,7 +8,10 @@ rule train:
         weights=weights_input,
         code=method_code("train"),
     output:
-        f"{CELLS}/units/{{unit}}/model.pt",
+        # Both declared, so a failed (re)run leaves neither: Snakemake deletes a failed job's outputs.
+        # (The resume file train_state.pt stays undeclared on purpose: a rerun continues from it.)
+        model=f"{CELLS}/units/{{unit}}/model.pt",
+        train_log=f"{CELLS}/units/{{unit}}/train_log.json",
     log:
         "logs/{run}/train/{dataset}/{method}/{variant}/seed{seed}/{unit}.log",
     params:
