@@ -19,14 +19,12 @@ from workflow_helpers import run_snakemake, workflow_copy
 
 pytestmark = pytest.mark.slow
 
-# Unquoted, `--out data dir;touch INJECTED;x/raw/...` would run `touch INJECTED` in the workdir.
-ODD = "data dir;touch INJECTED;x"
 CELL = "results/demo/cells/deepcrack/baseline/default/seed0"
 
 
-def _odd_data(wf: Path) -> Path:
+def _odd_data(wf: Path, odd: str) -> Path:
     demo = yaml.safe_load((wf / "config/demo.yaml").read_text())
-    data = {**demo["data"], "raw_dir": f"{ODD}/raw", "prepared_dir": f"{ODD}/prepared"}
+    data = {**demo["data"], "raw_dir": f"{odd}/raw", "prepared_dir": f"{odd}/prepared"}
     (wf / "odd.yaml").write_text(yaml.safe_dump({"data": data}))
     return wf / "odd.yaml"
 
@@ -44,22 +42,27 @@ def _unreadable(root: Path) -> list[str]:
     return bad
 
 
-def test_a_data_path_with_a_space_and_shell_syntax_runs_and_injects_nothing(tmp_path):
+# Unquoted, `--out data;touch INJECTED;x/raw/deepcrack` writes the miniature into `data`, then runs
+# `touch INJECTED` in the workdir; with the space, `mopeft` itself gets a stray argument.
+@pytest.mark.parametrize("odd", ["data;touch INJECTED;x", "data dir;touch INJECTED;x"])
+def test_a_data_path_with_a_space_and_shell_syntax_runs_and_injects_nothing(tmp_path, odd):
     wf = workflow_copy(tmp_path, package=True)
-    odd = _odd_data(wf)
-    targets = [f"{ODD}/prepared/{d}/meta.json" for d in ("kvasir_instrument", "deepcrack")]
+    overlay = _odd_data(wf, odd)
+    targets = [f"{odd}/prepared/{d}/meta.json" for d in ("kvasir_instrument", "deepcrack")]
+    args = ("--cores", "2", "--configfile", "config/demo.yaml", str(overlay), "--", *targets)
     old = os.umask(0o022)
     try:
-        res = run_snakemake(wf, "--cores", "2", "--configfile", "config/demo.yaml", str(odd), "--", *targets)
+        res = run_snakemake(wf, *args)
     finally:
         os.umask(old)
+    injected = [str(p) for p in wf.rglob("INJECTED") if p.is_file()]
+    assert not injected, injected
     assert res.returncode == 0, res.out[-4000:]
     for target in targets:
         assert (wf / target).is_file(), target
-    assert (wf / ODD / "raw" / "deepcrack" / "MINIATURE").is_file()
-    injected = [p for p in wf.rglob("INJECTED") if p.is_file()]
-    assert not injected and not (wf / "x").exists(), injected
-    assert not _unreadable(wf / ODD), _unreadable(wf / ODD)[:10]
+    assert (wf / odd / "raw" / "deepcrack" / "MINIATURE").is_file()
+    assert not (wf / "data").exists() and not (wf / "x").exists()
+    assert not _unreadable(wf / odd), _unreadable(wf / odd)[:10]
 
 
 @pytest.fixture(scope="module")
