@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from mopeft.data.images import check_label_files
 from mopeft.data.loader import SegmentationPairs, make_loader
 from mopeft.data.preprocess import IGNORE_INDEX, postprocess, to_model_input
 from mopeft.data.units import load_unit
@@ -116,6 +117,7 @@ def evaluate_unit(
             f"{dataset_dir}/meta.json: {data.num_classes} classes, "
             f"the model was trained for {model.num_classes}"
         )
+    check_label_files([label for _, label in data.test], data.num_classes)  # before any forward pass
     cm, gates, per_image = predict_split(
         model, SegmentationPairs(data.test, model.image_size), resolve_device(device), batch_size, workers
     )
