@@ -83,12 +83,15 @@ def _jobs(out: str) -> list[tuple[str, str]]:
 
 @contextlib.contextmanager
 def _touched(path: Path) -> Iterator[None]:
-    """A source file that looks edited (newer mtime) for the block; its times restored after."""
-    st = path.stat()
+    """A source file edited for the block (new content and a newer time: Snakemake also compares
+    checksums, so a bare mtime change is not an edit); its bytes and times restored after."""
+    st, before = path.stat(), path.read_bytes()
+    path.write_bytes(before + b"\n# edited\n")
     os.utime(path, (st.st_atime, st.st_mtime + 3600))
     try:
         yield
     finally:
+        path.write_bytes(before)
         os.utime(path, (st.st_atime, st.st_mtime))
 
 
