@@ -71,10 +71,11 @@ def test_demo_report_builds(demo):
 
 
 def _jobs(out: str) -> list[tuple[str, str]]:
-    """(rule, wildcards) of every job a dry-run plans."""
+    """(rule, wildcards) of every job a dry-run plans. A job's block runs from its ``rule NAME:``
+    line to the next one (Snakemake 9 does not always leave a blank line between jobs)."""
     jobs = []
-    for block in re.split(r"\n\s*\n", out):
-        rule = re.search(r"^(?:local)?rule (\w+):$", block, flags=re.M)
+    for block in re.split(r"^(?=(?:local)?rule \w+:$)", out, flags=re.M):
+        rule = re.match(r"(?:local)?rule (\w+):$", block, flags=re.M)
         if rule:
             wildcards = re.search(r"^\s+wildcards: (.+)$", block, flags=re.M)
             jobs.append((rule.group(1), wildcards.group(1) if wildcards else ""))
