@@ -5,8 +5,6 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 CORES  ?= 2
 SNAKEMAKE := $(BIN)/snakemake --workflow-profile none
-# The rules call `mopeft` (and the pipeline tests call snakemake): use the venv's.
-export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: demo test test-fast lint dag study-dry-run clean-demo
 

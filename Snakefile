@@ -4,7 +4,23 @@
 #   snakemake --cores 2 --configfile config/demo.yaml      # the CPU miniature (make demo)
 #   snakemake --profile slurm                              # on a SLURM cluster (README.md)
 
+import os
+import sys
+
+
 configfile: "config/config.yaml"
+
+
+# The rules call `mopeft`: the one installed beside the Python that runs Snakemake (the venv's
+# .venv/bin), so `.venv/bin/snakemake ...` works from a fresh shell with no venv activated. Put
+# first on the jobs' PATH (they inherit Snakemake's environment, on SLURM too), not hard-coded in
+# every rule: a rule's conda env (`--sdm conda`) is activated inside the job and so still comes
+# first, and the printed commands stay the documented `mopeft ...` lines. (A write, not a variable
+# the workflow requires: no `envvars:`, which would ship this machine's PATH to remote executors.)
+_BIN = os.path.dirname(sys.executable)
+_PATH = os.environ.get("PATH", "")
+if _PATH.split(os.pathsep)[0] != _BIN:
+    os.environ.update(PATH=os.pathsep.join([_BIN, _PATH]) if _PATH else _BIN)
 
 
 include: "workflow/rules/common.smk"

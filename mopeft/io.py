@@ -3,6 +3,10 @@
 Snakemake trusts any output file that exists, so a half-written file left by a killed job would be
 silently reused. Every artifact is therefore written to a temporary sibling and renamed into place
 (rename is atomic on POSIX within one file system).
+
+The temporaries are created with the modes a plain ``open``/``mkdir`` would give (0666/0777 minus
+the umask), not ``tempfile``'s private 0600/0700: on a shared cluster, colleagues read the
+prepared data, checkpoints and tables, and the umask is how the user says who may.
 """
 
 from __future__ import annotations
@@ -10,23 +14,56 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 
+def _sibling(path: Path, suffix: str) -> Path:
+    """A fresh hidden name next to ``path`` (``.name.<random><suffix>``)."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}{suffix}")
+
+
+def _new_file(path: Path, suffix: str) -> Path:
+    """Create an empty, unique temporary file next to ``path`` with mode 0666 & ~umask.
+
+    ``os.open(..., O_EXCL, 0o666)`` lets the kernel apply the umask (and any default ACL), as for
+    any other file the user creates; ``tempfile.mkstemp`` would force 0600 whatever the umask.
+    """
+    for _ in range(100):
+        tmp = _sibling(path, suffix)
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"{path.parent}: cannot create a unique temporary file for {path.name}")
+
+
+def _new_dir(path: Path, suffix: str) -> Path:
+    """Create a unique temporary folder next to ``path`` with mode 0777 & ~umask (not mkdtemp's 0700)."""
+    for _ in range(100):
+        tmp = _sibling(path, suffix)
+        try:
+            tmp.mkdir(0o777)
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(f"{path.parent}: cannot create a unique temporary folder for {path.name}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    The file exists (empty) when the block starts, with the umask's permissions; writers that
+    open it for writing keep that mode.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=suffix or path.suffix + ".tmp", dir=path.parent
-    )
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path = _new_file(path, suffix or path.suffix + ".tmp")
     try:
         yield tmp_path
         os.replace(tmp_path, path)
@@ -40,12 +77,11 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary directory next to ``path``; it replaces ``path`` only if the block succeeds.
 
     An existing ``path`` is removed only after the new content is complete, so a failed run never
-    leaves a directory that looks finished.
+    leaves a directory that looks finished. The folder gets the umask's permissions, like ``mkdir``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    tmp.chmod(0o755)  # mkdtemp makes 0700; prepared data is read by other users and containers
+    tmp = _new_dir(path, ".tmp")
     try:
         yield tmp
         if path.exists():

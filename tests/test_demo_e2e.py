@@ -95,10 +95,11 @@ def test_demo_report_builds(demo):
 
 
 def _jobs(out: str) -> list[tuple[str, str]]:
-    """(rule, wildcards) of every job a dry-run plans."""
+    """(rule, wildcards) of every job a dry-run plans. A job's block runs from its ``rule NAME:``
+    line to the next one (Snakemake 9 does not always leave a blank line between jobs)."""
     jobs = []
-    for block in re.split(r"\n\s*\n", out):
-        rule = re.search(r"^(?:local)?rule (\w+):$", block, flags=re.M)
+    for block in re.split(r"^(?=(?:local)?rule \w+:$)", out, flags=re.M):
+        rule = re.match(r"(?:local)?rule (\w+):$", block, flags=re.M)
         if rule:
             wildcards = re.search(r"^\s+wildcards: (.+)$", block, flags=re.M)
             jobs.append((rule.group(1), wildcards.group(1) if wildcards else ""))
@@ -107,12 +108,15 @@ def _jobs(out: str) -> list[tuple[str, str]]:
 
 @contextlib.contextmanager
 def _touched(path: Path) -> Iterator[None]:
-    """A source file that looks edited (newer mtime) for the block; its times restored after."""
-    st = path.stat()
+    """A source file edited for the block (new content and a newer time: Snakemake also compares
+    checksums, so a bare mtime change is not an edit); its bytes and times restored after."""
+    st, before = path.stat(), path.read_bytes()
+    path.write_bytes(before + b"\n# edited\n")
     os.utime(path, (st.st_atime, st.st_mtime + 3600))
     try:
         yield
     finally:
+        path.write_bytes(before)
         os.utime(path, (st.st_atime, st.st_mtime))
 
 

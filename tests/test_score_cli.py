@@ -157,3 +157,16 @@ def test_score_bootstrap_interval_end_to_end(folders, capsys, tmp_path):
     rc, out, err = run_score(capsys, "--pred", pred, "--gt", gt, "--num-classes", 2)
     assert rc == 0 and "bootstrap" not in json.loads(out)
     expect_error(capsys, ["--pred", pred, "--gt", gt, "--num-classes", 2, "--bootstrap", 1], "--bootstrap")
+
+
+def test_a_jpeg_named_png_is_refused(tmp_path):
+    """`mopeft score` reads class ids; a lossy JPEG under a .png name would be scored silently."""
+    import numpy as np
+    from PIL import Image
+
+    from mopeft.evaluation.score import read_id_png
+
+    path = tmp_path / "x.png"
+    Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(path, format="JPEG")
+    with pytest.raises(ValueError, match=r"x\.png: not a PNG \(its content is JPEG\)"):
+        read_id_png(path)

@@ -55,7 +55,7 @@ def test_every_method_trains_and_evaluates_through_the_cli(tmp_path, method):
     assert metrics["weights"] == TINY_SHA256
     assert 0 <= metrics["miou"] <= 100
     gates = np.load(out / "eval" / "gates.npz")
-    if method == "mopeft":
+    if "prefix_gate" in METHODS[method].defaults:  # the MoPEFT family records its gates
         assert set(gates.files) == {"lora_q", "lora_v", "prefix", "adapter"}
         assert all(gates[k].shape == (2, 4) for k in gates.files)  # 2 images x 4 tiny blocks
         assert all(((gates[k] > 0) & (gates[k] < 1)).all() for k in gates.files)

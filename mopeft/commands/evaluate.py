@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mopeft.compose.checkpoint import load_model, read_checkpoint, weights_label
+from mopeft.compose.checkpoint import check_trained_on, load_model, read_checkpoint, weights_label
 from mopeft.device import resolve_device
 from mopeft.evaluation.evaluate import evaluate_unit
+from mopeft.io import read_json
 
 HELP = "evaluate a trained model: OUT/metrics.json, confusion.npy, gates.npz"
 
@@ -36,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     payload = read_checkpoint(args.model)
     cfg, train = payload["config"], payload.get("train", {})
+    meta_path = args.data / "meta.json"
+    check_trained_on(cfg, args.model, read_json(meta_path), meta_path)  # before the model is built
     model = load_model(args.model, args.weights)
     context = {
         "method": cfg["method"],

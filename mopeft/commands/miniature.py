@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import shutil
-import tempfile
 from pathlib import Path
 
 from mopeft.data.registry import dataset_module
+from mopeft.io import atomic_dir
 
 HELP = "write a tiny synthetic copy of a dataset's raw download (original layout) into OUT"
 
@@ -24,16 +23,9 @@ def run(args: argparse.Namespace) -> int:
     if out.exists() and any(out.iterdir()) and not (out / "MINIATURE").exists():
         # never replace what may be a real (multi-GB, hand-downloaded) raw folder
         raise ValueError(f"{out}: exists and is not a miniature; refusing to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
     # Written to a sibling temp folder and renamed: a killed run never leaves a half miniature
-    # that the MINIATURE marker would vouch for.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    # that the MINIATURE marker would vouch for (atomic_dir: with the umask's permissions).
+    with atomic_dir(out) as tmp:
         module.write_miniature(tmp, seed=args.seed)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     print(out)
     return 0

@@ -8,12 +8,13 @@ from pathlib import Path
 
 from mopeft.commands.options import add_set_argument, parse_sets
 from mopeft.compose.checkpoint import build_from_config, model_config, save_model
+from mopeft.data.images import check_label_files
 from mopeft.data.loader import SegmentationPairs
 from mopeft.data.units import load_unit
 from mopeft.device import resolve_device
 from mopeft.io import read_json, write_json
 from mopeft.methods import METHODS
-from mopeft.model.arch import get_arch
+from mopeft.model.arch import ARCHS, get_arch
 from mopeft.model.weights import VIT_B_SHA256
 from mopeft.peft.attention import attention_backend
 from mopeft.peft.state import fold_prefixes
@@ -29,9 +30,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kfold", type=int, default=2, help="folds for datasets without a train split")
     p.add_argument("--method", required=True, choices=sorted(METHODS))
     add_set_argument(p)
-    p.add_argument("--arch", default="vit_b")
-    p.add_argument("--image-size", type=int, default=None)
-    p.add_argument("--checkpoint", type=Path, default=None, help="SAM weights (.pth); omit for random init")
+    p.add_argument(
+        "--arch",
+        default="vit_b",
+        choices=sorted(ARCHS),
+        help="SAM variant: vit_b (the study's ViT-B) or tiny (few small blocks: CPU tests, the demo)",
+    )
+    p.add_argument(
+        "--image-size", type=int, default=None, help="input side in pixels (default: the architecture's own)"
+    )
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="base SAM weights (.pth, e.g. from `mopeft weights`); without it the base model is RANDOM init",
+    )
     p.add_argument("--checkpoint-sha256", default=None, help="expected sha256 (default: the official ViT-B)")
     steps = p.add_mutually_exclusive_group(required=True)
     steps.add_argument("--steps", type=int)
@@ -89,6 +102,16 @@ def run(args: argparse.Namespace) -> int:
     unit = load_unit(args.data, args.unit, args.kfold)
     if not unit.train:
         raise ValueError(f"{args.data}: unit {args.unit!r} has no training images")
+    # Every label's values, before any model is built: a bad file fails now, naming itself.
+    check_label_files([label for _, label in unit.train], unit.num_classes)
+    if args.checkpoint is None:
+        log.warning(
+            "no --checkpoint: training %s on a RANDOMLY INITIALISED %s, not on SAM's pretrained weights; "
+            "its numbers say nothing about fine-tuning SAM (fetch weights with `mopeft weights --out DIR` "
+            "and pass --checkpoint DIR/<file>.pth)",
+            args.method,
+            args.arch,
+        )
     options = METHODS[args.method].options(parse_sets(args.sets))  # validated, typed
     sha = args.checkpoint_sha256 or (VIT_B_SHA256 if args.checkpoint is not None else None)
     cfg = model_config(
@@ -102,6 +125,7 @@ def run(args: argparse.Namespace) -> int:
         args.init_seed,
         list(unit.classes),
         presence_head=bool(meta.get("presence_head", False)),  # the dataset spec's (FAIR-1M: True)
+        dataset=meta.get("dataset"),  # evaluate/detect refuse other data
     )
     model = build_from_config(cfg)
     dataset = SegmentationPairs(unit.train, cfg["image_size"])

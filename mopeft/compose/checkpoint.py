@@ -32,10 +32,14 @@ def model_config(
     init_seed: int,
     classes: list[str] | None = None,
     presence_head: bool = False,
+    dataset: str | None = None,
 ) -> dict[str, Any]:
+    """Everything needed to rebuild the model, plus what it was trained on (``dataset``: the
+    prepared data's key, ``classes``: its class names), so that evaluation can refuse other data."""
     return {
         "arch": arch,
         "num_classes": num_classes,
+        "dataset": dataset,
         "classes": classes,
         "method": method,
         "method_options": dict(method_options),
@@ -50,6 +54,27 @@ def model_config(
 def weights_label(cfg: dict) -> str:
     """What the base weights were, for provenance: their sha256 or 'random init'."""
     return cfg["weights_sha256"] or ("random init" if cfg["weights"] is None else "unverified")
+
+
+def check_trained_on(cfg: dict, model_path: str | Path, meta: dict, meta_path: str | Path) -> None:
+    """Refuse data other than the model's own: same dataset key and same class names, in order.
+
+    The class count alone is not enough (DeepCrack and Kvasir-Instrument are both 2-class); a
+    model scored on another dataset gives a plausible-looking number that means nothing.
+    Checkpoints from before the key was recorded are checked on their class names only.
+    """
+    trained, here = cfg.get("dataset"), meta.get("dataset")
+    if trained is not None and here is not None and trained != here:
+        raise ValueError(
+            f"{model_path}: trained on dataset {trained!r}, but {meta_path} is {here!r}; "
+            f"pass the prepared folder of {trained!r} (or a model trained on {here!r})"
+        )
+    classes, names = cfg.get("classes"), meta.get("classes")
+    if classes is not None and names is not None and list(classes) != list(names):
+        raise ValueError(
+            f"{model_path}: trained on classes {list(classes)}, but {meta_path} lists {list(names)}; "
+            "evaluate on the data the model was trained on (or re-prepare that dataset)"
+        )
 
 
 def build_from_config(cfg: dict, weights_path: str | Path | None = None) -> SemanticSAM:

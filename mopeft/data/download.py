@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -29,6 +28,7 @@ from mopeft.data.checksums import checksum_problem, file_digest, git_head, is_co
 from mopeft.data.common import PrepareError
 from mopeft.data.registry import get_spec
 from mopeft.data.spec import Source
+from mopeft.io import atomic_dir
 
 log = logging.getLogger(__name__)
 
@@ -151,9 +151,7 @@ def git_clone(url: str, dest: Path, ref: str | None = None) -> Path:
     """
     if dest.exists():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
+    with atomic_dir(dest) as tmp:  # the umask's permissions; only a complete clone lands at dest
         cmds = [
             ["git", "init", "-q", str(tmp)],
             ["git", "-C", str(tmp), "remote", "add", "origin", url],
@@ -166,9 +164,6 @@ def git_clone(url: str, dest: Path, ref: str | None = None) -> Path:
                 raise PrepareError(f"{dest}: `{' '.join(cmd)}` failed: {res.stderr.strip()[:300]}")
         if is_commit(ref) and (head := git_head(tmp)) != ref:
             raise PrepareError(f"{dest}: {url} gave commit {head}, not the pinned {ref}")
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 

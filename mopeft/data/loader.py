@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mopeft.data.images import load_image
+from mopeft.data.images import load_image, load_label
 from mopeft.data.preprocess import IGNORE_INDEX, pad_to_square, resize_image, resize_label
 
 
@@ -40,7 +40,7 @@ class SegmentationPairs(Dataset):
     def load_raw(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         img_path, lbl_path = self.pairs[index]
         image = load_image(img_path, mode="RGB")
-        label = load_image(lbl_path)
+        label = load_label(lbl_path)  # refuses non-PNG content (a renamed JPEG)
         if label.ndim != 2:
             raise ValueError(f"{lbl_path}: label must be single-channel, got shape {label.shape}")
         if image.shape[:2] != label.shape:

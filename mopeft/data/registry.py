@@ -45,11 +45,21 @@ DATASETS: dict[str, str] = {
 }
 
 
+class UnknownDataset(KeyError, ValueError):
+    """A dataset key that is not registered. A ``ValueError`` too, so the CLI prints it as one
+    line (``mopeft prepare: error: ...``) instead of a traceback; still a ``KeyError`` for lookups."""
+
+    def __str__(self) -> str:  # KeyError would print the message in quotes
+        return str(self.args[0])
+
+
 def dataset_module(key: str) -> ModuleType:
     try:
         module_name = DATASETS[key]
     except KeyError:
-        raise KeyError(f"unknown dataset {key!r}; known: {', '.join(DATASETS)}") from None
+        raise UnknownDataset(
+            f"unknown dataset {key!r}; valid keys: {', '.join(DATASETS)} (see `mopeft datasets`)"
+        ) from None
     return importlib.import_module(module_name)
 
 

@@ -86,12 +86,13 @@ def run_detection(
     min_size: int = 4, device: str = "auto",
 ) -> dict[str, Any]:
     """Load the model, detect over ``data_dir/split/images`` and write ``out`` atomically."""
-    from mopeft.compose.checkpoint import load_model, read_checkpoint, weights_label
+    from mopeft.compose.checkpoint import check_trained_on, load_model, read_checkpoint, weights_label
     from mopeft.device import resolve_device
 
     data_dir = Path(data_dir)
     meta = read_json(data_dir / "meta.json")
     classes = list(meta["classes"])
+    check_trained_on(read_checkpoint(model_path)["config"], model_path, meta, data_dir / "meta.json")
     model = load_model(model_path)
     if int(model.num_classes) != len(classes):
         raise ValueError(

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from mopeft.data.images import check_label_files
 from mopeft.data.layout import hashed_order
 from mopeft.data.loader import SegmentationPairs, make_loader
 from mopeft.data.preprocess import IGNORE_INDEX, postprocess, to_model_input
@@ -147,6 +148,7 @@ def evaluate_unit(
             f"{dataset_dir}/meta.json: {data.num_classes} classes, "
             f"the model was trained for {model.num_classes}"
         )
+    check_label_files([label for _, label in data.test], data.num_classes)  # before any forward pass
     position = {img.stem: i for i, (img, _) in enumerate(data.test)}
     chosen = {position[s]: s for s in hashed_order(list(position), EXAMPLES_SEED)[:examples]}
     kept: dict[str, np.ndarray] = {}

@@ -29,6 +29,8 @@ def read_id_png(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as img:
+            if img.format != "PNG":
+                raise ValueError(f"{path}: not a PNG (its content is {img.format}); write class ids as PNG")
             img.load()
             if img.mode not in _ID_MODES:
                 raise ValueError(f"{path}: expected a single-channel class-id PNG, got mode {img.mode}")

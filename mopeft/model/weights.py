@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -40,6 +41,23 @@ KNOWN_WEIGHTS = {
 _REL_POS = re.compile(r"^image_encoder\.blocks\.(\d+)\.attn\.rel_pos_[hw]$")
 
 
+class WeightsUnavailable(ValueError):
+    """The weights cannot be downloaded here; the message says where to place the file by hand.
+
+    A ``ValueError`` so the CLI prints it as one line: compute nodes are often offline, and this
+    is the study's first job.
+    """
+
+
+def _by_hand(url: str, dest: Path, sha256: str | None, why: object) -> WeightsUnavailable:
+    digest = f" (sha256 {sha256})" if sha256 else ""
+    return WeightsUnavailable(
+        f"{dest}: cannot download {url} ({why}); if this machine is offline, download that URL on "
+        f"one that is online and copy the file to {dest}{digest}, then rerun (it is verified, not "
+        "downloaded again)"
+    )
+
+
 def download(url: str, dest: Path, sha256: str | None, chunk: int = 1 << 20) -> Path:
     """Download with resume: bytes go to ``dest.part`` and a re-run continues with an HTTP Range request.
 
@@ -54,18 +72,30 @@ def download(url: str, dest: Path, sha256: str | None, chunk: int = 1 << 20) -> 
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
-    with urllib.request.urlopen(request, timeout=60) as response:
+    try:
+        response = urllib.request.urlopen(request, timeout=60)
+    except urllib.error.HTTPError as exc:
+        raise _by_hand(url, dest, sha256, f"HTTP {exc.code}") from None
+    except (urllib.error.URLError, TimeoutError, OSError) as exc:  # offline, DNS, proxy, timeout
+        raise _by_hand(url, dest, sha256, getattr(exc, "reason", exc)) from None
+    with response:
         resumed = have and response.status == 206
         mode = "ab" if resumed else "wb"
         total = int(response.headers.get("Content-Length") or 0) + (have if resumed else 0)
         log.info("downloading %s -> %s (%s bytes%s)", url, dest, total or "?", ", resumed" if resumed else "")
         done = have if resumed else 0
         with open(part, mode) as f:
-            while block := response.read(chunk):
-                f.write(block)
-                done += len(block)
-                if total and done % (chunk * 32) < chunk:
-                    log.info("%.0f%%", 100 * done / total)
+            try:
+                while block := response.read(chunk):
+                    f.write(block)
+                    done += len(block)
+                    if total and done % (chunk * 32) < chunk:
+                        log.info("%.0f%%", 100 * done / total)
+            except (TimeoutError, ConnectionError, urllib.error.URLError) as exc:
+                raise WeightsUnavailable(
+                    f"{dest}: download of {url} interrupted after {done} bytes ({exc}); rerun to resume "
+                    f"from {part}, or place the file at {dest} by hand"
+                ) from None
     if sha256:
         got = sha256_file(part)
         if got != sha256:

@@ -53,6 +53,27 @@ def data_kind(flags: Iterable[Any]) -> str:
     return kinds.pop() if len(kinds) == 1 else "mixed"
 
 
+def efficiency_data(config_path: str | os.PathLike[str] | None, records: Iterable[Mapping[str, Any]]) -> str:
+    """What Table 4.5's measurements ran on, for its ``Data:`` line: no dataset's images at all.
+
+    `mopeft bench` times random images and labels, `mopeft flops` counts a zero image, `mopeft
+    params` reads nothing; the only thing taken from a dataset is its class count (the decoder has
+    one token per class), from the config's ``efficiency.dataset``.
+    """
+    dataset = None
+    if config_path and Path(config_path).is_file():
+        import yaml
+
+        cfg = yaml.safe_load(Path(config_path).read_text()) or {}
+        dataset = (cfg.get("efficiency") or {}).get("dataset") if isinstance(cfg, dict) else None
+    k = summarise((r.get("num_classes") for r in records), empty="?")
+    of = f"the class count of efficiency.dataset {dataset}" if dataset else "efficiency.dataset's class count"
+    return (
+        f"synthetic inputs, no dataset's images (timings: random images and labels; FLOPs: a zero image; "
+        f"parameters: none), K = {k} classes ({of})"
+    )
+
+
 def collect_provenance(
     config_path: str | os.PathLike[str] | None,
     cells: Iterable[Mapping[str, Any]],

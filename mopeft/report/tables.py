@@ -48,7 +48,11 @@ class Cell:
 
 
 def load_cell(path: str | os.PathLike[str]) -> Cell:
-    """Read one cell's metrics.json; missing or malformed fields raise an error naming the file."""
+    """Read one cell's metrics.json; missing or malformed fields raise an error naming the file.
+
+    A file under the pipeline's cell layout must say what its folders say: a LoRA metrics.json
+    copied into a MoPEFT folder would otherwise fill the wrong column without a word.
+    """
     path = Path(path)
     data = read_json(path)
     if not isinstance(data, dict):
@@ -63,7 +67,7 @@ def load_cell(path: str | os.PathLike[str]) -> Cell:
     options = data.get("method_options") or {}
     if not isinstance(options, dict):
         raise ValueError(f"{path}: 'method_options' must be an object")
-    return Cell(
+    cell = Cell(
         path=path,
         dataset=str(data["dataset"]),
         method=str(data["method"]),
@@ -73,10 +77,40 @@ def load_cell(path: str | os.PathLike[str]) -> Cell:
         options=dict(options),
         raw=data,
     )
+    # The pipeline's layout: .../cells/<dataset>/<method>/<variant>/seed<seed>/metrics.json.
+    parts = path.parts
+    if len(parts) >= 6 and parts[-6] == "cells" and parts[-2].startswith("seed"):
+        folder = dict(dataset=parts[-5], method=parts[-4], variant=parts[-3], seed=parts[-2][4:])
+        says = dict(dataset=cell.dataset, method=cell.method, variant=cell.variant, seed=str(cell.seed))
+        wrong = [f"{k} {says[k]!r} (folder: {folder[k]!r})" for k in folder if folder[k] != says[k]]
+        if wrong:
+            raise ValueError(
+                f"{path}: its content disagrees with its folder: {', '.join(wrong)}; it was copied or "
+                "moved into the wrong cell: delete it and rerun that cell"
+            )
+    return cell
 
 
 def load_cells(paths: Iterable[str | os.PathLike[str]]) -> list[Cell]:
-    return [load_cell(p) for p in paths]
+    """Every cell once: the same file given twice, or two files for the same (dataset, method,
+    variant, seed), would count one run as two seeds (``n=2``) or hide one behind the other."""
+    cells: list[Cell] = []
+    by_file: dict[Path, Path] = {}
+    by_key: dict[tuple[str, str, str, int], Path] = {}
+    for p in paths:
+        cell = load_cell(p)
+        real = cell.path.resolve()
+        if real in by_file:
+            raise ValueError(f"{cell.path}: given twice (also as {by_file[real]}); pass each cell once")
+        key = (cell.dataset, cell.method, cell.variant, cell.seed)
+        if key in by_key:
+            raise ValueError(
+                f"{cell.path} and {by_key[key]}: two results for the same cell (dataset {key[0]}, method "
+                f"{key[1]}, variant {key[2]}, seed {key[3]}); keep one of them"
+            )
+        by_file[real], by_key[key] = cell.path, cell.path
+        cells.append(cell)
+    return cells
 
 
 def add_outside_rows(rows: pd.DataFrame, cells: Iterable[Cell]) -> tuple[pd.DataFrame, list[str]]:

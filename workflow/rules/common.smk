@@ -2,6 +2,9 @@
 # Rules stay thin: every path/argument they need is computed by a named function here. Methods,
 # datasets and tables are not listed here: they come from the package's registries
 # (mopeft.methods.registry, mopeft.data.registry, mopeft.report.registry), which are torch-free.
+# Shell quoting: every field of a rule's shell string is written `{...:q}`. The argument helpers
+# below return LISTS of words (flag, value, ...), which `:q` quotes one by one, so a config path
+# with a space or a `;` reaches the command as one argument and never as shell syntax.
 
 import functools
 import os
@@ -36,7 +39,7 @@ EFF = config["efficiency"]
 # study's ViT-B beside tiny-model timings) they are taken at that architecture's own image size
 # (no --image-size: `mopeft params` then uses the architecture's default).
 PARAMS_ARCH = EFF.get("params_arch", config["model"]["arch"])
-PARAMS_SIZE_ARG = "" if "params_arch" in EFF else f"--image-size {EFF['image_size']}"
+PARAMS_SIZE_ARG = [] if "params_arch" in EFF else ["--image-size", EFF["image_size"]]
 # Segmentation datasets: everything except the detection dataset (FAIR-1M).
 SEG_DATASETS = [d for d in DATASETS if d != DET["dataset"]]
 MAIN_METHODS = config["main"]["methods"]
@@ -128,9 +131,9 @@ VARIANTS = {
 def set_args(wildcards):
     """`--set k=v` for an ablation variant, nothing for `default`."""
     if wildcards.variant == "default":
-        return ""
+        return []
     option, value = VARIANTS[wildcards.variant]
-    return f"--set {option}={value}"
+    return ["--set", f"{option}={value}"]
 
 
 def _alternatives(values):
@@ -172,7 +175,7 @@ def units(dataset):
 
 def kfold_args(wildcards):
     """`--kfold K` only where a unit is a fold: changing data.kfold reruns nothing else."""
-    return f"--kfold {KFOLD}" if is_kfold(wildcards.dataset) else ""
+    return ["--kfold", KFOLD] if is_kfold(wildcards.dataset) else []
 
 
 # ----------------------------------------------------------------------------- code inputs
@@ -309,39 +312,39 @@ def checkpoint_args(wildcards, input):
     """`--checkpoint PATH --checkpoint-sha256 HEX`, or nothing (random initialisation)."""
     weights = config["model"]["weights"]
     if not weights:
-        return ""
-    return f"--checkpoint {input.weights} --checkpoint-sha256 {weights['sha256']}"
+        return []
+    return ["--checkpoint", input.weights, "--checkpoint-sha256", weights["sha256"]]
 
 
 def schedule_args(wildcards):
     t = config["training"]
-    return f"--epochs {t['epochs']}" if t["epochs"] else f"--steps {t['steps']}"
+    return ["--epochs", t["epochs"]] if t["epochs"] else ["--steps", t["steps"]]
 
 
 def speed_args(wildcards):
     """`training.speed` as `mopeft train` flags (how fast, never what)."""
     speed = config["training"].get("speed", {})
     args = [
-        f"--attention {speed.get('attention', 'sdpa')}",
-        f"--encoder-cache {speed.get('encoder_cache', 'auto')}",
+        "--attention", speed.get("attention", "sdpa"),
+        "--encoder-cache", speed.get("encoder_cache", "auto"),
     ]
     if speed.get("workers") is not None:
-        args.append(f"--workers {speed['workers']}")
+        args += ["--workers", speed["workers"]]
     if speed.get("compile"):
-        args.append(f"--compile {speed['compile']}")
-    return " ".join(args)
+        args += ["--compile", speed["compile"]]
+    return args
 
 
 def train_args(wildcards):
     """Every training hyper-parameter from the config, as `mopeft train` flags."""
     t = config["training"]
-    return (
-        f"--arch {config['model']['arch']} --image-size {config['model']['image_size']} "
-        f"{schedule_args(wildcards)} --batch-size {t['batch_size']} --lr {t['lr']} "
-        f"--weight-decay {t['weight_decay']} --ce-weight {t['loss']['ce']} "
-        f"--dice-weight {t['loss']['dice']} --loss-resolution {t['loss'].get('resolution', 'full')} "
-        f"{speed_args(wildcards)}"
-    )
+    return [
+        "--arch", config["model"]["arch"], "--image-size", config["model"]["image_size"],
+        *schedule_args(wildcards), "--batch-size", t["batch_size"], "--lr", t["lr"],
+        "--weight-decay", t["weight_decay"], "--ce-weight", t["loss"]["ce"],
+        "--dice-weight", t["loss"]["dice"], "--loss-resolution", t["loss"].get("resolution", "full"),
+        *speed_args(wildcards),
+    ]
 
 
 def eval_dirs(wildcards):
@@ -351,7 +354,7 @@ def eval_dirs(wildcards):
 
 
 def eval_dir_args(wildcards, input):
-    return " ".join(os.path.dirname(p) for p in input.units)
+    return [os.path.dirname(p) for p in input.units]
 
 
 def fair1m_model(wildcards):
@@ -496,7 +499,7 @@ def per_image_files(cell_metrics_files):
 
 def bootstrap_args(wildcards):
     spec = table_spec_of(wildcards)
-    return f"--bootstrap {BOOTSTRAP_RESAMPLES}" if spec.inputs in ("cells", "ablation") else ""
+    return ["--bootstrap", BOOTSTRAP_RESAMPLES] if spec.inputs in ("cells", "ablation") else []
 
 
 def unit_files(cell_metrics_files, name):
@@ -525,12 +528,12 @@ def table_args(wildcards, input):
         if key in input.keys():
             files = input[key]
             files = [files] if isinstance(files, str) else list(files)
-            flags.append(f"--{key} " + " ".join(files))
-    return " ".join(flags)
+            flags += [f"--{key}", *files]
+    return flags
 
 
 def gate_cell_args(wildcards, input):
-    return " ".join(input.cells)
+    return list(input.cells)
 
 
 # ----------------------------------------------------------------------------- figures

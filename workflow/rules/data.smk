@@ -20,7 +20,7 @@ if config["model"]["weights"]:
             runtime=cpu_runtime,
             mem_mb=cpu_mem,
         shell:
-            "mopeft weights --arch {params.arch} --out {params.folder} > {log} 2>&1"
+            "mopeft weights --arch {params.arch:q} --out {params.folder:q} > {log:q} 2>&1"
 
 
 rule raw:
@@ -42,7 +42,7 @@ rule raw:
         runtime=prepare_runtime,
         mem_mb=cpu_mem,
     shell:
-        "mopeft {params.command} --dataset {wildcards.dataset} --out {output} > {log} 2>&1"
+        "mopeft {params.command:q} --dataset {wildcards.dataset:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule prepare:
@@ -64,4 +64,4 @@ rule prepare:
         runtime=prepare_runtime,
         mem_mb=prepare_mem,
     shell:
-        "mopeft prepare --dataset {wildcards.dataset} --raw {input.raw} --out {params.root} > {log} 2>&1"
+        "mopeft prepare --dataset {wildcards.dataset:q} --raw {input.raw:q} --out {params.root:q} > {log:q} 2>&1"

@@ -20,8 +20,8 @@ rule params:
         mem_mb=cpu_mem,
     shell:
         # The command prints JSON on stdout: write a temporary file and rename it (atomic output).
-        "mopeft params --arch {params.arch} --method {wildcards.method} {params.size}"
-        " --num-classes {params.num_classes} --json > {output}.tmp 2> {log} && mv {output}.tmp {output}"
+        "mopeft params --arch {params.arch:q} --method {wildcards.method:q} {params.size:q}"
+        " --num-classes {params.num_classes:q} --json > {output:q}.tmp 2> {log:q} && mv {output:q}.tmp {output:q}"
 
 
 rule flops:
@@ -42,8 +42,8 @@ rule flops:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
-        "mopeft flops --arch {params.arch} --method {wildcards.method} --image-size {params.image_size}"
-        " --num-classes {params.num_classes} --json --out {output} > {log} 2>&1"
+        "mopeft flops --arch {params.arch:q} --method {wildcards.method:q} --image-size {params.image_size:q}"
+        " --num-classes {params.num_classes:q} --json --out {output:q} > {log:q} 2>&1"
 
 
 rule bench:
@@ -68,5 +68,6 @@ rule bench:
         runtime=eval_runtime,
         mem_mb=train_mem,
     shell:
-        "OMP_NUM_THREADS={threads} mopeft bench --arch {params.arch} --methods {params.methods} --image-size {params.image_size}"
-        " --num-classes {params.num_classes} --batch-size {params.batch_size} --json {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} mopeft bench --arch {params.arch:q} --methods {params.methods:q}"
+        " --image-size {params.image_size:q} --num-classes {params.num_classes:q}"
+        " --batch-size {params.batch_size:q} --json {output:q} > {log:q} 2>&1"

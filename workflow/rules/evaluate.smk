@@ -8,7 +8,10 @@ rule evaluate:
         data=meta_of,
         code=method_code("evaluate"),
     output:
+        # Every file `mopeft evaluate` writes, so a failed (re)run leaves none of them behind.
         metrics=f"{CELLS}/units/{{unit}}/eval/metrics.json",
+        confusion=f"{CELLS}/units/{{unit}}/eval/confusion.npy",
+        gates=f"{CELLS}/units/{{unit}}/eval/gates.npz",
         per_image=f"{CELLS}/units/{{unit}}/eval/per_image.npz",
         examples=directory(f"{CELLS}/units/{{unit}}/eval/examples"),  # Fig. 4.1's predictions
     log:
@@ -26,8 +29,8 @@ rule evaluate:
         runtime=eval_runtime,
         mem_mb=eval_mem,
     shell:
-        "OMP_NUM_THREADS={threads} mopeft evaluate --model {input.model} --data {params.data} --unit {wildcards.unit}"
-        " {params.kfold} {params.examples:q} --out {params.out} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} mopeft evaluate --model {input.model:q} --data {params.data:q}"
+        " --unit {wildcards.unit:q} {params.kfold:q} {params.examples:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule combine:
@@ -49,8 +52,8 @@ rule combine:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
-        "mopeft combine --units {params.units} --dataset-meta {input.meta} {params.kfold}"
-        " --variant {wildcards.variant} --seed {wildcards.seed} --out {output} > {log} 2>&1"
+        "mopeft combine --units {params.units:q} --dataset-meta {input.meta:q} {params.kfold:q}"
+        " --variant {wildcards.variant:q} --seed {wildcards.seed:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule detect:
@@ -73,7 +76,8 @@ rule detect:
         runtime=eval_runtime,
         mem_mb=eval_mem,
     shell:
-        "OMP_NUM_THREADS={threads} mopeft detect --model {input.model} --data {params.data} --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} mopeft detect --model {input.model:q} --data {params.data:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule score_detections:
@@ -94,5 +98,5 @@ rule score_detections:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
-        "mopeft score-detections --pred {input.pred} --gt {params.gt} --method {wildcards.method}"
-        " --out {output} > {log} 2>&1"
+        "mopeft score-detections --pred {input.pred:q} --gt {params.gt:q} --method {wildcards.method:q}"
+        " --out {output:q} > {log:q} 2>&1"

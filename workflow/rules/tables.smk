@@ -31,9 +31,8 @@ rule table:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
-        "mopeft table {params.key} {params.args} {params.bootstrap} {params.losses:q} --config {input.config}"
-        " --paper-dir {params.paper}"
-        " --out {params.out} > {log} 2>&1"
+        "mopeft table {params.key:q} {params.args:q} {params.bootstrap:q} {params.losses:q}"
+        " --config {input.config:q} --paper-dir {params.paper:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule gate_frequency:
@@ -61,4 +60,4 @@ rule gate_frequency:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
-        "mopeft figure gate-frequency --cells {params.cells} --out {params.out} > {log} 2>&1"
+        "mopeft figure gate-frequency --cells {params.cells:q} --out {params.out:q} > {log:q} 2>&1"

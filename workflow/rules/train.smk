@@ -30,7 +30,7 @@ rule train:
         mem_mb=train_mem,
     shell:
         # Record which GPU the scheduler gave the job (tests/test_slurm.py checks it).
-        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} > {log}; "
-        "OMP_NUM_THREADS={threads} mopeft train --data {params.data} --unit {wildcards.unit} --method {wildcards.method}"
-        " {params.options} {params.checkpoint} {params.hyper} {params.kfold} --seed {wildcards.seed}"
-        " --out {params.out} >> {log} 2>&1"
+        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} > {log:q}; "
+        "OMP_NUM_THREADS={threads} mopeft train --data {params.data:q} --unit {wildcards.unit:q}"
+        " --method {wildcards.method:q} {params.options:q} {params.checkpoint:q} {params.hyper:q}"
+        " {params.kfold:q} --seed {wildcards.seed:q} --out {params.out:q} >> {log:q} 2>&1"
