@@ -291,12 +291,11 @@ def comparison_table(
                     f"Mean ({everything} present)" if domain == "all" else f"Mean {domain} (datasets present)"
                 )
                 add_row(domain, "mean", name, cells)
-        counts = {
-            labels.get(c, c): sum(1 for d in rows["dataset"] if (d, c) in per_dataset_mean) for c in columns
-        }
+        # Counted over the overall mean's datasets (the study's), the ones the denominator names.
+        counts = {labels.get(c, c): sum(1 for d in overall_rows if (d, c) in per_dataset_mean) for c in columns}
         notes.append(
             "Mean rows average only the datasets for which we have a value (per column: "
-            + ", ".join(f"{k} {v}/{len(rows)}" for k, v in counts.items())
+            + ", ".join(f"{k} {v}/{len(overall_rows)}" for k, v in counts.items())
             + "); the study's mean in those rows is over the same datasets, so the difference is like "
             "for like."
         )
