@@ -292,7 +292,9 @@ def comparison_table(
                 )
                 add_row(domain, "mean", name, cells)
         # Counted over the overall mean's datasets (the study's), the ones the denominator names.
-        counts = {labels.get(c, c): sum(1 for d in overall_rows if (d, c) in per_dataset_mean) for c in columns}
+        counts = {
+            labels.get(c, c): sum(1 for d in overall_rows if (d, c) in per_dataset_mean) for c in columns
+        }
         notes.append(
             "Mean rows average only the datasets for which we have a value (per column: "
             + ", ".join(f"{k} {v}/{len(overall_rows)}" for k, v in counts.items())
