@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mopeft.io import atomic_path, read_json
+from mopeft.report.figure_files import save_png_pdf
 from mopeft.report.tables import METHOD_LABELS, Cell, load_cells
 
 WINDOW = 0.10  # the first / last fraction of the steps compared
@@ -220,11 +221,7 @@ def plot_training_curves(runs: Sequence[Run], out_stem: str | os.PathLike[str], 
         fontsize=7,
     )
     fig.tight_layout(rect=(0, 0.02, 1, 0.97))
-    stem = Path(out_stem)
-    for ext in ("png", "pdf"):
-        with atomic_path(stem.with_name(f"{stem.name}.{ext}")) as tmp:
-            fig.savefig(tmp, format=ext, dpi=110)
-    plt.close(fig)
+    save_png_pdf(fig, out_stem, dpi=110)
 
 
 def write_training_curves(

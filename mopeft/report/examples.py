@@ -26,6 +26,7 @@ from mopeft.data.layout import hashed_order
 from mopeft.evaluation.evaluate import EXAMPLES_SEED
 from mopeft.evaluation.metrics import ConfusionMatrix
 from mopeft.io import atomic_path, read_json
+from mopeft.report.figure_files import save_png_pdf
 from mopeft.report.tables import METHOD_LABELS, Cell, load_cells
 
 PER_DATASET = 2  # example images per dataset shown
@@ -221,11 +222,7 @@ def plot_examples(
         fontsize=9,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    stem = Path(out_stem)
-    for ext in ("png", "pdf"):
-        with atomic_path(stem.with_name(f"{stem.name}.{ext}")) as tmp:
-            fig.savefig(tmp, format=ext, dpi=110)
-    plt.close(fig)
+    save_png_pdf(fig, out_stem, dpi=110)
 
 
 def write_examples(

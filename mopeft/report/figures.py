@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from mopeft.io import atomic_path
+from mopeft.report.figure_files import save_png_pdf
 from mopeft.report.tables import Cell, load_cells
 
 GATE_KEYS = ("lora_q", "lora_v", "prefix", "adapter")
@@ -172,11 +173,7 @@ def plot_gate_frequency(
         )
         ax.set(title=f"(b) mean gate: {label}", xlabel="layer", ylabel="")
     fig.suptitle("Fig. 4.2: MoPEFT gate usage at inference")
-    stem = Path(out_stem)
-    for ext in ("png", "pdf"):
-        with atomic_path(stem.with_name(f"{stem.name}.{ext}")) as tmp:
-            fig.savefig(tmp, format=ext, dpi=150)
-    plt.close(fig)
+    save_png_pdf(fig, out_stem, dpi=150)
 
 
 def write_gate_frequency(
