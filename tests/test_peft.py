@@ -213,9 +213,13 @@ def test_lora_and_adapter_formulas():
     assert lora.scaling == 3.0 and lora.b_q.weight.abs().sum() == 0 and lora.a_q.weight.abs().sum() > 0
     _randomise(lora)
     h = torch.randn(5, C)
-    dq, dv = lora(h)
-    assert torch.allclose(dq, h @ (lora.b_q.weight @ lora.a_q.weight).T, atol=1e-6)
-    assert torch.allclose(dv, h @ (lora.b_v.weight @ lora.a_v.weight).T, atol=1e-6)
+    dq, dv = lora(h)  # alpha / r = 3 by default
+    assert torch.allclose(dq, 3.0 * h @ (lora.b_q.weight @ lora.a_q.weight).T, atol=1e-5)
+    assert torch.allclose(dv, 3.0 * h @ (lora.b_v.weight @ lora.a_v.weight).T, atol=1e-5)
+    g_q, g_v = torch.rand(5, 1), torch.rand(5, 1)  # a MoPEFT gate per row replaces alpha / r
+    dq, dv = lora(h, g_q, g_v)
+    assert torch.allclose(dq, g_q * (h @ (lora.b_q.weight @ lora.a_q.weight).T), atol=1e-6)
+    assert torch.allclose(dv, g_v * (h @ (lora.b_v.weight @ lora.a_v.weight).T), atol=1e-6)
     ad = Adapter(C, 8)
     assert ad(h).abs().max() == 0
     assert sum(p.numel() for p in ad.parameters()) == (2 * C + 1) * 8 + C
@@ -314,3 +318,30 @@ def test_gates_are_computed_in_fp32_under_bf16_autocast():
         g = gate(x)
     assert g.dtype == torch.float32
     assert torch.allclose(g, gate(x), atol=1e-7)  # same value as outside autocast
+
+
+def test_stacked_gate_projection_equals_each_gate_and_its_gradients():
+    """MoPEFT's attention-side gates share one projection (gate_values); each keeps its own
+    parameters, values and gradients (fp64), and the values stay fp32 under bf16 autocast."""
+    from mopeft.peft.gates import TokenMeanGate, gate_values
+
+    torch.manual_seed(0)
+    gates = [TokenMeanGate(16).double() for _ in range(3)]
+    for g in gates:
+        torch.nn.init.normal_(g.linear.weight, std=0.5)
+        torch.nn.init.normal_(g.linear.bias)
+    x = torch.randn(2, 5, 7, 16, dtype=torch.float64)
+    stacked, single = gate_values(gates, x), [g(x) for g in gates]
+    weights = torch.tensor([1.0, -2.0, 3.0], dtype=torch.float64)
+    grads = []
+    for values in (stacked, single):
+        for g in gates:
+            g.zero_grad()
+        sum(w * v.square().sum() for w, v in zip(weights, values, strict=True)).backward()
+        grads.append([(g.linear.weight.grad.clone(), g.linear.bias.grad.clone()) for g in gates])
+    for a, b in zip(stacked, single, strict=True):
+        assert a.shape == (2,) and torch.allclose(a, b, atol=1e-14, rtol=0)
+    for (wa, ba), (wb, bb) in zip(*grads, strict=True):
+        assert torch.allclose(wa, wb, atol=1e-14, rtol=0) and torch.allclose(ba, bb, atol=1e-14, rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert all(v.dtype == torch.float32 for v in gate_values([g.float() for g in gates], x.float()))

@@ -24,7 +24,7 @@ from torch import nn
 from mopeft.model.sam_modeling import Block, get_rel_pos, window_partition, window_unpartition
 from mopeft.peft import attention as attention_ops
 from mopeft.peft.adapter import Adapter
-from mopeft.peft.gates import TokenMeanGate
+from mopeft.peft.gates import TokenMeanGate, gate_values
 from mopeft.peft.lora import LoRAQV
 from mopeft.peft.prefix import DeepPrompt
 
@@ -81,7 +81,8 @@ class PEFTBlock(nn.Module):
         blk, attn = self.block, self.block.attn
         b, height, width, c = x.shape
         h = blk.norm1(x)
-        gates = {name: self.gates[name](h) for name in ("lora_q", "lora_v", "prefix") if name in self.gates}
+        names = [name for name in ("lora_q", "lora_v", "prefix") if name in self.gates]
+        gates = dict(zip(names, gate_values([self.gates[n] for n in names], h), strict=True)) if names else {}
 
         ws = blk.window_size
         if ws > 0:
@@ -96,14 +97,13 @@ class PEFTBlock(nn.Module):
 
         q, k, v = attn.qkv(tokens).chunk(3, dim=-1)
         if self.lora is not None:
-            dq, dv = self.lora(tokens)
+            scale_q = scale_v = None  # alpha / r
             if "lora_q" in gates:
                 # Window partition is batch-major, so image i owns windows i*n_win ... (i+1)*n_win-1.
-                q = q + gates["lora_q"].repeat_interleave(n_win)[:, None, None].to(q.dtype) * dq
-                v = v + gates["lora_v"].repeat_interleave(n_win)[:, None, None].to(v.dtype) * dv
-            else:
-                q = q + self.lora.scaling * dq
-                v = v + self.lora.scaling * dv
+                scale_q = gates["lora_q"].repeat_interleave(n_win)[:, None, None].to(q.dtype)
+                scale_v = gates["lora_v"].repeat_interleave(n_win)[:, None, None].to(v.dtype)
+            dq, dv = self.lora(tokens, scale_q, scale_v)
+            q, v = q + dq, v + dv
 
         def heads(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(t.shape[0], -1, nh, c // nh).transpose(1, 2)

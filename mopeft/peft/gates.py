@@ -6,6 +6,8 @@ Why a mean of per-token sigmoids (not a sigmoid of the mean): that is what UniPE
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -28,3 +30,20 @@ class TokenMeanGate(nn.Module):
         with torch.autocast(tokens.device.type, enabled=False):
             g = torch.sigmoid(self.linear(tokens.to(self.linear.weight.dtype))).squeeze(-1)
         return g.reshape(g.shape[0], -1).mean(dim=1)
+
+
+def gate_values(gates: Sequence[TokenMeanGate], tokens: torch.Tensor) -> list[torch.Tensor]:
+    """Each gate's value (B,) for the same tokens, from ONE projection to len(gates) outputs.
+
+    Why: MoPEFT's three attention-side gates read the same norm1(x); separate C-to-1 projections
+    would read (and, under bf16, convert to fp32) the full token tensor once per gate. Stacking
+    the weights keeps each gate its own parameters (gradients flow through the concatenation)."""
+    if len(gates) == 1:
+        return [gates[0](tokens)]
+    first = gates[0].linear
+    weight = torch.cat([g.linear.weight for g in gates])
+    bias = torch.cat([g.linear.bias for g in gates])
+    with torch.autocast(tokens.device.type, enabled=False):
+        g = torch.sigmoid(nn.functional.linear(tokens.to(first.weight.dtype), weight, bias))
+    g = g.reshape(g.shape[0], -1, len(gates)).mean(dim=1)
+    return list(g.unbind(dim=1))

@@ -33,6 +33,19 @@ class LoRAQV(nn.Module):
             nn.init.kaiming_uniform_(a.weight, a=math.sqrt(5))
             nn.init.zeros_(b.weight)
 
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """h (..., C) -> unscaled (delta_q, delta_v), each (..., C)."""
-        return self.b_q(self.a_q(h)), self.b_v(self.a_v(h))
+    def forward(
+        self,
+        h: torch.Tensor,
+        scale_q: torch.Tensor | float | None = None,
+        scale_v: torch.Tensor | float | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """h (..., C) -> (scale_q * B_q A_q h, scale_v * B_v A_v h), each (..., C); the default
+        scale is alpha/r. A scale tensor broadcasts against (..., r), e.g. one MoPEFT gate per row.
+
+        A_q and A_v are applied as one (2r x C) projection, so the tokens are read once, and the
+        scale multiplies the r-wide intermediate rather than the C-wide delta (same product)."""
+        a = nn.functional.linear(h, torch.cat([self.a_q.weight, self.a_v.weight]))
+        a_q, a_v = a.split(self.r, dim=-1)
+        a_q = a_q * (self.scaling if scale_q is None else scale_q)
+        a_v = a_v * (self.scaling if scale_v is None else scale_v)
+        return self.b_q(a_q), self.b_v(a_v)
