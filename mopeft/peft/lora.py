@@ -1,8 +1,8 @@
 """Low-rank updates of the query and value projections of SAM's fused ``qkv`` layer.
 
-Why separate from the fused Linear: the module only returns the deltas (B_q A_q h, B_v A_v h); the
-block adds them out of place and decides the multiplier (fixed alpha/r, or a learned gate in MoPEFT
-that REPLACES alpha/r, as in UniPELT). Key projections stay untouched.
+Why separate from the fused Linear: the module only returns the deltas (s B_q A_q h, s B_v A_v h);
+the block adds them out of place and chooses the multiplier s (fixed alpha/r, or a learned gate in
+MoPEFT that REPLACES alpha/r, as in UniPELT). Key projections stay untouched.
 """
 
 from __future__ import annotations
