@@ -66,6 +66,16 @@ def _write_dataset(
     return out
 
 
+def combine_args(
+    units: list[Path], meta: Path, out: Path, variant: str = "default", seed: int = 0
+) -> list[str]:
+    """`mopeft combine` of ``units`` into the cell ``out`` (default variant, seed 0 unless given)."""
+    return [
+        "combine", "--variant", variant, "--seed", str(seed), "--units", *map(str, units),
+        "--dataset-meta", str(meta), "--out", str(out),
+    ]  # fmt: skip
+
+
 def write_blocky_dataset(
     root: Path,
     n_train: int = 4,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import combine_args
 
 from mopeft.cli import main
 from mopeft.evaluation.bootstrap import (
@@ -37,7 +38,6 @@ HAND = np.array(
     ]
 )
 
-COMBINE = ["combine", "--variant", "default", "--seed", "0"]  # a default cell of seed 0
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -81,18 +81,7 @@ def combine(tmp_path: Path, cell: Path, units: list[Path], k: int, **meta) -> di
     meta_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(meta_path, {"dataset": "ds", "classes": [f"c{i}" for i in range(k)], "tasks": [],
                            "train_split": "official", **meta})  # fmt: skip
-    args = [
-        "combine",
-        "--variant",
-        "default",
-        "--seed",
-        "0",
-        "--units",
-        *map(str, units),
-        "--dataset-meta",
-        str(meta_path),
-    ]
-    assert main([*args, "--out", str(cell / "metrics.json")]) == 0
+    assert main(combine_args(units, meta_path, cell / "metrics.json")) == 0
     return json.loads((cell / "metrics.json").read_text())
 
 
@@ -149,8 +138,7 @@ def test_real_evaluate_output_of_the_tiny_model_is_reproduced(tmp_path):
         res = evaluate_unit(model, ds, unit, units[-1], device="cpu", context={"method": "lora", "seed": 0})
         data = np.load(units[-1] / "per_image.npz")
         assert miou_from_counts(data["counts"]) == res["miou"]
-    assert main([*COMBINE, "--units", *map(str, units), "--dataset-meta", str(ds / "meta.json"),
-                 "--out", str(cell / "metrics.json")]) == 0  # fmt: skip
+    assert main(combine_args(units, ds / "meta.json", cell / "metrics.json")) == 0
     recorded = json.loads((cell / "metrics.json").read_text())
     run = load_run(cell)
     assert recorded["combine"] == "pool" and run.n_images == 5 and len(run.strata) == 1

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import combine_args
 
 from mopeft.cli import main
 from mopeft.evaluation.metrics import ConfusionMatrix
@@ -14,7 +15,6 @@ from mopeft.io import write_json
 
 PAXRAY_TASKS = ["lungs", "bones", "mediastinum", "diaphragm"]
 
-COMBINE = ["combine", "--variant", "default", "--seed", "0"]  # a default cell of seed 0
 
 
 def unit_eval(cell: Path, unit: str, classes: list[str], matrix_classes: int | None = None) -> Path:
@@ -49,22 +49,7 @@ def write_meta(tmp_path: Path, **meta) -> Path:
 
 
 def combine(capsys, units: list[Path], meta: Path, out: Path, *extra: str) -> tuple[int, str]:
-    rc = main(
-        [
-            "combine",
-            "--variant",
-            "default",
-            "--seed",
-            "0",
-            "--units",
-            *map(str, units),
-            "--dataset-meta",
-            str(meta),
-            "--out",
-            str(out),
-            *extra,
-        ]
-    )
+    rc = main([*combine_args(units, meta, out), *extra])
     err = capsys.readouterr().err
     assert rc == 0 or err.count("\n") == 1, err  # one clean line, no traceback
     return rc, err
@@ -135,24 +120,7 @@ def test_class_order_is_the_datasets_not_the_sorted_json_keys(tmp_path):
     cell = tmp_path / "cell"
     unit_eval(cell, "main", ["zebra", "apple"])
     out = cell / "metrics.json"
-    assert (
-        main(
-            [
-                "combine",
-                "--variant",
-                "default",
-                "--seed",
-                "0",
-                "--units",
-                str(cell / "units/main/eval"),
-                "--dataset-meta",
-                str(meta),
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert main(combine_args([cell / "units/main/eval"], meta, out)) == 0
     assert list(json.loads(out.read_text())["per_class_iou"]) == ["apple", "zebra"]
 
 

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write_blocky_dataset
+from conftest import combine_args, write_blocky_dataset
 from PIL import Image
 
 from mopeft.cli import main
@@ -32,8 +32,7 @@ def cell(tmp_path_factory):
         == 0
     )
     cell_metrics = root / "cell/metrics.json"
-    args = ["--dataset-meta", str(ds / "meta.json"), "--variant", "default", "--seed", "0"]
-    assert main(["combine", "--units", str(unit / "eval"), *args, "--out", str(cell_metrics)]) == 0
+    assert main(combine_args([unit / "eval"], ds / "meta.json", cell_metrics)) == 0
     return ds, unit, json.loads(cell_metrics.read_text())
 
 

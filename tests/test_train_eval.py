@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_blocky_dataset
+from conftest import combine_args, write_blocky_dataset
 
 from mopeft.cli import main
 from mopeft.compose.checkpoint import build_from_config, load_model, model_config
@@ -221,8 +221,7 @@ def _unit_eval(d: Path, unit: str, pred: np.ndarray, gt: np.ndarray, k: int) -> 
 
 
 def _combine(units: list[Path], meta: Path, out: Path, variant: str = "default") -> int:
-    cell_args = ["--variant", variant, "--seed", "0", "--dataset-meta", str(meta), "--out", str(out)]
-    return main(["combine", "--units", *map(str, units), *cell_args])
+    return main(combine_args(units, meta, out, variant))
 
 
 def test_combine_pools_folds_and_averages_tasks(tmp_path):
