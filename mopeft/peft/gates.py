@@ -22,14 +22,8 @@ class TokenMeanGate(nn.Module):
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """tokens (B, ..., C) -> gate (B,), averaged over every token axis.
-
-        Computed in the weights' precision (fp32) even under bf16 autocast: a C-to-1 projection (negligible
-        cost), and bf16's ~3 significant digits would blur the recorded gate values (Fig. 4.2).
-        """
-        with torch.autocast(tokens.device.type, enabled=False):
-            g = torch.sigmoid(self.linear(tokens.to(self.linear.weight.dtype))).squeeze(-1)
-        return g.reshape(g.shape[0], -1).mean(dim=1)
+        """tokens (B, ..., C) -> gate (B,), averaged over every token axis."""
+        return gate_values([self], tokens)[0]
 
 
 def gate_values(gates: Sequence[TokenMeanGate], tokens: torch.Tensor) -> list[torch.Tensor]:
@@ -37,13 +31,12 @@ def gate_values(gates: Sequence[TokenMeanGate], tokens: torch.Tensor) -> list[to
 
     Why: MoPEFT's three attention-side gates read the same norm1(x); separate C-to-1 projections
     would read (and, under bf16, convert to fp32) the full token tensor once per gate. Stacking
-    the weights keeps each gate its own parameters (gradients flow through the concatenation)."""
-    if len(gates) == 1:
-        return [gates[0](tokens)]
-    first = gates[0].linear
+    the weights keeps each gate its own parameters (gradients flow through the concatenation).
+    Computed in the weights' precision (fp32) even under bf16 autocast: the projection costs little,
+    and bf16's ~3 significant digits would blur the recorded gate values (Fig. 4.2)."""
     weight = torch.cat([g.linear.weight for g in gates])
     bias = torch.cat([g.linear.bias for g in gates])
     with torch.autocast(tokens.device.type, enabled=False):
-        g = torch.sigmoid(nn.functional.linear(tokens.to(first.weight.dtype), weight, bias))
+        g = torch.sigmoid(nn.functional.linear(tokens.to(weight.dtype), weight, bias))
     g = g.reshape(g.shape[0], -1, len(gates)).mean(dim=1)
     return list(g.unbind(dim=1))
