@@ -51,15 +51,9 @@ class SegmentationPairs(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         image, label = self.load_raw(index)
-        x = resize_image(image, self.image_size)
-        return {
-            "image": x,
-            "label": resize_label(label, self.image_size),
-            "input_size": (int(x.shape[1]), int(x.shape[2])),
-            "original_size": tuple(label.shape),
-            "index": index,
-            "raw_label": label,
-        }
+        item = image_item(image, self.image_size, index)
+        item.update(label=resize_label(label, self.image_size), raw_label=label)
+        return item
 
 
 class ImageFiles(Dataset):
@@ -76,14 +70,19 @@ class ImageFiles(Dataset):
         return len(self.images)
 
     def __getitem__(self, index: int) -> dict:
-        image = load_image(self.images[index], mode="RGB")
-        x = resize_image(image, self.image_size)
-        return {
-            "image": x,
-            "input_size": (int(x.shape[1]), int(x.shape[2])),
-            "original_size": tuple(image.shape[:2]),
-            "index": index,
-        }
+        return image_item(load_image(self.images[index], mode="RGB"), self.image_size, index)
+
+
+def image_item(image: np.ndarray, image_size: int, index: int) -> dict:
+    """The image part of an item (both datasets above): uint8 (3, h, w) with the longest side
+    ``image_size``, its resized and original sizes, and the index."""
+    x = resize_image(image, image_size)
+    return {
+        "image": x,
+        "input_size": (int(x.shape[1]), int(x.shape[2])),
+        "original_size": tuple(image.shape[:2]),
+        "index": index,
+    }
 
 
 def batch_indices(num_items: int, batch_size: int, step: int, seed: int) -> list[int]:
