@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 CORES  ?= 2
 SNAKEMAKE := $(BIN)/snakemake --workflow-profile none
 
-.PHONY: demo test test-fast lint dag study-dry-run clean-demo
+.PHONY: demo test test-fast lint dag study-dry-run plan clean-demo
 
 $(BIN)/mopeft: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,19 @@ lint: $(BIN)/mopeft
 # The whole study's plan (no execution): job counts per rule.
 study-dry-run: $(BIN)/mopeft
 	$(SNAKEMAKE) -n --quiet rules
+
+# The study's resource plan (no GPU, no data; ~10 min of CPU per GPU model): docs/plan/ and
+# README's cost section. `mopeft plan` with no --json writes results/study/plan.json, which the
+# pipeline's GPU jobs take their resources from.
+PLAN_GPUS ?= h100 a100-40
+plan: $(BIN)/mopeft
+	mkdir -p docs/plan
+	for gpu in $(PLAN_GPUS); do \
+	  $(BIN)/mopeft plan --configfile config/config.yaml --gpu $$gpu --json results/study/plan-$$gpu.json \
+	    --md docs/plan/study_$$gpu.md --csv docs/plan/study_$$gpu.csv --summary docs/plan/study_$$gpu.summary.json \
+	    --all-gpus > /dev/null || exit 1; \
+	done
+	$(BIN)/python scripts/update_cost_section.py docs/plan/*.summary.json
 
 clean-demo:
 	rm -rf results/demo data/demo logs/demo

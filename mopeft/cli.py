@@ -36,6 +36,7 @@ COMMANDS: dict[str, str] = {
     "figure": "mopeft.commands.figure",
     "score-detections": "mopeft.commands.score_detections",
     "detect": "mopeft.commands.detect",
+    "plan": "mopeft.commands.plan",
 }
 
 

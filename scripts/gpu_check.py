@@ -72,6 +72,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--budget-flex", type=float, default=80.0, help="seconds for the FlexAttention bench (CUDA only)"
     )
+    p.add_argument("--bench-classes", type=int, default=8, help="class count K of the main bench")
+    p.add_argument("--bench-k", type=int, default=201, help="the study's largest K (lora + full_ft)")
+    p.add_argument("--budget-bench-k", type=float, default=70.0, help="seconds for the large-K bench")
+    p.add_argument("--budget-model", type=float, default=90.0, help="seconds for the resource model's traces")
     p.add_argument("--setup-s", type=float, default=None, help="set-up time already spent (from the shell)")
     args = p.parse_args(argv)
     if args.device is None:
@@ -189,7 +193,7 @@ def train_flags() -> set[str]:
 # ----------------------------------------------------------------------------------------- parts
 def run_bench(
     args: argparse.Namespace, work: Path, name: str, methods: str, steps: int, warmup: int,
-    budget_s: float, attention: str = "sdpa",
+    budget_s: float, attention: str = "sdpa", num_classes: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:  # fmt: skip
     """One ``mopeft bench`` process -> (part status, per-method summary or None)."""
     out = work / f"{name}.json"
@@ -197,6 +201,7 @@ def run_bench(
         "bench", "--arch", args.arch, "--image-size", str(args.image_size), "--methods", methods,
         "--batch-size", str(args.batch_size), "--steps", str(steps), "--warmup", str(warmup),
         "--dtype", args.dtype, "--device", args.device, "--attention", attention, "--json", str(out),
+        "--num-classes", str(num_classes or args.bench_classes),
     ]  # fmt: skip
     if args.peak_tflops is not None:
         argv += ["--peak-tflops", str(args.peak_tflops)]
@@ -235,6 +240,78 @@ def part_bench(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], di
     return run_bench(
         args, work, "bench", args.methods, args.bench_steps, args.bench_warmup, args.budget_bench
     )
+
+
+def part_bench_k(args: argparse.Namespace, work: Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """lora and full_ft at the study's largest class count: the loss at full resolution grows with K."""
+    return run_bench(
+        args, work, "bench_k", "lora,full_ft", 5, 2, args.budget_bench_k, num_classes=args.bench_k
+    )
+
+
+def part_model(args: argparse.Namespace, cases: list[tuple[str, int]]) -> dict[str, Any]:
+    """The resource model's predictions for the bench's own shapes (``mopeft plan``'s traces): peak
+    GPU memory, FLOPs and roofline step time on this GPU, so the first GPU run measures the model's
+    error. In-process, on the CPU; cases that do not fit ``--budget-model`` are skipped and said so."""
+    from mopeft.measure.gpus import get_gpu, gpu_for_device_name
+    from mopeft.measure.step_model import StepSpec, trace_train
+    from mopeft.plan.model import Assumptions
+
+    t0 = time.perf_counter()
+    name = None
+    if args.device == "cuda":
+        import torch
+
+        name = torch.cuda.get_device_name()
+    gpu = (gpu_for_device_name(name) if name else None) or get_gpu("h100")
+    efficiency = Assumptions().roofline_efficiency
+    result: dict[str, Any] = {"gpu": gpu.key, "roofline_efficiency": efficiency, "cases": {}, "notes": []}
+    if gpu.key == "h100" and not (name and "H100" in name):
+        result["notes"].append(f"roofline on H100 SXM figures ({name or args.device} is not in the table)")
+    for method, k in cases:
+        if time.perf_counter() - t0 > args.budget_model:
+            result["notes"].append(f"model: {method} @ K={k} skipped (--budget-model {args.budget_model:g})")
+            continue
+        try:
+            spec = StepSpec(method, k, arch=args.arch, image_size=args.image_size,
+                            batch_size=args.batch_size, precision=args.dtype)  # fmt: skip
+            cost = trace_train(spec)
+        except Exception as exc:  # a model failure must not cost the measurements
+            result["notes"].append(f"model: {method} @ K={k} failed: {type(exc).__name__}: {exc}")
+            continue
+        roofline = cost.roofline_s(gpu, cached=False)
+        result["cases"][f"{method}@{k}"] = {
+            "peak_gb": cost.peak(cached=False) / 2**30,
+            "gflop": cost.flops(cached=False) / 1e9,
+            "gb_moved": cost.bytes(cached=False) / 1e9,
+            "roofline_ms": 1e3 * roofline,
+            "predicted_ms": 1e3 * roofline / efficiency,
+        }
+    result["wall_s"] = time.perf_counter() - t0
+    return result
+
+
+def model_vs_measured(model: dict[str, Any], benches: dict[int, dict[str, Any] | None]) -> list[dict]:
+    """One row per traced case: predicted beside measured peak memory and step time (their ratio is
+    the model's error; measured / roofline is the efficiency the plan assumes)."""
+    rows = []
+    for case, pred in model.get("cases", {}).items():
+        method, k = case.rsplit("@", 1)
+        measured = ((benches.get(int(k)) or {}).get("methods") or {}).get(method) or {}
+        ms, gb = measured.get("train_ms"), measured.get("peak_train_gb")
+        rows.append(
+            {
+                "case": case,
+                "peak_gb_model": pred["peak_gb"],
+                "peak_gb_measured": gb,
+                "peak_ratio": gb / pred["peak_gb"] if gb else None,
+                "roofline_ms": pred["roofline_ms"],
+                "predicted_ms": pred["predicted_ms"],
+                "train_ms_measured": ms,
+                "efficiency_measured": pred["roofline_ms"] / ms if ms else None,
+            }
+        )
+    return rows
 
 
 def part_flex(
@@ -501,7 +578,27 @@ def markdown(s: dict[str, Any]) -> str:
                 f"{_f(a['peak_train_gb'], '{:.2f}')} / {_f(b['peak_train_gb'], '{:.2f}')} |"
             )
         lines.append("")
+    mv = s.get("model_vs_measured") or []
+    if mv:
+        model = s.get("model") or {}
+        lines += [
+            f"## resource model vs measured (roofline on {model.get('gpu')}; plan assumes "
+            f"{_f(100 * model.get('roofline_efficiency', 0), '{:.0f}')} % of it)",
+            "",
+            "| method @ K | peak GB model / measured | ratio | roofline ms | predicted ms / measured | "
+            "measured efficiency |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for r in mv:
+            lines.append(
+                f"| {r['case']} | {_f(r['peak_gb_model'], '{:.2f}')} / "
+                f"{_f(r['peak_gb_measured'], '{:.2f}')} | "
+                f"{_f(r['peak_ratio'], '{:.2f}')} | {_f(r['roofline_ms'])} | {_f(r['predicted_ms'])} / "
+                f"{_f(r['train_ms_measured'])} | {_f(r['efficiency_measured'], '{:.2f}')} |"
+            )
+        lines.append("")
     notes = [*t.get("notes", []), *c.get("notes", []), *fx.get("notes", [])]
+    notes += (s.get("model") or {}).get("notes", [])
     if notes:
         lines += ["Notes:", *[f"- {n}" for n in notes], ""]
     lines += ["## targets", "", "| target | value | result |", "|---|---|---|"]
@@ -546,6 +643,11 @@ def main(argv: list[str] | None = None) -> int:
                 k: cache[key].pop(k) for k in ("status", "returncode", "wall_s", "log_tail")
             }
             cache[key]["wall_s"] = parts[f"decoder_ft_{key}"]["wall_s"]
+    parts["bench_k"], bench_k = part_bench_k(args, work)
+    bench_methods = list((bench or {}).get("methods") or {}) or ["lora", "full_ft"]
+    cases = [(m, args.bench_classes) for m in bench_methods]
+    cases += [("lora", args.bench_k), ("full_ft", args.bench_k)]
+    model = part_model(args, cases)
     margin = 20.0  # writing the summary, and the shell's own start
     left = TARGET_TOTAL_S - (args.setup_s or 0.0) - (time.perf_counter() - t_start) - margin
     flex_part, flex = part_flex(args, work, bench, left)
@@ -577,6 +679,9 @@ def main(argv: list[str] | None = None) -> int:
         "train": {k: v for k, v in train.items() if k not in ("returncode", "log_tail")},
         "cache": cache,
         "flex": flex,
+        "bench_k": bench_k,
+        "model": model,
+        "model_vs_measured": model_vs_measured(model, {args.bench_classes: bench, args.bench_k: bench_k}),
     }
     summary["targets"] = targets(summary)
     args.out.mkdir(parents=True, exist_ok=True)

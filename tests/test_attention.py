@@ -104,7 +104,7 @@ def test_mask_is_one_aligned_allocation_equal_to_the_materialised_bias(blocks):
 
 
 def test_mask_gradient_reaches_the_rel_pos_tables_exactly():
-    """The in-place construction is differentiable: same grads as the concatenated reference."""
+    """Through SDPA, the mask's own backward gives the grads of the concatenated reference."""
     torch.manual_seed(1)
     q = torch.randn(2, 2, 16, 8, dtype=torch.float64, requires_grad=True)
     k, v = (torch.randn(2, 2, 19, 8, dtype=torch.float64, requires_grad=True) for _ in range(2))
@@ -163,3 +163,100 @@ def test_inference_runs_no_explicit_softmax_inside_the_encoder(method):
         model.image_encoder(torch.randn(2, 3, 96, 96))
     assert not [op for op in ops.names if "softmax" in op], method
     assert any("scaled_dot_product" in op for op in ops.names)
+
+
+# --- compiled FlexAttention: one Dynamo region per call signature, never the recompile limit ---
+
+
+@pytest.fixture
+def flex_compiled_on_cpu(monkeypatch):
+    """The flex backend compiled on the CPU too, by a backend that records every Dynamo compile.
+
+    The recorded graphs run eagerly: Dynamo's guards and recompiles do not depend on the backend. torch
+    2.14 refuses flex backward on the CPU by a device check in front of its (device-agnostic) eager
+    backward; the check is lifted so that train steps run here. Hitting the recompile limit raises.
+    """
+    import torch.nn.attention.flex_attention as flex_module
+
+    compiles = []
+
+    def recording_backend(gm, example_inputs):
+        compiles.append(gm)
+        return gm.forward
+
+    monkeypatch.setitem(attention_ops.FLEX_COMPILE, "backend", recording_backend)
+    monkeypatch.setitem(attention_ops.FLEX_COMPILE, "devices", ("cpu",))
+    monkeypatch.setattr(attention_ops, "_flex_compiled", {})
+    monkeypatch.setattr(flex_module, "_validate_device", lambda q, k, v: None)
+    torch._dynamo.reset()
+    try:
+        with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+            yield compiles
+    finally:
+        torch._dynamo.reset()
+
+
+def _train_step(model, images):
+    model.train()
+    model(images).square().mean().backward()
+
+
+def _infer(model, images):
+    model.eval()
+    with torch.no_grad():
+        return model(images)
+
+
+def test_compiled_flex_compiles_each_signature_once_through_training_and_inference(flex_compiled_on_cpu):
+    """`bench --methods lora,full_ft --attention flex` and a prefix method: train steps, then the
+    deployed inference forms. More signatures than one shared cache may hold, none compiled twice."""
+    from mopeft.measure.bench import deployed_forms
+
+    images = torch.randn(2, 3, 96, 96)
+    with attention_backend("flex"):
+        for method in ("lora", "full_ft", "vpt_deep"):
+            torch.manual_seed(0)
+            model = build_model("tiny", 3, method)
+            for _ in range(2):
+                _train_step(model, images)
+            forms, _ = deployed_forms(model)
+            for form in forms.values():
+                got = _infer(form, images)
+                with attention_backend("sdpa"):
+                    want = _infer(form, images)
+                assert (got - want).abs().max().item() < 1e-4  # the compiled path computes the same
+    signatures = attention_ops._flex_compiled
+    assert len(flex_compiled_on_cpu) == len(signatures)  # each region compiled exactly once
+    assert len(signatures) > torch._dynamo.config.recompile_limit  # one shared cache would have overflowed
+
+
+def test_one_shared_compiled_flex_hits_the_recompile_limit(flex_compiled_on_cpu, monkeypatch):
+    """The control: the previous single ``torch.compile(flex_attention, dynamic=False)`` shared by every
+    call overflows in the same run (forward passes suffice: Dynamo's guards are all on the forward)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    shared = torch.compile(flex_attention, dynamic=False, backend=attention_ops.FLEX_COMPILE["backend"])
+    monkeypatch.setattr(attention_ops, "_compiled_flex", lambda signature: shared)
+    images = torch.randn(2, 3, 96, 96)
+    with attention_backend("flex"), pytest.raises(torch._dynamo.exc.FailOnRecompileLimitHit):
+        for method in ("lora", "full_ft", "vpt_deep"):
+            torch.manual_seed(0)
+            model = build_model("tiny", 3, method)
+            model.train()(images)
+            _infer(model, images)
+    assert len(flex_compiled_on_cpu) == torch._dynamo.config.recompile_limit
+
+
+def test_flex_fallback_regions_are_distinct_code_objects_that_compute_flex():
+    """Without torch.compile(isolate_recompiles=...) (an older torch), each signature compiles a copy
+    of the wrapper under its own code object: Dynamo's cache and recompile limit are per code object."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    a, b = attention_ops._own_code_object(0), attention_ops._own_code_object(1)
+    assert a.__code__ is not b.__code__ and a.__code__ is not attention_ops._flex_call.__code__
+    q, k, v = (torch.randn(1, 2, 8, 4, dtype=torch.float64) for _ in range(3))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert torch.equal(a(q, k, v), flex_attention(q, k, v))

@@ -46,3 +46,19 @@ def test_every_cited_doc_exists():
         cited |= set(re.findall(r"docs/([\w-]+\.md)", (ROOT / name).read_text()))
     missing = sorted(c for c in cited if not (ROOT / "docs" / c).is_file())
     assert not missing, missing
+
+
+def test_readme_cost_section_is_the_committed_plan():
+    """README's cost figures are generated (`make plan`), never typed: the section between its
+    markers is exactly what docs/plan/*.summary.json render to."""
+    import json
+
+    from mopeft.plan.report import COST_BEGIN, COST_END, cost_section
+
+    summaries = [json.loads(p.read_text()) for p in sorted((ROOT / "docs/plan").glob("*.summary.json"))]
+    assert {s["gpu"]["key"] for s in summaries} >= {"h100", "a100-40"}
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index(COST_BEGIN) : readme.index(COST_END) + len(COST_END)]
+    assert section == cost_section(summaries)
+    for s in summaries:  # the plan covers the study's DAG, and every job fits these GPUs
+        assert s["totals"]["jobs"] == 640 and not s["totals"]["not_fitting"], s["gpu"]["key"]

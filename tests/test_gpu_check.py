@@ -49,7 +49,7 @@ def check(tmp_path_factory):
     assert probe.returncode != 0  # the blocker is active in every process the check starts
     argv = ["--device", "cpu", "--arch", "tiny", "--threads", "1", "--peak-tflops", "1"]
     argv += ["--bench-warmup", "1", "--bench-steps", "2", "--train-steps", "6", "--train-images", "8"]
-    argv += ["--cache-epochs", "2", "--work", str(tmp / "work")]
+    argv += ["--cache-epochs", "2", "--bench-k", "30", "--work", str(tmp / "work")]
     proc = subprocess.run(
         ["bash", str(ROOT / "scripts" / "gpu_check.sh"), *argv],
         env=env,
@@ -93,6 +93,24 @@ def test_bench_part_is_complete_and_plausible(check):
         assert bench["methods"][m]["train_gflop"] < full["train_gflop"], m
     assert _finite_positive(bench["methods"]["lora"]["infer_merged_ms"])
     assert bench["methods"]["mopeft"]["infer_merged_ms"] is None
+
+
+def test_resource_model_predictions_stand_beside_the_measurements(check):
+    """Every benched method (and lora/full_ft at the large K) has the model's peak memory and step
+    time next to what the bench measured; the measured peak exists on CUDA only."""
+    _, out = check
+    s = json.loads((out / "gpu_check.json").read_text())
+    assert s["parts"]["bench_k"]["status"] == "ok"
+    assert set(s["bench_k"]["methods"]) == {"lora", "full_ft"}
+    rows = {r["case"]: r for r in s["model_vs_measured"]}
+    assert set(rows) == {f"{m}@8" for m in METHODS} | {"lora@30", "full_ft@30"}
+    for case, r in rows.items():
+        assert _finite_positive(r["peak_gb_model"]) and _finite_positive(r["roofline_ms"]), case
+        assert r["predicted_ms"] == pytest.approx(r["roofline_ms"] / s["model"]["roofline_efficiency"])
+        assert _finite_positive(r["train_ms_measured"]) and r["peak_gb_measured"] is None, case
+    # The loss at full resolution grows with K: the model says so for the same method.
+    assert rows["lora@30"]["peak_gb_model"] > rows["lora@8"]["peak_gb_model"]
+    assert "resource model vs measured" in (out / "gpu_check.md").read_text()
 
 
 def test_train_and_cache_parts_report_measurements_or_null_with_a_note(check):

@@ -16,6 +16,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mopeft.train", "mopeft.evaluation"),
     ("mopeft.measure",),
     ("mopeft.report",),
+    ("mopeft.plan",),  # a run's jobs and their modeled resources (reads the table registry)
     ("mopeft.commands", "mopeft.cli"),
 ]
 

@@ -201,7 +201,10 @@ def test_slurm_profile_resolves_from_the_checkout_root():
     assert profile["executor"] == "slurm"
     for rule in ("train", "evaluate", "bench"):
         assert profile["set-resources"][rule]["gpu"] == 1
-        assert profile["set-resources"][rule]["cpus_per_task"] >= 1
+    # The GPU jobs' CPUs come from the rules (the resource plan, else their defaults), so the
+    # profile must not pin them; bench keeps the profile's.
+    assert profile["set-resources"]["bench"]["cpus_per_task"] >= 1
+    assert not any("cpus_per_task" in profile["set-resources"][r] for r in ("train", "evaluate", "detect"))
     pytest.importorskip("snakemake_executor_plugin_slurm")
     res = subprocess.run(
         [
@@ -213,6 +216,7 @@ def test_slurm_profile_resolves_from_the_checkout_root():
             "--profile",
             "slurm",
             "-n",
+            "--forceall",  # list every job, whatever a local demo run left in results/
             "--configfile",
             "config/demo.yaml",
         ],
@@ -224,3 +228,20 @@ def test_slurm_profile_resolves_from_the_checkout_root():
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
     assert "no profile.yaml" not in out
+    assert re.search(r"rule train:(?:(?!\nrule ).)*cpus_per_task=1", out, re.S), out[-3000:]
+
+
+def test_resource_plan_lists_exactly_the_dags_gpu_jobs(study_plan):
+    """`mopeft plan` enumerates the jobs from the config; they must be the DAG's, one for one."""
+    from mopeft.plan.jobs import run_jobs
+
+    _, outputs, _, _ = study_plan
+    cells = "results/study/cells/{dataset}/{method}/{variant}/seed{seed}"
+    paths = {
+        "train": cells + "/units/{unit}/model.pt",
+        "evaluate": cells + "/units/{unit}/eval/metrics.json",
+        "detect": cells + "/detections.json",
+    }
+    planned = {paths[j.rule].format(**j.__dict__) for j in run_jobs(STUDY)}
+    in_dag = {p for p in outputs if p.endswith(("/model.pt", "/eval/metrics.json", "/detections.json"))}
+    assert planned == in_dag, (sorted(planned - in_dag)[:5], sorted(in_dag - planned)[:5])

@@ -100,6 +100,23 @@ def checkout(dst: Path) -> Path:
     return dst
 
 
+# What `mopeft plan` would ask for each train job (the values are the test's, to recognise them in
+# the sbatch calls): the DAG must pass a plan's resources to SLURM unchanged.
+PLANNED = {"mem_mb": 2100, "runtime_min": 9, "cpus": 3, "workers": 0, "gpu_mem_mb": 1000,
+           "gpu_need_bytes": 10**9, "cache_host_mb": 100}  # fmt: skip
+
+
+def write_plan(root: Path) -> None:
+    """results/demo/plan.json for the run's config, one record per train job (as `mopeft plan`)."""
+    from mopeft.io import write_json
+    from mopeft.plan.jobs import config_digest, load_config, plan_path, run_jobs
+
+    config = load_config([root / "config/demo.yaml", root / "slurm_demo.yaml"])
+    jobs = {j.key: PLANNED for j in run_jobs(config) if j.rule == "train"}
+    doc = {"config_digest": config_digest(config), "gpu": {"label": "test plan"}, "jobs": jobs}
+    write_json(root / plan_path(config), doc)
+
+
 def start_snakemake(cwd: Path, args: list[str], env: dict[str, str]) -> subprocess.Popen:
     """Snakemake in the background, its output (stdout: Snakemake 9 logs there) to cwd/run.log."""
     env = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"}
@@ -180,6 +197,7 @@ def runs(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory) -> dic
     profile = on_slurm / PROFILE
     profile.write_text(site_edit(profile.read_text()))
     shutil.copy(DATA / "slurm_timeout.smk", on_slurm / "slurm_timeout.smk")
+    write_plan(on_slurm)  # the local run has none: the rules' defaults, the same results
     local = checkout(base / "local")
 
     t0 = time.monotonic()
@@ -252,7 +270,8 @@ def test_dag_completes_within_budget(slurm_run: dict[str, object]) -> None:
 
 def test_gpu_rules_ask_slurm_for_a_gpu_and_get_one(slurm_run: dict[str, object]) -> None:
     """train/evaluate: partition `gpu`, one GPU requested and allocated (slurmd exports its index
-    as CUDA_VISIBLE_DEVICES); CPU rules: partition `cpu`, no GPU."""
+    as CUDA_VISIBLE_DEVICES), train with the CPUs, memory and time of the run's resource plan;
+    CPU rules: partition `cpu`, no GPU."""
     jobs: list[dict[str, str]] = slurm_run["jobs"]  # type: ignore[assignment]
     out = str(slurm_run["slurm_out"])
     for job in jobs:
@@ -269,7 +288,9 @@ def test_gpu_rules_ask_slurm_for_a_gpu_and_get_one(slurm_run: dict[str, object])
     train_calls = [c for c in re.findall(r"sbatch call: (.*)", out) if "rule_train" in c]
     assert len(train_calls) == 4, out[-3000:]
     for call in train_calls:
-        assert "--gpus=fake:1" in call and "-p gpu" in call and "--cpus-per-task=8" in call, call
+        assert "--gpus=fake:1" in call and "-p gpu" in call, call
+        # CPUs, memory and time are the resource plan's (not the login node's core count)
+        assert "--cpus-per-task=3" in call and "--mem 2100" in call and "-t 9" in call, call
     # Once the train rule records what the job saw (README: "A GPU job sees ..."), every train
     # log must hold the GPU index SLURM gave it, never "unset".
     if "CUDA_VISIBLE_DEVICES" in (ROOT / "workflow/rules/train.smk").read_text():

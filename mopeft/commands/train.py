@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 from mopeft.commands.options import add_set_argument, parse_sets
@@ -18,6 +19,7 @@ from mopeft.model.arch import ARCHS, get_arch
 from mopeft.model.weights import VIT_B_SHA256
 from mopeft.peft.attention import attention_backend
 from mopeft.peft.state import fold_prefixes
+from mopeft.train.encoder_cache import CACHE_DTYPES, DEFAULT_DEVICE_MB
 from mopeft.train.loop import TrainSettings, steps_for_epochs, train
 
 HELP = "fine-tune SAM with one method on one prepared dataset unit; writes OUT/model.pt"
@@ -64,9 +66,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-seed", type=int, default=0, help="seed of the random-init base model")
     p.add_argument("--checkpoint-every", type=int, default=100, help="resume-file interval (steps)")
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    p.add_argument(
+        "--cache-dtype",
+        choices=sorted(CACHE_DTYPES),
+        default="fp32",
+        help="fp32: the encoder cache keeps the exact embeddings; bf16: rounds them (half the memory, "
+        "CHANGES THE NUMERICS: the decoder trains on rounded embeddings)",
+    )
     speed = p.add_argument_group("speed (none of these changes the result)")
     speed.add_argument(
-        "--workers", type=int, default=None, help="DataLoader worker processes (default: 4 on CUDA, 0 on CPU)"
+        "--workers",
+        type=int,
+        default=None,
+        help="DataLoader worker processes (default: 4 on CUDA, 0 on CPU; at most the usable CPUs - 1)",
     )
     speed.add_argument("--log-every", type=int, default=25, help="read the loss back every N steps")
     speed.add_argument(
@@ -74,6 +86,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         choices=["auto", "off"],
         default="auto",
         help="auto: reuse image embeddings when the encoder is frozen (baseline, decoder_ft)",
+    )
+    speed.add_argument(
+        "--cache-host-mb",
+        type=float,
+        default=None,
+        metavar="MIB",
+        help="host memory for cached embeddings, MiB (the whole cache on the CPU, the spill from the GPU "
+        "on CUDA); beyond it embeddings are recomputed. Default: half of min(MemAvailable, cgroup limit)",
+    )
+    speed.add_argument(
+        "--cache-device-mb",
+        type=float,
+        default=None,
+        metavar="MIB",
+        help=f"GPU memory for cached embeddings, MiB (default {DEFAULT_DEVICE_MB}; unused on the CPU)",
     )
     speed.add_argument(
         "--compile",
@@ -89,15 +116,49 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="output folder: model.pt, train_log.json")
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (what SLURM's cpus_per_task and taskset
+    leave it), not the node's core count; os.cpu_count() where affinity is unknown (macOS)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def _workers(args: argparse.Namespace) -> int:
+    """DataLoader workers: 4 on CUDA, 0 on the CPU, capped by the usable CPUs minus one for the main
+    process. Workers beyond the job's CPUs do not decode faster: they take cores from the process
+    that feeds the GPU, and each holds its own memory (a 2-CPU job would run 4 workers + 1 main
+    process on 2 cores). An explicit --workers above the cap is honoured with a warning: the
+    user may know better (e.g. reads that wait on a network file system, not on a CPU)."""
+    cap = max(_usable_cpus() - 1, 0)
     if args.workers is not None:
         if args.workers < 0:
             raise ValueError(f"--workers must be >= 0, got {args.workers}")
+        if args.workers > cap:
+            log.warning(
+                "--workers %d: this process may use %d CPUs, %d left beside the main process; the "
+                "workers will compete for them (--workers %d or fewer avoids that)",
+                args.workers,
+                cap + 1,
+                cap,
+                cap,
+            )
         return args.workers
-    return 4 if resolve_device(args.device).type == "cuda" else 0
+    return min(4, cap) if resolve_device(args.device).type == "cuda" else 0
+
+
+def _cache_mb(args: argparse.Namespace) -> tuple[float | None, float | None]:
+    """--cache-host-mb / --cache-device-mb, checked (None: the loop's defaults)."""
+    for flag, value in (("--cache-host-mb", args.cache_host_mb), ("--cache-device-mb", args.cache_device_mb)):
+        if value is not None and not value >= 0:  # also NaN
+            raise ValueError(f"{flag} must be >= 0 MiB (0 caches nothing there), got {value}")
+    return args.cache_host_mb, args.cache_device_mb
 
 
 def run(args: argparse.Namespace) -> int:
+    workers = _workers(args)  # flags first: a bad value fails before any data is read
+    cache_host_mb, cache_device_mb = _cache_mb(args)
     meta = read_json(args.data / "meta.json")
     unit = load_unit(args.data, args.unit, args.kfold)
     if not unit.train:
@@ -141,10 +202,13 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
         device=args.device,
-        workers=_workers(args),
+        workers=workers,
         log_every=args.log_every,
         encoder_cache=args.encoder_cache,
         compile=args.compile,
+        cache_host_mb=cache_host_mb,
+        cache_device_mb=cache_device_mb,
+        cache_dtype=args.cache_dtype,
     )
     log.info(
         "training %s on %s/%s: %d images, %d steps",

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 SourceKind = Literal["http", "gdrive", "git", "manual", "kaggle"]
+ImageFormat = Literal["jpeg", "png"]
+IMAGE_FORMATS: tuple[str, ...] = ("jpeg", "png")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,19 @@ class DatasetSpec:
     # Detection track (FAIR-1M, Appendix A): models also learn image-level class presence (the class
     # MLP), which Masks2Boxes uses to score boxes. Recorded in meta.json; `mopeft train` reads it.
     presence_head: bool = False
+    # What a resource model needs to cost a job without the data (`mopeft plan`), for the default
+    # preparation (1024² tiles where a dataset is tiled). Each module says how its numbers were derived.
+    # expected_train: items of the prepared train split (tiles where tiled; per task for PAXRay-4);
+    # None for k-fold datasets (train_split "none"): their training items follow from expected_test.
+    expected_train: int | None = None
+    # The file format of the prepared train/test images, i.e. what the loader decodes (JPEG decodes
+    # about twice as fast as PNG); a few items may differ (e.g. CUB-200's grey JPEGs become PNGs).
+    image_format: ImageFormat = "jpeg"
+    # Typical (height, width) of a prepared image (the tile for tiled datasets, else the source size),
+    # and the largest one where it differs a lot: evaluation maps the logits back to each label's
+    # prepared size, so the largest test image bounds evaluation memory.
+    image_hw: tuple[int, int] | None = None
+    max_image_hw: tuple[int, int] | None = None
     # Facts for Tables 4.1 / 4.2 (as the study prints them; docs/datasets.md lists where MESS differs).
     sensor: str = "Visible Spectrum"
     segment_size: str = "Medium"
@@ -64,6 +79,17 @@ class DatasetSpec:
     citation: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
 
+    def __post_init__(self) -> None:
+        if self.image_format not in IMAGE_FORMATS:
+            raise ValueError(
+                f"{self.key}: image_format must be one of {IMAGE_FORMATS}, got {self.image_format!r}"
+            )
+
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def largest_image_hw(self) -> tuple[int, int] | None:
+        """(height, width) of the largest prepared image: ``max_image_hw``, else ``image_hw``."""
+        return self.max_image_hw or self.image_hw

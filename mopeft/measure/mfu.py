@@ -13,47 +13,30 @@ exactly what the unfused ("math") attention's matmuls count. So the figure does 
 attention kernel a device picks, and stock and fused attention count alike. Elementwise ops, norms
 and the optimizer step count nothing (the counter's convention; well below 1 % of a ViT's FLOPs).
 
-Peak rates are dense (no 2:4 sparsity) tensor-core figures from NVIDIA's datasheets, in TFLOP/s:
-
-=================  ======  ======  =====
-device             bf16    tf32    fp32
-=================  ======  ======  =====
-H100 SXM / H200    989.4   494.7   66.9
-H100 PCIe          756.0   378.0   51.2
-A100 (SXM, PCIe)   312.0   156.0   19.5
-=================  ======  ======  =====
-
-fp32 runs on CUDA with TF32 matmuls (``mopeft bench`` turns TF32 on), so its MFU is taken against the
-tf32 figure. Any other device (H100/H200 NVL, CPUs, ...) has no default: pass ``--peak-tflops``,
-else MFU is omitted.
+Peak rates are the dense tensor-core figures of :mod:`mopeft.measure.gpus` (one table for MFU and
+the resource model). fp32 runs on CUDA with TF32 matmuls (``mopeft bench`` turns TF32 on), so its
+MFU is taken against the tf32 figure. A device the table does not know (H100/H200 NVL, CPUs, ...)
+has no default: pass ``--peak-tflops``, else MFU is omitted.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-# (pattern on torch.cuda.get_device_name(), pattern it must NOT match, label, {precision: TFLOP/s})
-_PEAKS: tuple[tuple[str, str | None, str, dict[str, float]], ...] = (
-    (r"H100.*PCIe", None, "H100 PCIe", {"bf16": 756.0, "tf32": 378.0, "fp32": 51.2}),
-    (r"H100", r"NVL|PCIe", "H100 SXM", {"bf16": 989.4, "tf32": 494.7, "fp32": 66.9}),
-    (r"H200", r"NVL", "H200 SXM", {"bf16": 989.4, "tf32": 494.7, "fp32": 66.9}),
-    (r"A100", None, "A100", {"bf16": 312.0, "tf32": 156.0, "fp32": 19.5}),
-)
+from mopeft.measure.gpus import gpu_for_device_name
 
 
 def default_peak_tflops(device_name: str, precision: str) -> tuple[float | None, str | None]:
     """(dense peak TFLOP/s, where it comes from) for a CUDA device name; (None, None) if unknown."""
-    for pattern, exclude, label, peaks in _PEAKS:
-        excluded = exclude is not None and re.search(exclude, device_name, re.I)
-        if re.search(pattern, device_name, re.I) and not excluded and precision in peaks:
-            return peaks[precision], f"datasheet, {label} dense {precision}"
-    return None, None
+    gpu = gpu_for_device_name(device_name)
+    if gpu is None or precision not in ("bf16", "tf32", "fp32"):
+        return None, None
+    return gpu.peak(precision), f"datasheet, {gpu.label} dense {precision}"
 
 
 def _attention_forward(q: Any, k: Any, v: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:

@@ -10,7 +10,8 @@ with or without DataLoader workers.
 Speed: a DataLoader with workers and pinned memory decodes the next batches while the device works;
 uint8 pixels are normalised, padded and flipped on the device; the loss is read back only every
 ``log_every`` steps (no host-device sync per step); methods whose encoder is frozen train from
-cached image embeddings (:mod:`mopeft.train.encoder_cache`). ``timing`` in the returned
+cached image embeddings (:mod:`mopeft.train.encoder_cache`, within host/device memory budgets past
+which embeddings are recomputed, bit-identically). ``timing`` in the returned
 :class:`TrainResult` says how long the loop waited for data.
 """
 
@@ -34,7 +35,7 @@ from mopeft.device import autocast, configure, resolve_device
 from mopeft.io import atomic_path
 from mopeft.model.semantic_sam import SemanticSAM
 from mopeft.peft.state import load_trainable_state_dict, trainable_state_dict
-from mopeft.train.encoder_cache import EncoderCache, encoder_is_frozen
+from mopeft.train.encoder_cache import CACHE_DTYPES, DEFAULT_DEVICE_MB, MIB, EncoderCache, encoder_is_frozen
 from mopeft.train.losses import presence_loss, presence_targets, segmentation_loss
 from mopeft.train.optim import make_optimizer
 
@@ -62,9 +63,18 @@ class TrainSettings:
     log_every: int = 25
     encoder_cache: str = "auto"  # "auto": on when the encoder is frozen; "off"
     compile: str | None = None  # a torch.compile backend ("inductor"), or None for eager
+    # The encoder cache's budgets in MiB (past them, embeddings are recomputed: slower, same bits).
+    cache_host_mb: float | None = None  # None: half of what this process may use (default_host_budget)
+    cache_device_mb: float | None = None  # None: DEFAULT_DEVICE_MB on a GPU (ignored on the CPU)
+    # NOT speed only: "bf16" rounds the cached embeddings (opt in, changes the numerics).
+    cache_dtype: str = "fp32"
 
 
 RUNTIME_ONLY = ("device", "checkpoint_every", "workers", "log_every", "encoder_cache", "compile")
+# Newer than the resume files of running jobs, so left out of the fingerprint rather than set to None
+# (a requeued job still finds its resume file): the budgets never change the result; cache_dtype
+# enters only where it rounds (fingerprint()).
+_UNFINGERPRINTED = ("cache_host_mb", "cache_device_mb", "cache_dtype")
 
 
 @dataclass
@@ -79,9 +89,14 @@ def steps_for_epochs(num_items: int, batch_size: int, epochs: int) -> int:
 
 def fingerprint(model: SemanticSAM, settings: TrainSettings, dataset: SegmentationPairs) -> str:
     """Identifies a training run so a resume file from a different run is never picked up."""
+    fields = asdict(settings) | dict.fromkeys(RUNTIME_ONLY)
+    for key in _UNFINGERPRINTED:
+        del fields[key]
+    if use_encoder_cache(model, settings) and settings.cache_dtype != "fp32":
+        fields["cache_dtype"] = settings.cache_dtype  # rounded embeddings: a different run
     blob = json.dumps(
         {
-            "settings": asdict(settings) | dict.fromkeys(RUNTIME_ONLY),
+            "settings": fields,
             "method": model.method,
             "options": model.method_options,
             "pairs": [str(p[0].name) for p in dataset.pairs],
@@ -102,6 +117,8 @@ def flips_for_step(settings: TrainSettings, step: int, count: int) -> torch.Tens
 def use_encoder_cache(model: SemanticSAM, settings: TrainSettings) -> bool:
     if settings.encoder_cache not in ("auto", "off"):
         raise ValueError(f"encoder_cache must be 'auto' or 'off', got {settings.encoder_cache!r}")
+    if settings.cache_dtype not in CACHE_DTYPES:
+        raise ValueError(f"cache_dtype must be one of {sorted(CACHE_DTYPES)}, got {settings.cache_dtype!r}")
     return settings.encoder_cache == "auto" and encoder_is_frozen(model)
 
 
@@ -134,7 +151,17 @@ def train(
         else:
             log.warning("%s belongs to a different run; starting from scratch", resume_path)
     frozen = encoder_is_frozen(model)
-    cache = EncoderCache(device) if use_encoder_cache(model, settings) else None
+    cache = None
+    if use_encoder_cache(model, settings):
+        device_mb = DEFAULT_DEVICE_MB if settings.cache_device_mb is None else settings.cache_device_mb
+        cache = EncoderCache(
+            device,
+            device_bytes=int(device_mb * MIB),
+            host_bytes=None if settings.cache_host_mb is None else int(settings.cache_host_mb * MIB),
+            num_images=len(dataset),
+            flip_states=2 if settings.hflip else 1,
+            dtype=settings.cache_dtype,
+        )
     forward, encode = model.forward_with_tokens, model.encode
     if settings.compile:
         forward = torch.compile(forward, backend=settings.compile)
@@ -224,6 +251,18 @@ def train(
         f"{timing['step_s']:.3f}" if timing["step_s"] else "?",
         100 * (timing["data_wait_fraction"] or 0),
     )
+    if cache is not None:
+        c = timing["cache"]
+        log.info(
+            "encoder cache: %d embeddings stored (%.0f MiB device, %.0f MiB host), %d hits, %d encoder "
+            "passes of which %d recomputed what the budget could not keep",
+            c["entries"],
+            c["device_bytes"] / MIB,
+            c["host_bytes"] / MIB,
+            c["hits"],
+            c["misses"],
+            c["recomputed"],
+        )
     return TrainResult(losses, timing)
 
 

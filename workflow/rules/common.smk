@@ -8,12 +8,14 @@
 
 import functools
 import os
+import sys
 from pathlib import Path
 
 from mopeft import codedeps
 from mopeft.data import folder_spec
 from mopeft.data.registry import DATASETS as REGISTRY
 from mopeft.methods.registry import METHOD_SPECS
+from mopeft.plan.jobs import config_digest, plan_path
 from mopeft.report.registry import TABLES
 from snakemake.utils import validate
 
@@ -328,8 +330,8 @@ def speed_args(wildcards):
         "--attention", speed.get("attention", "sdpa"),
         "--encoder-cache", speed.get("encoder_cache", "auto"),
     ]
-    if speed.get("workers") is not None:
-        args += ["--workers", speed["workers"]]
+    # Loader workers and the cache budget are resources (train_workers, cache_host_mb): a new plan
+    # changes them without making every cell's params, and so the cell, out of date.
     if speed.get("compile"):
         args += ["--compile", speed["compile"]]
     return args
@@ -407,29 +409,120 @@ def write_folder_spec(path, resolved, log):
 
 
 # ----------------------------------------------------------------------------- resources
-# Base values for one attempt on the study's ViT-B @ 1024 (a retry gets attempt x base). The
-# SLURM profile may override any of them with set-resources; the config holds no runtime settings.
+# GPU jobs (train, evaluate, detect) take their memory, time, CPUs, loader workers and embedding-cache
+# budget from the run's resource plan, `results/<run>/plan.json` (`mopeft plan`: modeled per job,
+# with its margins), when it exists and was made for this config; otherwise (the demo has none)
+# from the base values below. Either way a retry gets attempt x the value. The SLURM
+# profile may still override any of them with set-resources; the config holds no runtime settings.
 TINY = config["model"]["arch"] == "tiny"
 # The tiny demo model is bound by Python start-up, not compute: one thread per job lets
-# `--cores 2` run two jobs at once. (On SLURM, cpus_per_task in the profile sets the CPUs.)
+# `--cores 2` run two jobs at once.
 GPU_THREADS = 1 if TINY else 8
 EVAL_THREADS = 1 if TINY else 4
+# Site mapping (profile site block, `config: ["gpu_constraints={40: gpu40g, 80: gpu80g}"]`): a GPU
+# job gets the SLURM constraint of the smallest listed GPU memory (GB) that holds its modeled need.
+GPU_CONSTRAINTS = {int(k): str(v) for k, v in (config.get("gpu_constraints") or {}).items()}
 
 
-def train_runtime(wildcards, attempt):
-    return (10 if TINY else 12 * 60) * attempt
+def _load_plan():
+    path = plan_path(config)
+    if not path.exists():
+        return {}
+    import json
+
+    doc = json.loads(path.read_text())
+    if doc.get("config_digest") != config_digest(config):
+        print(f"{path} was made for another config: GPU jobs get the default resources "
+              f"(rerun `mopeft plan` to update it)", file=sys.stderr)
+        return {}
+    print(f"resources of GPU jobs from {path} ({doc['gpu']['label']})", file=sys.stderr)
+    return doc["jobs"]
 
 
-def train_mem(wildcards, attempt):
-    return (2000 if TINY else 48000) * attempt
+PLAN = _load_plan()
 
 
-def eval_runtime(wildcards, attempt):
-    return (10 if TINY else 2 * 60) * attempt
+def planned(rule, wildcards):
+    """The plan's record of this job, or None."""
+    if not PLAN:
+        return None
+    dataset = wildcards.get("dataset", DET["dataset"])
+    variant = wildcards.get("variant", "default")
+    unit = wildcards.get("unit", "main")
+    return PLAN.get(f"{rule}/{dataset}/{wildcards.method}/{variant}/seed{wildcards.seed}/{unit}")
 
 
-def eval_mem(wildcards, attempt):
-    return (2000 if TINY else 32000) * attempt
+def _from_plan(rule, field, default):
+    """A resource function: the plan's value (else ``default``), times the attempt."""
+
+    def resource(wildcards, attempt):
+        record = planned(rule, wildcards)
+        return (record[field] if record else default) * attempt
+
+    return resource
+
+
+def _flat(rule, field, default):
+    """A resource the attempt does not scale (CPUs, workers, the GPU need)."""
+
+    def resource(wildcards):
+        record = planned(rule, wildcards)
+        return record[field] if record else default
+
+    return resource
+
+
+def gpu_constraint(rule):
+    """``{"constraint": ...}`` for a GPU rule when the site maps GPU memory to constraints, else
+    nothing (an empty constraint would still reach sbatch as ``-C ''``)."""
+    if not GPU_CONSTRAINTS:
+        return {}
+
+    def resource(wildcards):
+        record = planned(rule, wildcards)
+        need_gb = record["gpu_need_bytes"] / 1e9 if record else max(GPU_CONSTRAINTS)
+        fitting = [gb for gb in sorted(GPU_CONSTRAINTS) if gb >= need_gb]
+        return GPU_CONSTRAINTS[fitting[0] if fitting else max(GPU_CONSTRAINTS)]
+
+    return {"constraint": resource}
+
+
+SPEED = config["training"].get("speed") or {}
+DEFAULT_WORKERS = SPEED["workers"] if SPEED.get("workers") is not None else (0 if TINY else 4)
+train_runtime = _from_plan("train", "runtime_min", 10 if TINY else 12 * 60)
+train_mem = _from_plan("train", "mem_mb", 2000 if TINY else 48000)
+train_cpus = _flat("train", "cpus", GPU_THREADS)
+train_gpu_mem = _flat("train", "gpu_mem_mb", 0)
+eval_runtime = _from_plan("evaluate", "runtime_min", 10 if TINY else 2 * 60)
+eval_mem = _from_plan("evaluate", "mem_mb", 2000 if TINY else 32000)
+eval_cpus = _flat("evaluate", "cpus", EVAL_THREADS)
+eval_gpu_mem = _flat("evaluate", "gpu_mem_mb", 0)
+detect_runtime = _from_plan("detect", "runtime_min", 10 if TINY else 2 * 60)
+detect_mem = _from_plan("detect", "mem_mb", 2000 if TINY else 32000)
+detect_cpus = _flat("detect", "cpus", EVAL_THREADS)
+detect_gpu_mem = _flat("detect", "gpu_mem_mb", 0)
+
+
+def train_workers(wildcards):
+    """Loader workers: the config's if it sets them, else the plan's (capped by its CPUs)."""
+    if SPEED.get("workers") is not None:
+        return SPEED["workers"]
+    record = planned("train", wildcards)
+    return record["workers"] if record else DEFAULT_WORKERS
+
+
+def eval_workers(wildcards):
+    record = planned("evaluate", wildcards)
+    return record["workers"] if record else DEFAULT_WORKERS
+
+
+def cache_host_mb(wildcards, attempt):
+    """The embedding cache's host budget: the plan's (already inside its mem_mb), else half the
+    job's memory request."""
+    record = planned("train", wildcards)
+    if record:
+        return record["cache_host_mb"] * attempt
+    return train_mem(wildcards, attempt) // 2
 
 
 def cpu_runtime(wildcards, attempt):

@@ -28,9 +28,14 @@ rule evaluate:
         gpu=1,
         runtime=eval_runtime,
         mem_mb=eval_mem,
+        cpus_per_task=eval_cpus,
+        gpu_mem_mb=eval_gpu_mem,
+        **gpu_constraint("evaluate"),
+        workers=eval_workers,
     shell:
         "OMP_NUM_THREADS={threads} mopeft evaluate --model {input.model:q} --data {params.data:q}"
-        " --unit {wildcards.unit:q} {params.kfold:q} {params.examples:q} --out {params.out:q} > {log:q} 2>&1"
+        " --unit {wildcards.unit:q} {params.kfold:q} {params.examples:q} --workers {resources.workers:q}"
+        " --out {params.out:q} > {log:q} 2>&1"
 
 
 rule combine:
@@ -73,8 +78,11 @@ rule detect:
         "../../envs/mopeft.yaml"
     resources:
         gpu=1,
-        runtime=eval_runtime,
-        mem_mb=eval_mem,
+        runtime=detect_runtime,
+        mem_mb=detect_mem,
+        cpus_per_task=detect_cpus,
+        gpu_mem_mb=detect_gpu_mem,
+        **gpu_constraint("detect"),
     shell:
         "OMP_NUM_THREADS={threads} mopeft detect --model {input.model:q} --data {params.data:q}"
         " --out {output:q} > {log:q} 2>&1"

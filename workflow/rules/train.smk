@@ -28,9 +28,15 @@ rule train:
         gpu=1,
         runtime=train_runtime,
         mem_mb=train_mem,
+        cpus_per_task=train_cpus,
+        gpu_mem_mb=train_gpu_mem,
+        **gpu_constraint("train"),
+        workers=train_workers,
+        cache_host_mb=cache_host_mb,
     shell:
         # Record which GPU the scheduler gave the job (tests/test_slurm.py checks it).
         "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} > {log:q}; "
         "OMP_NUM_THREADS={threads} mopeft train --data {params.data:q} --unit {wildcards.unit:q}"
         " --method {wildcards.method:q} {params.options:q} {params.checkpoint:q} {params.hyper:q}"
-        " {params.kfold:q} --seed {wildcards.seed:q} --out {params.out:q} >> {log:q} 2>&1"
+        " {params.kfold:q} --seed {wildcards.seed:q} --workers {resources.workers:q}"
+        " --cache-host-mb {resources.cache_host_mb:q} --out {params.out:q} >> {log:q} 2>&1"

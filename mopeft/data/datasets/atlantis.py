@@ -99,6 +99,11 @@ SPEC = DatasetSpec(
     ),
     sources=(Source(CLONE, "git", url=REPO, git_ref=COMMIT),),
     expected_test=1295,
+    expected_train=3364 + 535,  # official train + val (ATLANTIS README)
+    image_format="jpeg",  # the JPEGs are copied as they are
+    # Flickr's "z" size: longest side 640 (the repository's flickr.json lists 640x427, 640x480, ...).
+    image_hw=(427, 640),
+    max_image_hw=(640, 640),
     expected_test_is_exact=False,
     mess_key="atlantis_sem_seg_test",
     sensor="Visible Spectrum",

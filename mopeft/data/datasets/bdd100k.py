@@ -63,6 +63,10 @@ SPEC = DatasetSpec(
         ),
     ),
     expected_test=1000,
+    # 10K set: 7000 train / 1000 val / 2000 test images of 1280x720 (BDD100K docs); JPEGs copied as is.
+    expected_train=7000,
+    image_format="jpeg",
+    image_hw=(720, 1280),
     mess_key="bdd100k_sem_seg_val",
     sensor="Visible Spectrum",
     segment_size="Medium",

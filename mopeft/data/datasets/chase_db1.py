@@ -44,6 +44,9 @@ SPEC = DatasetSpec(
         Source(ZIP, "http", url="https://staffnet.kingston.ac.uk/~ku15565/CHASE_DB1/assets/CHASEDB1.zip"),
     ),
     expected_test=20,
+    expected_train=TRAIN_LEN,
+    image_format="jpeg",  # the JPEGs are copied as they are
+    image_hw=(960, 999),  # all 28 fundus images are 999x960
     mess_key="chase_db1_sem_seg_test",
     channels="RGB",
     train_split="official",

@@ -49,6 +49,9 @@ SPEC = DatasetSpec(
     ),
     sources=(Source(ZIP, "http", url="https://figshare.com/ndownloader/files/31729733"),),
     expected_test=44,
+    expected_train=396,  # original/Train
+    image_format="jpeg",  # the .jpeg files are copied as they are (as .jpg)
+    image_hw=(512, 512),
     mess_key="corrosion_cs_sem_seg_test",
     channels="RGB",
     train_split="official",

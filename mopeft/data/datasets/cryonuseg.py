@@ -57,6 +57,8 @@ SPEC = DatasetSpec(
         ),
     ),
     expected_test=30,
+    image_format="png",  # the TIFFs are converted to PNG
+    image_hw=(512, 512),  # all 30 images are 512x512 (CryoNuSeg paper)
     mess_key="cryonuseg_sem_seg_test",
     channels="RGB",
     train_split="none",

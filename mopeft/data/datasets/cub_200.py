@@ -95,6 +95,10 @@ SPEC = DatasetSpec(
         ),
     ),
     expected_test=5794,
+    expected_train=5994,  # train_test_split.txt == 1
+    image_format="jpeg",  # copied as they are; the few grey JPEGs become PNG
+    image_hw=(375, 500),  # the longest side is at most 500 px (landscape 500x375 is typical)
+    max_image_hw=(500, 500),
     mess_key="cub_200_sem_seg_test",
     channels="RGB",
     train_split="official",

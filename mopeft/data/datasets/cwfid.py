@@ -85,6 +85,9 @@ SPEC = DatasetSpec(
     classes=("ground", "crop seedling", "weed"),
     sources=(Source(CLONE, "git", url=REPO, git_ref=COMMIT),),
     expected_test=21,
+    expected_train=len(set(TRAIN_IDS) - set(TEST_IDS)),  # 40 listed, 28 removed: 39
+    image_format="png",  # the PNGs are copied as they are
+    image_hw=(966, 1296),  # all 60 images are 1296x966
     mess_key="cwfid_sem_seg_test",
     sensor="Visible Spectrum",
     segment_size="Small",

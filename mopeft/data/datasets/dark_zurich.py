@@ -43,6 +43,8 @@ SPEC = DatasetSpec(
     classes=("unlabeled", *CITYSCAPES_CLASSES),
     sources=(Source(ARCHIVE, "http", url=URL),),
     expected_test=50,
+    image_format="png",  # the val PNGs are copied as they are
+    image_hw=(1080, 1920),  # 1920x1080 GoPro frames
     mess_key="dark_zurich_sem_seg_val",
     train_split="none",
     sensor="Visible Spectrum",

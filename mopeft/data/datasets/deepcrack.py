@@ -52,6 +52,9 @@ SPEC = DatasetSpec(
         ),
     ),
     expected_test=237,
+    expected_train=300,  # train_img
+    image_format="jpeg",  # the JPEGs are copied as they are
+    image_hw=(384, 544),  # all images are 544x384
     mess_key="deepcrack_sem_seg_test",
     channels="RGB",
     train_split="official",

@@ -66,6 +66,9 @@ SPEC = DatasetSpec(
         ),
     ),
     expected_test=718,
+    image_format="jpeg",  # the JPEGs are copied as they are
+    # Paintings of varying size; no typical size is published: an assumption, not a measurement.
+    image_hw=(768, 1024),
     mess_key="dram_sem_seg_test",
     train_split="none",
     sensor="Visible Spectrum",

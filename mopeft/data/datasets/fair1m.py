@@ -78,6 +78,10 @@ TRAIN_SOURCES = (
 )
 VALIDATION_SOURCES = ("validation/images.zip", "validation/labelXmls.zip")
 
+# Sizes for the resource model (SPEC.expected_*): FAIR1M-1.0 train images, and the default test_every.
+V1_TRAIN_IMAGES = 16_488
+DEFAULT_TEST_EVERY = 5
+
 SPEC = DatasetSpec(
     key="fair1m",
     name="FAIR-1M",
@@ -115,7 +119,16 @@ SPEC = DatasetSpec(
             required=False,
         ),
     ),
-    expected_test=0,  # depends on the split protocol and tile size; count checks are not exact
+    # Estimates for the default protocol (v1.0, test_every 5, 1024 tiles), so a count mismatch is a
+    # warning: FAIR1M-1.0 train (part1 + part2) holds about 16,488 images (user reports; the paper
+    # says "more than 15,000"), every 5th is test. Images are 1000-10000 px (paper); a 1000x1000 image
+    # is one window (windows(): a side <= the tile is one window), so items ~ images; larger scenes
+    # add tiles, so these counts are lower bounds.
+    expected_test=V1_TRAIN_IMAGES // DEFAULT_TEST_EVERY,
+    expected_train=V1_TRAIN_IMAGES - V1_TRAIN_IMAGES // DEFAULT_TEST_EVERY,
+    image_format="png",  # tiles written by save_image
+    image_hw=(1000, 1000),
+    max_image_hw=(1024, 1024),  # tiles are crops (not padded) of at most tile_size
     expected_test_is_exact=False,
     sensor="Visible Spectrum",
     segment_size="Small",

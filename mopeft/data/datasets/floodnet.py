@@ -16,7 +16,16 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mopeft.data.common import PrepareError, PrepareOptions, load_image, save_image, save_label, tile, visible
+from mopeft.data.common import (
+    MESS_TILE,
+    PrepareError,
+    PrepareOptions,
+    load_image,
+    save_image,
+    save_label,
+    tile,
+    visible,
+)
 from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_files
 from mopeft.data.spec import DatasetSpec, Source
 
@@ -28,6 +37,8 @@ CLASSES = (
 ROOT = "FloodNet-Supervised_v1.0"
 # our split -> FloodNet split folder
 SPLITS = {"test": "test", "train": "train"}
+
+TRAIN_IMAGES, TEST_IMAGES = 1445, 448  # official train / test images (FloodNet paper)
 
 SPEC = DatasetSpec(
     key="floodnet",
@@ -47,6 +58,12 @@ SPEC = DatasetSpec(
         ),
     ),
     expected_test=5571,
+    # Images are 4000x3000 (12 tiles of 1024²) or 4592x3072 (15 tiles); the 448 test images give 5571
+    # tiles (consistent with 383 * 12 + 65 * 15), so the 1445 train images (FloodNet paper) are
+    # estimated at the same rate: 1445 * 5571 / 448 ~ 17969 tiles.
+    expected_train=round(TRAIN_IMAGES * 5571 / TEST_IMAGES),
+    image_format="jpeg",  # image tiles are saved as JPEG, as MESS does (labels stay PNG)
+    image_hw=(MESS_TILE, MESS_TILE),
     mess_key="floodnet_sem_seg_test",
     channels="RGB",
     train_split="official",

@@ -149,6 +149,11 @@ SPEC = DatasetSpec(
     ),
     sources=(Source(ARCHIVE, "http", url=URL),),
     expected_test=2125,
+    expected_train=4983,  # Images/img_dir/train (FoodSeg103 paper: 4983 train / 2135 test)
+    image_format="jpeg",  # the JPEGs are copied as they are
+    # Sizes vary widely: 384x512 is the most common, the largest image of the release is 5616x3744.
+    image_hw=(384, 512),
+    max_image_hw=(3744, 5616),
     expected_test_is_exact=False,
     mess_key="foodseg103_sem_seg_test",
     sensor="Visible Spectrum",

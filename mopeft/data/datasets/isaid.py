@@ -22,6 +22,7 @@ from PIL import Image
 
 from mopeft.data.common import (
     IGNORE,
+    MESS_TILE,
     PrepareError,
     PrepareOptions,
     extract,
@@ -66,6 +67,8 @@ _FOLDER_HOWTO = "download the Google-Drive folder (e.g. `gdown --folder {url}`) 
 _TRAIN_PART_IDS = ("1pEmwJtugIWhiwgBqOtplNUtTG2T454zn", "1JBWCHdyZOd9ULX0ng5C9haAt3FMPXa3v",
                    "1BlaGYNNEKGmT6OjZjsJ8HoUYrTTmFcO2")  # fmt: skip
 
+TRAIN_IMAGES, TEST_IMAGES = 1411, 458  # official train / val images (iSAID paper)
+
 SPEC = DatasetSpec(
     key="isaid",
     name="iSAID",
@@ -108,6 +111,12 @@ SPEC = DatasetSpec(
         ),
     ),
     expected_test=4055,
+    # The 1411 official train images are cut like the 458 val images (iSAID paper splits), which give
+    # 4055 tiles (8.85 per image; DOTA images range from ~800 px to many thousands), so the train split is
+    # estimated at the same rate: 1411 * 4055 / 458 ~ 12493 tiles.
+    expected_train=round(TRAIN_IMAGES * 4055 / TEST_IMAGES),
+    image_format="png",  # tiles written by save_image
+    image_hw=(MESS_TILE, MESS_TILE),  # every tile, edge tiles included, is padded to full size
     mess_key="isaid_sem_seg_val",
     channels="RGB",
     train_split="official",

@@ -22,11 +22,13 @@ import numpy as np
 
 from mopeft.data.common import (
     IGNORE,
+    MESS_TILE,
     PrepareError,
     PrepareOptions,
     extract,
     load_image,
     map_colours,
+    num_tiles,
     save_image,
     save_label,
     scratch_dir,
@@ -54,6 +56,8 @@ TRAIN_TILES = (
 # be wrong in places.
 EXCLUDED_TRAIN_TILES = ("7_10",)
 
+ORTHO_HW = (6000, 6000)  # every Potsdam orthophoto (ISPRS benchmark description)
+
 ARCHIVE = "Potsdam.zip"
 # channel variant -> (inner archive, file-name tag); IRRG is the benchmark's choice.
 VARIANTS = {"IRRG": ("3_Ortho_IRRG.zip", "IRRG"), "RGB": ("2_Ortho_RGB.zip", "RGB")}
@@ -79,6 +83,11 @@ SPEC = DatasetSpec(
         ),
     ),
     expected_test=504,
+    # The 24 standard train orthophotos less the excluded 7_10, each 6000x6000 -> 36 tiles of 1024²:
+    # 23 * 36 = 828 (864 with keep_excluded_tiles).
+    expected_train=(len(TRAIN_TILES) - len(EXCLUDED_TRAIN_TILES)) * num_tiles(*ORTHO_HW),
+    image_format="png",  # tiles written by save_image
+    image_hw=(MESS_TILE, MESS_TILE),
     mess_key="isprs_potsdam_sem_seg_test_irrg",
     channels="IRRG",
     train_split="official",

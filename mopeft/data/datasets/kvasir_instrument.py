@@ -41,6 +41,11 @@ SPEC = DatasetSpec(
     classes=("others", "tool"),
     sources=(Source(ZIP, "http", url="https://datasets.simula.no/downloads/kvasir-instrument.zip"),),
     expected_test=118,
+    expected_train=472,  # train.txt
+    image_format="jpeg",  # the JPEGs are copied as they are (MESS re-saves them as PNG)
+    # 720x576 to 1280x1024 (Kvasir-Instrument paper), a few 1920x1072; 768x576 is the most common.
+    image_hw=(576, 768),
+    max_image_hw=(1072, 1920),
     mess_key="kvasir_instrument_sem_seg_test",
     channels="RGB",
     train_split="official",

@@ -72,6 +72,10 @@ SPEC = DatasetSpec(
         ),
     ),
     expected_test=980,
+    expected_train=TRAIN_FIRST,
+    image_format="jpeg",  # re-encoded as RGB JPEG (quality 95)
+    # Web photos of varying size; no typical size is published: an assumption, not a measurement.
+    image_hw=(600, 800),
     mess_key="mhp_v1_sem_seg_test",
     sensor="Visible Spectrum",
     segment_size="Small",

@@ -50,6 +50,9 @@ SPEC = DatasetSpec(
         Source(ZIP, "gdrive", url=f"https://drive.google.com/file/d/{GDRIVE_ID}/view", gdrive_id=GDRIVE_ID),
     ),
     expected_test=180,
+    expected_train=598 + 74,  # per task: paxray.json train + val
+    image_format="png",  # the X-rays are written as RGB PNG
+    image_hw=(512, 512),
     mess_key="paxray_sem_seg_test_{lungs,bones,mediastinum,diaphragm}",
     channels="RGB",
     train_split="official",

@@ -47,6 +47,9 @@ SPEC = DatasetSpec(
         Source(ZIP, "gdrive", url=f"https://drive.google.com/open?id={GDRIVE_ID}", gdrive_id=GDRIVE_ID),
     ),
     expected_test=288,
+    expected_train=597,  # train/
+    image_format="png",  # the thermal PNGs are written as 3-channel PNG
+    image_hw=(720, 1280),  # 1280x720 frames (PST900 paper)
     mess_key="pst900_sem_seg_test",
     channels="thermal",
     train_split="official",

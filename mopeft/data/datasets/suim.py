@@ -72,6 +72,13 @@ SPEC = DatasetSpec(
         ),
     ),
     expected_test=110,
+    # train_val holds 1525 pairs (SUIM paper); the few whose mask aspect ratio differs from the image's
+    # are dropped (see prepare), so this is an upper bound.
+    expected_train=1525,
+    image_format="jpeg",  # the JPEGs are copied as they are
+    # 640x480 is the most common size; the largest images are 1906x1080.
+    image_hw=(480, 640),
+    max_image_hw=(1080, 1906),
     mess_key="suim_sem_seg_test",
     channels="RGB",
     train_split="official",

@@ -18,11 +18,13 @@ import numpy as np
 
 from mopeft.data.common import (
     IGNORE,
+    MESS_TILE,
     PrepareError,
     PrepareOptions,
     extract,
     load_image,
     map_colours,
+    num_tiles,
     save_image,
     save_label,
     scratch_dir,
@@ -41,6 +43,9 @@ COLOURS: dict[tuple[int, int, int], int] = {
 ARCHIVE = "uavid_v1.5_official_release_image.zip"
 SPLITS = {"test": "uavid_val", "train": "uavid_train"}
 
+TRAIN_FRAMES = 200  # 20 sequences x 10 frames (UAVid paper)
+FRAME_HW = (2160, 3840)  # 3840x2160 or 4096x2160: 12 tiles of 1024² either way
+
 SPEC = DatasetSpec(
     key="uavid",
     name="UAVid",
@@ -58,6 +63,10 @@ SPEC = DatasetSpec(
         ),
     ),
     expected_test=840,
+    # 200 train frames (20 sequences x 10, UAVid paper) of 3840x2160 or 4096x2160 -> 12 tiles each.
+    expected_train=TRAIN_FRAMES * num_tiles(*FRAME_HW),
+    image_format="png",  # tiles written by save_image
+    image_hw=(MESS_TILE, MESS_TILE),
     mess_key="uavid_sem_seg_val",
     channels="RGB",
     train_split="official",

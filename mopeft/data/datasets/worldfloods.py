@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mopeft.data.common import (
+    MESS_TILE,
     PrepareError,
     PrepareOptions,
     extract,
@@ -56,6 +57,11 @@ GT_TO_ID = {0: 255, 1: 0, 2: 1, 3: 2}
 TEST_DIR = "test"
 SAMPLE_ZIP = "worldfloods_v1_0_sample.zip"
 
+# Train-size estimate (see SPEC.expected_train): 256² windows in the sample's train split, as
+# ml4floods counts them, and how many of them one 1024² tile covers at the test scenes' size.
+SAMPLE_TRAIN_WINDOWS_256 = 6298
+WINDOWS_256_PER_TILE = 13
+
 SPEC = DatasetSpec(
     key="worldfloods",
     name="WorldFloods",
@@ -81,6 +87,13 @@ SPEC = DatasetSpec(
         ),
     ),
     expected_test=160,
+    # The sample zip's train split holds 6298 windows of 256² in ml4floods' own tiling (its training
+    # tutorial prints the count); at the test scenes' size (160 tiles / 11 scenes ~ 14.5 tiles of 1024²
+    # per scene, ~3.8 per side) one 1024² tile covers ~13 such windows (edge windows are partial in
+    # both), so the train split is estimated at 6298 / 13 ~ 484 tiles.
+    expected_train=round(SAMPLE_TRAIN_WINDOWS_256 / WINDOWS_256_PER_TILE),
+    image_format="png",  # tiles written by save_image
+    image_hw=(MESS_TILE, MESS_TILE),
     mess_key="worldfloods_sem_seg_test_irrg",
     channels="IRRG",
     train_split="official",

@@ -45,6 +45,9 @@ SPEC = DatasetSpec(
     classes=("background or trash", "rigid plastic", "cardboard", "metal", "soft plastic"),
     sources=(Source(ZIP, "http", url="https://zenodo.org/record/6412647/files/zerowaste-f-final.zip"),),
     expected_test=929,
+    expected_train=3002 + 572,  # train + val (ZeroWaste paper); 3002 with train_includes_val = False
+    image_format="png",  # the PNGs are copied as they are
+    image_hw=(1080, 1920),  # 1920x1080 video frames
     mess_key="zerowaste_sem_seg_test",
     channels="RGB",
     train_split="official",

@@ -1,0 +1,218 @@
+"""The GPU jobs of a run, read from its config: every ``train``, ``evaluate`` and ``detect`` job the
+Snakemake DAG plans (dataset × method × variant × seed × unit), with the sizes that decide its cost.
+
+Why here and not parsed from a dry run: the resource model must work without Snakemake and
+without data. The grid rules are the pipeline's (``workflow/rules/common.smk``: main cells,
+ablation variants named by their table's label, the detection chain);
+``tests/test_resource_model.py`` checks that this list equals the jobs of the study's dry run.
+
+Sizes come from the prepared ``meta.json`` where the dataset is prepared (its ``counts``), else
+from the registry's published split sizes (``DatasetSpec.expected_train`` / ``expected_test``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mopeft.data.folder_spec import lookup_spec
+from mopeft.data.spec import DatasetSpec
+from mopeft.io import read_json
+from mopeft.methods.registry import METHOD_SPECS
+from mopeft.report.registry import TABLES
+
+GPU_RULES = ("train", "evaluate", "detect")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One GPU job. ``items``: training images (train) or test images (evaluate, detect)."""
+
+    rule: str
+    dataset: str
+    method: str
+    variant: str
+    seed: int
+    unit: str
+    options: tuple  # the variant's method options as sorted (key, value) pairs
+    num_classes: int
+    items: int
+    steps: int  # training steps (0 for evaluate/detect)
+    image_format: str
+    image_hw: tuple[int, int]
+    max_image_hw: tuple[int, int]
+    size_source: str  # "meta.json", "registry" or "folder" (a config folder dataset's files)
+    presence_head: bool = False
+
+    @property
+    def key(self) -> str:
+        """The job's name in the plan (and in workflow/rules/common.smk's look-up)."""
+        return "/".join((self.rule, self.dataset, self.method, self.variant, f"seed{self.seed}", self.unit))
+
+
+def variant_name(study: Mapping[str, Any], value: Any, method: str) -> tuple[str, tuple]:
+    """(cell variant, its options) of an ablation value: ``default`` for the method's own value."""
+    table = TABLES[study["table"]]
+    default = METHOD_SPECS[method].defaults[table.option]
+    if value == default:
+        return "default", ()
+    return f"{table.variant_label}{value}", ((table.option, value),)
+
+
+def units(spec: DatasetSpec, kfold: int) -> list[str]:
+    if spec.tasks:
+        return list(spec.tasks)
+    if spec.train_split == "none":
+        return [f"fold{i}" for i in range(kfold)]
+    return ["main"]
+
+
+def folder_sizes(key: str, entry: Mapping[str, Any], raw_dir: str) -> tuple[int, int]:
+    """(train, test) items of a config folder dataset before it is prepared: the images in its
+    folders (or the count it generates), split by its ``test_fraction``."""
+    from mopeft.data.folder_spec import resolve
+
+    resolved = resolve(key, entry, raw_dir)
+
+    def files(part: str) -> int:
+        folder = Path(resolved["folders"][part]["images"])
+        return sum(1 for p in folder.iterdir() if p.is_file()) if folder.is_dir() else 0
+
+    if resolved["split"] is None:
+        return files("train"), files("test")
+    total = int(resolved["source"]["count"]) if resolved["source"] else files("all")
+    test = max(1, round(total * resolved["split"]["test_fraction"]))
+    return total - test, test
+
+
+def unit_sizes(
+    spec: DatasetSpec, unit: str, kfold: int, meta: dict | None, folder: tuple[int, int] | None = None
+) -> tuple[int, int, str]:
+    """(train items, test items, where from) of one unit."""
+    if folder is not None and not (meta and meta.get("counts")):
+        train, test, source = folder[0], folder[1], "folder"
+    elif meta is not None and meta.get("counts"):
+        counts = meta["counts"]
+        prefix = f"{unit}/" if spec.tasks else ""
+        train, test = counts.get(prefix + "train", 0), counts.get(prefix + "test", 0)
+        source = "meta.json"
+    else:
+        train, test = spec.expected_train or 0, spec.expected_test or 0
+        source = "registry"
+    if (
+        spec.train_split == "none" and source != "folder"
+    ):  # fold i trains on the other folds and is tested on fold i
+        pool = test
+        test = math.ceil(pool / kfold)
+        train = pool - test
+    if not train or not test:
+        raise ValueError(
+            f"dataset {spec.key!r}: no train/test size known ({source}); prepare it first "
+            f"(`mopeft prepare`), or give its published split sizes in its DatasetSpec"
+        )
+    return train, test, source
+
+
+def run_jobs(config: Mapping[str, Any]) -> list[Job]:
+    """Every train / evaluate / detect job of ``config`` (a validated pipeline config)."""
+    custom = config.get("custom_datasets") or {}
+    det = config["detection"]
+    abl = config["ablations"]
+    kfold = config["data"]["kfold"]
+    prepared = Path(config["data"]["prepared_dir"])
+    seg = [d for d in config["datasets"] if d != det["dataset"]]
+    t = config["training"]
+    cells: dict[tuple[str, str, str], tuple] = {}
+    for d in seg:
+        for m in config["main"]["methods"]:
+            cells[(d, m, "default")] = ()
+    for study in abl["studies"]:
+        for d in study["datasets"]:
+            for v in study["values"]:
+                variant, options = variant_name(study, v, abl["method"])
+                cells.setdefault((d, abl["method"], variant), options)
+            if "baseline" in config["main"]["methods"]:
+                cells.setdefault((d, "baseline", "default"), ())
+    detection = {(det["dataset"], m, "default"): () for m in det["methods"]}
+    jobs: list[Job] = []
+    for (dataset, method, variant), options in [*cells.items(), *detection.items()]:
+        spec = lookup_spec(dataset, custom)
+        meta_path = prepared / dataset / "meta.json"
+        meta = read_json(meta_path) if meta_path.exists() else None
+        is_detection = (dataset, method, variant) in detection
+        folder = (
+            folder_sizes(dataset, custom[dataset], config["data"]["raw_dir"]) if dataset in custom else None
+        )
+        for seed in config["seeds"]:
+            for unit in ["main"] if is_detection else units(spec, kfold):
+                train, test, source = unit_sizes(spec, unit, kfold, meta, folder)
+                steps = math.ceil(train / t["batch_size"]) * t["epochs"] if t["epochs"] else int(t["steps"])
+                hw = tuple(spec.image_hw or (config["model"]["image_size"],) * 2)
+                common = {
+                    "dataset": dataset,
+                    "method": method,
+                    "variant": variant,
+                    "seed": int(seed),
+                    "unit": unit,
+                    "options": tuple(sorted(options)),
+                    "num_classes": spec.num_classes,
+                    "image_format": spec.image_format,
+                    "image_hw": hw,
+                    "max_image_hw": tuple(spec.max_image_hw or hw),
+                    "size_source": source,
+                    "presence_head": spec.presence_head,
+                }
+                jobs.append(Job("train", items=train, steps=steps, **common))
+                jobs.append(Job("detect" if is_detection else "evaluate", items=test, steps=0, **common))
+    return jobs
+
+
+# ----------------------------------------------------------------------------- config
+def load_config(paths: list[Path], schema: Path | None = None) -> dict[str, Any]:
+    """The run config from ``--configfile`` files, later files overriding earlier keys (as
+    Snakemake merges them), checked against the pipeline's schema when ``schema`` is given."""
+    import yaml
+
+    config: dict[str, Any] = {}
+    for path in paths:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ValueError(f"{path}: no such config file") from None
+        _merge(config, data)
+    if schema is not None and schema.exists():
+        import jsonschema
+
+        try:
+            jsonschema.validate(config, yaml.safe_load(schema.read_text()))
+        except jsonschema.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
+            raise ValueError(f"{', '.join(map(str, paths))}: config key {where}: {exc.message}") from None
+    return config
+
+
+def _merge(base: dict, update: Mapping) -> None:
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def config_digest(config: Mapping[str, Any]) -> str:
+    """What a plan depends on in the config (the model, training, the grid): a plan made for
+    another config is stale, and the pipeline then falls back to its defaults."""
+    import hashlib
+    import json
+
+    keys = ("model", "training", "seeds", "datasets", "custom_datasets", "main", "ablations", "detection")
+    blob = json.dumps({k: config.get(k) for k in keys}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def plan_path(config: Mapping[str, Any]) -> Path:
+    """Where ``mopeft plan`` writes the run's plan by default and the pipeline looks for it."""
+    return Path("results") / str(config["run"]) / "plan.json"
