@@ -164,7 +164,9 @@ class Planner:
             image_size=s.image_size,
             batch_size=s.batch_size,
             precision=s.precision,
-            attention=s.attention,
+            # Compiled FlexAttention is not emulated (its CPU path is the unfused reference, which
+            # would be modeled instead): a flex run is modeled with SDPA's kernel and says so.
+            attention="sdpa",
             loss_resolution=s.loss_resolution,
             presence_head=job.presence_head,
         )
@@ -335,8 +337,15 @@ def plan_document(plans: list[JobPlan], planner: Planner, config_digest: str) ->
     by_rule: dict[str, float] = defaultdict(float)
     for p in plans:
         by_rule[p.rule] += p.wall_s / 3600
+    notes = []
+    if planner.settings.attention != "sdpa":
+        notes.append(
+            f"training.speed.attention is {planner.settings.attention!r}: modeled with SDPA's memory-"
+            "efficient kernel (compiled FlexAttention is not emulated; it builds no N×N mask)"
+        )
     return {
         "schema": 1,
+        "notes": notes,
         "gpu": asdict(planner.gpu),
         "config_digest": config_digest,
         "settings": asdict(planner.settings),

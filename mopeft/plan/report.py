@@ -41,6 +41,7 @@ def markdown_summary(doc: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         lines.append(f"**{len(t['not_fitting'])} jobs do not fit this GPU**, e.g. {t['not_fitting'][0]}.")
     else:
         lines.append("Every job fits this GPU's memory.")
+    lines += [f"Note: {n}" for n in doc.get("notes", [])]
     a = doc["assumptions"]
     lines += [
         "",
