@@ -168,17 +168,38 @@ def run_part(
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
-        try:
-            rc = proc.wait(timeout=max(budget_s, 1.0))
-            status = "ok" if rc == 0 else "failed"
-        except subprocess.TimeoutExpired:
+        rc, maxrss_kib = _wait(proc, max(budget_s, 1.0))
+        status = "timeout" if rc is None else ("ok" if rc == 0 else "failed")
+        if rc is None:
             os.killpg(proc.pid, signal.SIGKILL)  # the whole session: DataLoader workers too
-            rc, status = proc.wait(), "timeout"
+            rc, maxrss_kib = _wait(proc, None)
         reader.join(timeout=10)
     wall = time.perf_counter() - t0
     say(f"{name}: {status} in {wall:.1f} s")
     tail = log_path.read_text(errors="replace")[-3000:]
-    return {"status": status, "returncode": rc, "wall_s": wall, "log_tail": None if status == "ok" else tail}
+    return {
+        "status": status,
+        "returncode": rc,
+        "wall_s": wall,
+        # The process's own peak resident memory (Linux wait4, KiB): the plan assumes 3 GiB for a
+        # CUDA process (mopeft.plan.model.Assumptions); DataLoader workers are not included.
+        "host_peak_rss_mb": None if maxrss_kib is None else maxrss_kib / 1024,
+        "log_tail": None if status == "ok" else tail,
+    }
+
+
+def _wait(proc: subprocess.Popen, timeout: float | None) -> tuple[int | None, int | None]:
+    """(exit code, peak RSS in KiB) of ``proc``, or (None, None) if ``timeout`` s pass first.
+    Reaped with ``os.wait4`` (Popen.wait would drop the child's resource usage)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        pid, status, usage = os.wait4(proc.pid, 0 if deadline is None else os.WNOHANG)
+        if pid == proc.pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return proc.returncode, usage.ru_maxrss
+        if deadline is not None and time.monotonic() > deadline:
+            return None, None
+        time.sleep(0.1)
 
 
 def train_flags() -> set[str]:
@@ -544,7 +565,8 @@ def markdown(s: dict[str, Any]) -> str:
         f"step {_f(t.get('step_s'), '{:.3f}')} s · {_f(t.get('img_s'), '{:.2f}')} img/s · data wait "
         f"{_f(t.get('data_wait_s'), '{:.3f}')} s/step = "
         f"{_f(None if t.get('data_wait_fraction') is None else 100 * t['data_wait_fraction'])} % · "
-        f"workers {t.get('workers') if t.get('workers') is not None else 'default'}",
+        f"workers {t.get('workers') if t.get('workers') is not None else 'default'} · process peak RSS "
+        f"{_f(t.get('host_peak_rss_mb'), '{:.0f}')} MB (the plan assumes 3 GiB for a CUDA process)",
         "",
     ]
     c = s.get("cache") or {}

@@ -111,6 +111,9 @@ def test_resource_model_predictions_stand_beside_the_measurements(check):
     # The loss at full resolution grows with K: the model says so for the same method.
     assert rows["lora@30"]["peak_gb_model"] > rows["lora@8"]["peak_gb_model"]
     assert "resource model vs measured" in (out / "gpu_check.md").read_text()
+    # host memory: the train process's own peak RSS, beside the plan's per-process assumption
+    assert _finite_positive(s["train"]["host_peak_rss_mb"])
+    assert "process peak RSS" in (out / "gpu_check.md").read_text()
 
 
 def test_train_and_cache_parts_report_measurements_or_null_with_a_note(check):
