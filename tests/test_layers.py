@@ -50,6 +50,7 @@ def test_registries_and_detection_geometry_import_no_torch():
     for root in (
         "mopeft.methods.registry",
         "mopeft.report.registry",
+        "mopeft.plan.jobs",  # the DAG's grid names and resource-plan look-up
         "mopeft.codedeps",
         "mopeft.detection.ap",
     ):

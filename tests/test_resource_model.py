@@ -135,6 +135,18 @@ def test_pieces_compose_to_the_whole_step_at_another_k():
     assert composed.peak() == pytest.approx(whole.peak(), rel=0.02)
 
 
+def test_eval_pieces_compose_to_the_whole_evaluation_at_another_k():
+    """The plan traces evaluation's encoder once per method and the K- and size-dependent rest from
+    an embedding: composed, equal to a whole trace (bf16 emulation: the embedding is fp32)."""
+    spec = StepSpec("lora", 2, arch="tiny", image_size=96, batch_size=2)
+    base = trace_eval(spec, (96, 96))
+    composed = base.at_k(trace_eval(spec.with_k(9), (120, 100), encoder=False))
+    whole = trace_eval(spec.with_k(9), (120, 100))
+    assert composed.flops(5) == whole.flops(5)
+    assert composed.peak == whole.peak
+    assert composed.roofline_s(GPUS["h100"], 5) == pytest.approx(whole.roofline_s(GPUS["h100"], 5))
+
+
 def test_frozen_encoder_steps_cost_only_the_head_once_cached():
     spec = StepSpec("decoder_ft", 4, arch="tiny", image_size=96, batch_size=2)
     cost = trace_train(spec)

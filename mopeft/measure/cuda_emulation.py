@@ -38,7 +38,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
-from torch.utils._pytree import tree_map
+from torch.utils._pytree import tree_flatten, tree_map
 
 # Names of the torch functions / Tensor methods this project calls, by autocast category.
 LOWER_PRECISION = frozenset(
@@ -55,7 +55,8 @@ FP32 = frozenset(
         "reciprocal", "rsqrt", "sinh", "tan", "pow", "__pow__", "__rpow__", "softplus", "layer_norm",
         "group_norm", "norm", "cosine_similarity", "nll_loss", "cross_entropy", "kl_div", "l1_loss",
         "smooth_l1_loss", "huber_loss", "mse_loss", "binary_cross_entropy_with_logits", "dist",
-        "cdist", "renorm", "logsumexp", "interpolate",
+        "cdist", "renorm", "logsumexp",
+        "interpolate",  # CUDA's fp32 list has the nearest/linear upsample kernels: every mode used here
     }
 )  # fmt: skip
 # Run in fp32 unless the call gives a dtype (autocast's "fp32_set_opt_dtype").
@@ -65,9 +66,6 @@ FP32_UNLESS_DTYPE = frozenset(
 PROMOTE = frozenset(
     {"cat", "stack", "addcdiv", "addcmul", "atan2", "cross", "dot", "index_put", "scatter_add"}
 )  # fmt: skip
-
-# interpolate is fp32 on CUDA only for its nearest/linear-family upsample kernels, i.e. every mode
-# this project uses.
 
 
 @contextlib.contextmanager
@@ -129,17 +127,12 @@ class CudaAutocast(TorchFunctionMode):
         elif name in FP32 or (name in FP32_UNLESS_DTYPE and kwargs.get("dtype") is None):
             args, kwargs = tree_map(lambda x: _cast(x, torch.float32), (args, kwargs))
         elif name in PROMOTE:
-            floats = [t for t in _tensors((args, kwargs)) if t.is_floating_point()]
+            flat = tree_flatten((args, kwargs))[0]
+            floats = [t for t in flat if isinstance(t, torch.Tensor) and t.is_floating_point()]
             if len({t.dtype for t in floats}) > 1:
                 widest = max((t.dtype for t in floats), key=lambda d: torch.finfo(d).bits)
                 args, kwargs = tree_map(lambda x: _cast(x, widest), (args, kwargs))
         return func(*args, **kwargs)
-
-
-def _tensors(tree: Any) -> list[torch.Tensor]:
-    out: list[torch.Tensor] = []
-    tree_map(lambda x: out.append(x) if isinstance(x, torch.Tensor) else None, tree)
-    return out
 
 
 def efficient_attention(

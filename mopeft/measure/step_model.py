@@ -180,12 +180,17 @@ class TrainCost:
     pieces: dict[str, Piece]
     resident: dict[str, int]
     frozen_encoder: bool
+    # What trains outside the encoder (decoder, class tokens, presence head): with frozen_encoder,
+    # all a head trace depends on besides K, so methods that agree here share their head traces.
+    head_trainable: tuple[str, ...] = ()
 
     def at_k(self, head: Piece, k: int) -> TrainCost:
         """The same step at another class count, given :func:`trace_head` at that K."""
         pieces = dict(self.pieces)
         pieces["head"] = head
-        return TrainCost(self.spec.with_k(k), pieces, self.resident, self.frozen_encoder)
+        return TrainCost(
+            self.spec.with_k(k), pieces, self.resident, self.frozen_encoder, self.head_trainable
+        )
 
     def piece_names(self, cached: bool) -> list[str]:
         if self.frozen_encoder and cached:
@@ -271,7 +276,9 @@ def trace_train(spec: StepSpec, round_to: int = CUDA_BLOCK) -> TrainCost:
     pieces = _pieces(counter)
     if not frozen:
         pieces.setdefault("encoder_bwd", Piece())
-    return TrainCost(spec, pieces, resident, frozen)
+    trainable = (n for n, p in model.named_parameters() if p.requires_grad)
+    head_trainable = tuple(sorted(n for n in trainable if not n.startswith("image_encoder.")))
+    return TrainCost(spec, pieces, resident, frozen, head_trainable)
 
 
 def trace_head(spec: StepSpec, frozen: bool, live_before: int = 0, round_to: int = CUDA_BLOCK) -> Piece:
@@ -348,9 +355,13 @@ class EvalCost:
         return per_batch * batches + p["post"].total_flops * images
 
 
-def trace_eval(spec: StepSpec, original_hw: tuple[int, int], round_to: int = CUDA_BLOCK) -> EvalCost:
+def trace_eval(
+    spec: StepSpec, original_hw: tuple[int, int], round_to: int = CUDA_BLOCK, encoder: bool = True
+) -> EvalCost:
     """Trace `mopeft evaluate`'s batch on the trained model, then one image mapped back to its
-    original size ``original_hw`` and added to the confusion counts (as ``DeviceConfusion``)."""
+    original size ``original_hw`` and added to the confusion counts (as ``DeviceConfusion``).
+    ``encoder=False`` traces only what depends on K and the image size (the head and the mapping
+    back), from an embedding of the encoder's shape: what :meth:`EvalCost.at_k` swaps in."""
     mode, model, _ = _fake_model(_base(spec))
     with mode, attention_backend(spec.attention):
         _set_classes(model, spec.num_classes)
@@ -362,9 +373,13 @@ def trace_eval(spec: StepSpec, original_hw: tuple[int, int], round_to: int = CUD
             with counter, torch.no_grad():
                 counter.mark("input")
                 x = to_model_input(images, sizes)
-                counter.mark("encoder")
-                with _autocast(spec):
-                    emb = model.encode(x)
+                if encoder:
+                    counter.mark("encoder")
+                    with _autocast(spec):
+                        emb = model.encode(x)
+                else:  # the encoder's output: fp32 (its neck's LayerNorm2d runs in fp32 under autocast)
+                    grid, dim = spec.image_size // 16, model.mask_decoder.class_tokens.embedding_dim
+                    emb = torch.empty(spec.batch_size, dim, grid, grid)
                 counter.mark("head_start")
                 counter.mark("head")
                 with _autocast(spec):

@@ -63,6 +63,8 @@ def variant_name(study: Mapping[str, Any], value: Any, method: str) -> tuple[str
 
 
 def units(spec: DatasetSpec, kfold: int) -> list[str]:
+    """Training/evaluation units of a dataset (the DAG's ``{unit}``): its tasks (PAXRay-4), k folds
+    when it has no labelled train split, else ``main``."""
     if spec.tasks:
         return list(spec.tasks)
     if spec.train_split == "none":

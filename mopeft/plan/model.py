@@ -24,6 +24,7 @@ from typing import Any
 from mopeft.measure.gpus import GPU, GPUS
 from mopeft.measure.step_model import EvalCost, StepSpec, TrainCost, trace_eval, trace_head, trace_train
 from mopeft.plan.jobs import Job
+from mopeft.train.encoder_cache import pinned_bytes
 
 log = logging.getLogger(__name__)
 GiB = 1 << 30
@@ -155,6 +156,14 @@ class Planner:
         self._eval: dict[tuple, EvalCost] = {}
         self._eval_heads: dict[tuple, EvalCost] = {}
 
+    def on_gpu(self, gpu: GPU) -> Planner:
+        """The same planner on another GPU, sharing its traces (they do not depend on the GPU)."""
+        other = Planner(self.settings, gpu, self.a, self.rates, self.say)
+        other._train, other._heads, other._eval, other._eval_heads = (
+            self._train, self._heads, self._eval, self._eval_heads
+        )
+        return other
+
     # ------------------------------------------------------------------ traces (memoised)
     def step_spec(self, job: Job) -> StepSpec:
         s = self.settings
@@ -182,8 +191,7 @@ class Planner:
         base = self._train[base_key]
         if spec.num_classes == 2:
             return base
-        pattern = _head_pattern(job.method, job.options)
-        head_key = (pattern, base.frozen_encoder, job.presence_head, job.num_classes)
+        head_key = (base.head_trainable, base.frozen_encoder, job.num_classes)
         if head_key not in self._heads:
             self._heads[head_key] = trace_head(spec, base.frozen_encoder)
         return base.at_k(self._heads[head_key], spec.num_classes)
@@ -196,7 +204,7 @@ class Planner:
             self._eval[base_key] = trace_eval(spec.with_k(2), (s.image_size, s.image_size))
         head_key = (job.num_classes, job.max_image_hw, job.presence_head)
         if head_key not in self._eval_heads:
-            self._eval_heads[head_key] = trace_eval(spec, job.max_image_hw)
+            self._eval_heads[head_key] = trace_eval(spec, job.max_image_hw, encoder=False)
         return self._eval[base_key].at_k(self._eval_heads[head_key])
 
     # ------------------------------------------------------------------ jobs
@@ -237,11 +245,13 @@ class Planner:
         encode_s = 0.0
         if cached:
             one = cost.pieces["encode_one"]
-            entry = one.end_live - one.start_live or _embedding_bytes(s)
+            entry = one.end_live - one.start_live  # the one embedding the piece leaves alive
             pairs = min(2 * job.items, job.steps * s.batch_size)  # (image, flip) entries ever drawn
-            cache_device = min(a.cache_device_bytes, pairs * entry)
-            cache_host = min(a.cache_host_cap_bytes, max(0, pairs * entry - cache_device))
-            stored = (cache_device + cache_host) // entry
+            # As EncoderCache fills them: the GPU first, then pinned host memory (power-of-two blocks)
+            on_device = min(pairs, a.cache_device_bytes // entry)
+            on_host = min(pairs - on_device, a.cache_host_cap_bytes // pinned_bytes(entry))
+            cache_device, cache_host = on_device * entry, on_host * pinned_bytes(entry)
+            stored = on_device + on_host
             draws = job.steps * s.batch_size
             recomputed = 0 if stored >= pairs else int(draws * (1 - stored / pairs))
             encode_s = (pairs + recomputed) * one.roofline_s(self.gpu) / a.roofline_efficiency
@@ -294,15 +304,6 @@ class Planner:
 
     def gpu_hours(self, plans: list[JobPlan]) -> float:
         return sum(p.wall_s for p in plans) / 3600
-
-
-def _head_pattern(method: str, options: tuple) -> str:
-    """Methods that train the whole decoder on a trainable encoder share their head's cost."""
-    return method if method in ("baseline", "decoder_ft") else "peft"
-
-
-def _embedding_bytes(s: RunSettings) -> int:
-    return 256 * (s.image_size // 16) ** 2 * 4
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -397,8 +398,6 @@ def gpu_hours_by_gpu(planner: Planner, jobs: list[Job]) -> dict[str, float]:
     """Total GPU-hours of the same jobs on every GPU of the table (the traces are shared)."""
     out = {}
     for key, gpu in GPUS.items():
-        other = Planner(planner.settings, gpu, planner.a, planner.rates)
-        other._train, other._heads = planner._train, planner._heads
-        other._eval, other._eval_heads = planner._eval, planner._eval_heads
+        other = planner.on_gpu(gpu)
         out[key] = other.gpu_hours(other.plan(jobs))
     return out

@@ -16,6 +16,8 @@ from mopeft.data import folder_spec
 from mopeft.data.registry import DATASETS as REGISTRY
 from mopeft.methods.registry import METHOD_SPECS
 from mopeft.plan.jobs import config_digest, plan_path
+from mopeft.plan.jobs import units as plan_units
+from mopeft.plan.jobs import variant_name as plan_variant
 from mopeft.report.registry import TABLES
 from snakemake.utils import validate
 
@@ -109,24 +111,19 @@ _check_config()
 
 
 # ----------------------------------------------------------------------------- variants
-def study_option(study):
-    """The method option an ablation study varies (its table's) and that option's default (the method's)."""
-    option = TABLES[study["table"]].option
-    return option, METHOD_SPECS[ABL["method"]].defaults[option]
-
-
 def variant_name(study, value):
-    """Ablation cell name (`r4`, `L25`, `dmid256`); the method's default value is the `default` cell."""
-    option, default = study_option(study)
-    return "default" if value == default else f"{TABLES[study['table']].variant_label}{value}"
+    """Ablation cell name (`r4`, `L25`, `dmid256`); the method's default value is the `default` cell
+    (mopeft.plan.jobs.variant_name: the resource plan names the cells the same way)."""
+    return plan_variant(study, value, ABL["method"])[0]
 
 
 # variant -> (option, value) for `mopeft train --set option=value`
 VARIANTS = {
-    variant_name(s, v): (study_option(s)[0], v)
+    name: options[0]
     for s in ABL["studies"]
     for v in s["values"]
-    if v != study_option(s)[1]
+    for name, options in [plan_variant(s, v, ABL["method"])]
+    if options
 }
 
 
@@ -166,13 +163,8 @@ def is_kfold(dataset):
 
 @functools.cache
 def units(dataset):
-    """Training/evaluation units of a dataset, from its spec (mopeft.data.units)."""
-    spec = dataset_spec(dataset)
-    if spec.tasks:
-        return list(spec.tasks)
-    if is_kfold(dataset):
-        return [f"fold{i}" for i in range(KFOLD)]
-    return ["main"]
+    """Training/evaluation units of a dataset, from its spec (mopeft.plan.jobs.units)."""
+    return plan_units(dataset_spec(dataset), KFOLD)
 
 
 def kfold_args(wildcards):
