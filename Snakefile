@@ -2,6 +2,7 @@
 # Thin rules over the `mopeft` CLI; the contract (paths, JSON) is docs/architecture.md.
 #   snakemake --cores all                                  # the study (config/config.yaml)
 #   snakemake --cores 2 --configfile config/demo.yaml      # the CPU miniature (make demo)
+#   snakemake --cores all --configfile config/own-data-cpu.yaml my.yaml   # your data on a CPU (README)
 #   snakemake --profile slurm                              # on a SLURM cluster (README.md)
 
 import os
@@ -44,7 +45,9 @@ localrules:
 
 
 rule all:
-    """Every table (4.1-4.8, A.1), Figures 4.1 and 4.2 and the training curves of the configured run."""
+    """Every table (4.1-4.8, A.1), Figures 4.1 and 4.2 and the training curves of the configured run,
+    except those with nothing to build (a section whose datasets the run does not list, an empty
+    method list): common.smk's final_outputs asks only for what has inputs."""
     input:
         final_outputs(),
     default_target: True

@@ -7,11 +7,17 @@ silently reused. Every artifact is therefore written to a temporary sibling and 
 The temporaries are created with the modes a plain ``open``/``mkdir`` would give (0666/0777 minus
 the umask), not ``tempfile``'s private 0600/0700: on a shared cluster, colleagues read the
 prepared data, checkpoints and tables, and the umask is how the user says who may.
+
+A full disk (or quota) while writing is reported as :class:`DiskFull`, naming the destination: the
+raw errors say neither (``[Errno 28]`` from ``f.write``; ``basic_ios::clear: iostream error`` from
+``torch.save``). PyTorch files go through :mod:`mopeft.torch_files` (kept apart so that what the
+DAG reads at start-up stays torch-free).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import secrets
@@ -19,6 +25,47 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+
+class DiskFull(OSError, ValueError):
+    """No space (or quota) left while writing ``path``; a ``ValueError`` too, so that the CLI prints
+    it as one line instead of a traceback, and an ``OSError`` with ``errno`` set for callers that
+    test it (``errno``: ENOSPC or EDQUOT, ``filename``: the destination)."""
+
+    def __str__(self) -> str:  # the message alone, not OSError's "[Errno 28] None: <filename>"
+        return str(self.args[0]) if self.args else super().__str__()
+
+
+# The messages torch's C++ stream writer raises (as RuntimeError) when a write to a file fails.
+_TORCH_WRITE_FAILED = ("iostream error", "file write failed", "unexpected pos")
+
+
+def _free_space(folder: Path) -> str:
+    try:
+        return f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free in {folder}"
+    except OSError:
+        return f"free space in {folder} unknown"
+
+
+def _disk_full(path: Path, exc: BaseException) -> DiskFull | None:
+    """The one-line :class:`DiskFull` that ``exc`` amounts to, or None if it is another error."""
+    if isinstance(exc, DiskFull):
+        return None  # already translated (a nested atomic writer)
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        reason = "no space left on device"
+    elif isinstance(exc, OSError) and exc.errno == errno.EDQUOT:
+        reason = "disk quota exceeded (no space left on device for this user)"
+    elif isinstance(exc, RuntimeError) and any(s in str(exc) for s in _TORCH_WRITE_FAILED):
+        reason = f"no space left on device, most likely (the write failed: {str(exc).splitlines()[0][:120]})"
+    else:
+        return None
+    full = DiskFull(
+        f"{path}: {reason} while writing it ({_free_space(path.parent)}); nothing was replaced: free "
+        "space there (or move the outputs to a larger file system) and rerun"
+    )
+    full.errno = errno.ENOSPC if reason.startswith("no space") else errno.EDQUOT
+    full.filename = str(path)
+    return full
 
 
 def _sibling(path: Path, suffix: str) -> Path:
@@ -60,15 +107,22 @@ def atomic_path(path: str | os.PathLike[str], suffix: str | None = None) -> Iter
 
     The file exists (empty) when the block starts, with the umask's permissions; writers that
     open it for writing keep that mode.
+
+    The temporary is removed if the block fails, so ``path`` keeps its old content; a full disk is
+    raised as :class:`DiskFull` naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = _new_file(path, suffix or path.suffix + ".tmp")
+    tmp_path: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp_path = _new_file(path, suffix or path.suffix + ".tmp")
         yield tmp_path
         os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
+        if (full := _disk_full(path, exc)) is not None:
+            raise full from exc
         raise
 
 
@@ -80,9 +134,10 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
     leaves a directory that looks finished. The folder gets the umask's permissions, like ``mkdir``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _new_dir(path, ".tmp")
+    tmp: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _new_dir(path, ".tmp")
         yield tmp
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
@@ -91,8 +146,11 @@ def atomic_dir(path: str | os.PathLike[str]) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException as exc:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if (full := _disk_full(path, exc)) is not None:
+            raise full from exc
         raise
 
 
@@ -116,6 +174,21 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         raise FileNotFoundError(f"{path}: file not found") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
+
+
+def write_npz(path: str | os.PathLike[str], **arrays: Any) -> None:
+    """``np.savez`` atomically and byte-reproducibly: numpy stamps each zip member with the current
+    time, so two identical evaluations would write different bytes; here every member gets the zip
+    epoch (1980-01-01), in the given order."""
+    import zipfile
+
+    import numpy as np
+
+    with atomic_path(path, suffix=".npz.tmp") as tmp, zipfile.ZipFile(tmp, "w") as zf:
+        for name, value in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with zf.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
 
 
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import jsonschema
@@ -145,13 +146,93 @@ def test_misspelt_key_is_rejected(tmp_path):
 
 
 def test_unknown_ablation_dataset_is_rejected(tmp_path):
+    """An "unknown" dataset is a name neither registered nor declared in custom_datasets."""
     wf = workflow_copy(tmp_path)
     bad = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
-    bad["ablations"]["studies"][0]["datasets"] = ["isaid"]  # not among the demo's datasets
+    bad["ablations"]["studies"][0]["datasets"] = ["kvasir_instrument", "isiad"]  # misspelt isaid
+    (wf / "bad.yaml").write_text(yaml.safe_dump(bad))
+    res = run_snakemake(wf, "-n", "--configfile", "bad.yaml")
+    assert res.returncode != 0
+    key = "config ablations.studies[0] (lora_rank).datasets"
+    assert f"{key}: unknown dataset(s) ['isiad']; known: " in res.out, res.out[-2000:]
+
+
+def _planned_tables(out: str, run: str) -> set[str]:
+    return set(re.findall(rf"results/{run}/tables/table_(\w+)\.csv", out))
+
+
+def test_a_registered_but_unlisted_ablation_dataset_skips_the_study_in_one_line(tmp_path):
+    """isaid is registered, only not in the demo's `datasets`: the study is left out (its table
+    is not planned) and one line says why, where it used to be an "unknown" error."""
+    wf = workflow_copy(tmp_path)
+    cfg = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+    cfg["ablations"]["studies"][0]["datasets"] = ["isaid"]
+    cfg["figures"]["gate_frequency"]["datasets"] = ["floodnet", "isaid"]
+    (wf / "mine.yaml").write_text(yaml.safe_dump(cfg))
+    res = run_snakemake(wf, "-n", "--configfile", "mine.yaml")
+    assert res.returncode == 0, res.out[-3000:]
+    notes = [ln for ln in res.out.splitlines() if ln.startswith("config: ")]
+    assert notes == [
+        "config: ablation lora_rank (Table 4.6) skipped: none of its datasets is listed in `datasets`; "
+        "figures.gate_frequency without isaid: not listed in `datasets` "
+        "(list them in `datasets` to run them)"
+    ], notes
+    assert _planned_tables(res.out, "demo") == {"4_1", "4_2", "4_3", "4_4", "4_5", "4_7", "4_8", "a1"}
+    assert "/isaid/" not in res.out
+
+
+def test_the_detection_dataset_in_an_ablation_is_refused(tmp_path):
+    wf = workflow_copy(tmp_path)
+    bad = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+    bad["ablations"]["studies"][0]["datasets"] = ["fair1m"]
     (wf / "bad.yaml").write_text(yaml.safe_dump(bad))
     res = run_snakemake(wf, "-n", "--configfile", "bad.yaml")
     assert res.returncode != 0
     assert (
-        "config ablations.studies[0] (lora_rank).datasets: unknown segmentation dataset(s) ['isaid']"
-        in res.out
+        "config ablations.studies[0] (lora_rank).datasets: 'fair1m' is detection.dataset, "
+        "not a segmentation dataset" in res.out
+    ), res.out[-2000:]
+
+
+def test_empty_method_lists_are_valid_and_build_no_table(tmp_path):
+    """The schema and the workflow agree: `detection: {methods: []}` and `efficiency: {methods: []}`
+    are valid, and Tables A.1 and 4.5 are then not planned (nothing is said: nothing was trimmed)."""
+    cfg = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+    cfg["detection"]["methods"] = []
+    cfg["efficiency"]["methods"] = []
+    jsonschema.validate(cfg, SCHEMA)
+    wf = workflow_copy(tmp_path)
+    (wf / "mine.yaml").write_text(yaml.safe_dump(cfg))
+    res = run_snakemake(wf, "-n", "--configfile", "mine.yaml")
+    assert res.returncode == 0, res.out[-3000:]
+    assert _planned_tables(res.out, "demo") == {"4_1", "4_2", "4_3", "4_4", "4_6", "4_7", "4_8"}
+    assert "rule detect:" not in res.out and "rule bench:" not in res.out
+    assert not [ln for ln in res.out.splitlines() if ln.startswith("config: ")]
+
+
+@pytest.mark.parametrize("run", ["slurm", "paper"])
+def test_run_names_of_other_folders_are_refused(tmp_path, run):
+    """`slurm`: its rule logs (logs/<run>/) would mix with the SLURM profile's logs/slurm/;
+    `paper`: results/paper/ holds the thesis's tables. The schema refuses them for `mopeft plan`."""
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**DEMO, "run": run}, SCHEMA)
+    wf = workflow_copy(tmp_path)
+    res = run_snakemake(wf, "-n", "--configfile", "config/demo.yaml", "--config", f"run={run}")
+    assert res.returncode != 0
+    assert f"config run: {run!r} is reserved (" in res.out, res.out[-2000:]
+    assert "choose another run name" in res.out
+
+
+def test_own_data_cpu_config_is_valid_and_names_no_dataset():
+    """config/own-data-cpu.yaml merges over the study config (valid) and leaves every
+    dataset-naming key to the study or the user's file (its ablations: none)."""
+    from mopeft.plan.jobs import load_config
+
+    own = yaml.safe_load((ROOT / "config/own-data-cpu.yaml").read_text())
+    assert not {"datasets", "custom_datasets", "detection", "figures"} & set(own)
+    assert own["ablations"]["studies"] == [] and own["model"] == DEMO["model"]
+    assert own["training"]["steps"] == DEMO["training"]["steps"]
+    load_config(
+        [ROOT / "config/config.yaml", ROOT / "config/own-data-cpu.yaml"],
+        ROOT / "workflow/schemas/config.schema.yaml",
     )

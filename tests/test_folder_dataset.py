@@ -195,7 +195,99 @@ def test_generated_scenes_have_per_shape_labels_and_the_pretraining_images():
 def test_scenes_command_writes_a_folder_dataset(tmp_path, capsys):
     raw = tmp_path / "raw"
     assert main(["scenes", "--count", "5", "--seed", "1", "--out", str(raw / "shapes")]) == 0
-    entry = {"source": {"generate": "scenes", "count": 5, "seed": 1}, "classes": ["bg", "e", "r", "t"]}
+    # one test scene cannot show every shape: those it lacks are allowed, and recorded
+    entry = {
+        "source": {"generate": "scenes", "count": 5, "seed": 1},
+        "classes": ["bg", "e", "r", "t"],
+        "allow_missing_classes": ["e", "r", "t"],
+    }
     ds = prepare_folder(resolve("shapes", entry, raw), tmp_path / "prepared")
     meta = read_json(ds / "meta.json")
     assert meta["synthetic"] is True and meta["counts"] == {"train": 4, "test": 1}
+    (label,) = (ds / "test/labels").iterdir()
+    absent = [c for i, c in enumerate(entry["classes"]) if not (np.asarray(Image.open(label)) == i).any()]
+    assert absent and meta["missing_classes"] == {"test": absent}
+
+
+# ------------------------------------------------------------------------ every problem at once
+def test_every_problem_of_the_folders_is_reported_in_one_error(tmp_path):
+    entry = write_folders(tmp_path / "src", n=6)
+    lonely = tmp_path / "src/images/lonely.png"
+    Image.new("RGB", (24, 20)).save(lonely)
+    bad_value = tmp_path / "src/masks/im02.png"
+    ids = np.asarray(Image.open(bad_value)).copy()
+    ids[5, 5] = 4
+    Image.fromarray(ids).save(bad_value)
+    wrong_size = tmp_path / "src/masks/im04.png"
+    Image.fromarray(np.zeros((20, 25), dtype=np.uint8)).save(wrong_size)
+    msg = _fails(entry, tmp_path)
+    assert msg.startswith("config custom_datasets.plants: 3 problems: (1) "), msg
+    assert f"{lonely}: image without a mask (no {tmp_path / 'src/masks'}/lonely.png)" in msg
+    assert f"{bad_value}: mask values [4] are not classes (0..2: ground, leaf, stem)" in msg
+    assert f"{wrong_size}: mask size 25x20 differs from its image" in msg
+    assert "\n" not in msg
+
+
+def test_many_problems_are_listed_up_to_a_limit(tmp_path):
+    entry = write_folders(tmp_path / "src", n=4)
+    for i in range(25):
+        Image.new("L", (24, 20)).save(tmp_path / f"src/masks/orphan{i:02d}.png")
+    msg = _fails(entry, tmp_path)
+    assert msg.startswith("config custom_datasets.plants: 25 problems: "), msg
+    assert msg.count("mask without an image") == 20 and msg.endswith("; ... and 5 more")
+    assert "(20) " in msg and "(21) " not in msg
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", "Plants\n| injected | row |"),
+        ("name", "tab\there"),
+        ("domain", "Lab\r"),
+        ("classes", ["a", "b\x00"]),
+    ],
+    ids=["newline", "tab", "carriage-return", "class-nul"],
+)
+def test_display_names_with_control_characters_are_refused(field, value):
+    entry = {"images": "x", "masks": "y", "classes": CLASSES, field: value}
+    with pytest.raises(FolderSpecError) as err:
+        check_entry("plants", entry)
+    where = "classes[1]" if field == "classes" else field
+    assert str(err.value).startswith(f"config custom_datasets.plants.{where}: "), err.value
+    assert "control character" in str(err.value) and "one line of plain text" in str(err.value)
+
+
+def test_a_unicode_display_name_is_fine():
+    check_entry("plants", {"images": "x", "masks": "y", "classes": CLASSES, "name": "Pflanzen – Blätter"})
+
+
+@pytest.mark.parametrize(
+    ("values", "extra", "message"),
+    [
+        ({"ground": 0, "leaf": 1}, {}, "values: one mask value per class; missing ['stem']"),
+        ({"ground": 0, "leaf": 1, "stem": 1}, {}, "values: two names share a mask value"),
+        ({"ground": 0, "leaf": 1, "stem": 300}, {}, "values: mask values are integers 0..255"),
+        (
+            {"ground": 0, "leaf": 1, "stem": 2},
+            {"ignore": 9},
+            "ignore: with values, give the unlabelled mask value as values.ignore",
+        ),
+        (
+            {"ground": 0, "leaf": 1, "stem": 2},
+            {"palette": PALETTE},
+            "values: give palette (colour masks) or values, not both",
+        ),
+    ],
+    ids=["missing-class", "shared", "range", "with-ignore", "with-palette"],
+)
+def test_values_entry_errors_name_the_key(values, extra, message):
+    entry = {"images": "x", "masks": "y", "classes": CLASSES, "values": values, **extra}
+    with pytest.raises(FolderSpecError) as err:
+        check_entry("plants", entry)
+    assert f"config custom_datasets.plants.{message}" in str(err.value)
+
+
+def test_allow_missing_classes_must_name_classes():
+    entry = {"images": "x", "masks": "y", "classes": CLASSES, "allow_missing_classes": ["stem", "root"]}
+    with pytest.raises(FolderSpecError, match=r"allow_missing_classes: \['root'\] are not in classes"):
+        check_entry("plants", entry)

@@ -6,7 +6,7 @@ from mopeft.codedeps import ROOT, closure, import_graph
 
 # Lowest first. A module may import its own layer's and lower layers' modules, never higher ones.
 LAYERS: list[tuple[str, ...]] = [
-    ("mopeft", "mopeft.io", "mopeft.device", "mopeft.codedeps"),
+    ("mopeft", "mopeft.io", "mopeft.torch_files", "mopeft.device", "mopeft.codedeps"),
     ("mopeft.detection",),  # FAIR-1M geometry, XML and AP: torch-free
     ("mopeft.data",),
     ("mopeft.model",),

@@ -46,7 +46,9 @@ def test_predict_then_score_reproduces_the_cells_miou(cell, tmp_path, capsys):
             assert p.mode == "L" and p.size == i.size == (56, 40)
         with Image.open(pred / "overlay" / f"{image.stem}.png") as o:
             assert o.mode == "RGB" and o.size == (56, 40)
-    capsys.readouterr()
+    said = capsys.readouterr().out  # what was written and where, not "pred: 5 predictions"
+    assert f"wrote 5 class-id PNGs to {pred} (class names: {pred / 'predict.json'})" in said
+    assert f"and 5 colour overlays to {pred / 'overlay'}" in said
     out = tmp_path / "score.json"
     score = ["score", "--pred", str(pred), "--gt", str(ds / "test/labels"), "--num-classes", "3"]
     assert main([*score, "--out", str(out)]) == 0

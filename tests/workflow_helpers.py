@@ -11,16 +11,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def workflow_copy(dst: Path, package: bool = False) -> Path:
+def workflow_copy(dst: Path, package: bool = False, profile: bool = False) -> Path:
     """The files Snakemake needs: the Snakefile, rules, schema, configs, the conda env file (rules
     record it in their metadata) and the study's CSVs (table inputs). ``package=True`` copies the
     ``mopeft`` package too; :func:`run_snakemake` then runs the copy's code (PYTHONPATH), so a test
-    can add or touch modules without touching the checkout."""
+    can add or touch modules without touching the checkout. ``profile=True`` copies the SLURM
+    profile and its ``slurm`` link, so the README's ``--profile slurm`` commands resolve there."""
     shutil.copy(ROOT / "Snakefile", dst / "Snakefile")
     for folder in ("workflow", "config", "envs", "results/paper"):
         shutil.copytree(ROOT / folder, dst / folder)
     if package:
         shutil.copytree(ROOT / "mopeft", dst / "mopeft", ignore=shutil.ignore_patterns("__pycache__"))
+    if profile:
+        shutil.copytree(ROOT / "profiles", dst / "profiles")
+        (dst / "slurm").symlink_to(Path("profiles") / "slurm", target_is_directory=True)
     return dst
 
 

@@ -46,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mopeft.io import write_json, write_text
     from mopeft.measure.gpus import get_gpu
-    from mopeft.plan.jobs import config_digest, load_config, plan_path, run_jobs
+    from mopeft.plan.jobs import config_digest, load_config, plan_path, run_grid, run_jobs
     from mopeft.plan.model import (
         Planner,
         RunSettings,
@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.configfile, SCHEMA if SCHEMA.exists() else None)
     if args.steps:
         return _steps(args, config)
+    if note := run_grid(config).note_line():
+        print(note, file=sys.stderr)  # the same line the workflow prints
     jobs = run_jobs(config)[: args.limit]
     planner = Planner(
         RunSettings.from_config(config),

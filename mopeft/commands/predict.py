@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mopeft.compose.checkpoint import load_model, read_checkpoint
     from mopeft.device import resolve_device
-    from mopeft.evaluation.predict import predict_folder
+    from mopeft.evaluation.predict import predict_folder, summary_line
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -40,5 +40,5 @@ def run(args: argparse.Namespace) -> int:
     summary = predict_folder(
         model, args.images, args.out, device, args.batch_size, workers, args.overlay, context
     )
-    print(f"{args.out}: {summary['images']} predictions")
+    print(summary_line(summary, args.out, args.overlay))
     return 0

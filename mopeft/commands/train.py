@@ -1,4 +1,8 @@
-"""mopeft train: fine-tune one method on one unit of a prepared dataset."""
+"""mopeft train: fine-tune one method on one unit of a prepared dataset.
+
+The output folder is locked for the whole run (:mod:`mopeft.train.lock`): a second `mopeft train`
+on it (an orphaned SLURM job's replacement) fails at once, naming the job that holds it.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import os
 from pathlib import Path
 
 from mopeft.commands.options import add_set_argument, parse_sets
-from mopeft.compose.checkpoint import build_from_config, model_config, save_model
+from mopeft.compose.checkpoint import build_from_config, model_config, save_model, weights_label
 from mopeft.data.images import check_label_files
 from mopeft.data.loader import SegmentationPairs
 from mopeft.data.units import load_unit
@@ -20,6 +24,7 @@ from mopeft.model.weights import VIT_B_SHA256
 from mopeft.peft.attention import attention_backend
 from mopeft.peft.state import fold_prefixes
 from mopeft.train.encoder_cache import CACHE_DTYPES, DEFAULT_DEVICE_MB
+from mopeft.train.lock import unit_lock
 from mopeft.train.loop import TrainSettings, steps_for_epochs, train
 
 HELP = "fine-tune SAM with one method on one prepared dataset unit; writes OUT/model.pt"
@@ -156,9 +161,23 @@ def _cache_mb(args: argparse.Namespace) -> tuple[float | None, float | None]:
     return args.cache_host_mb, args.cache_device_mb
 
 
+def base_identity(cfg: dict) -> dict:
+    """The model's provenance as the resume fingerprint sees it: the base weights by content
+    (sha256, not path: a moved file is the same run), the init seed (it draws every new tensor),
+    and the rest of the config but the weights' path."""
+    return {**{k: v for k, v in cfg.items() if k != "weights"}, "weights_sha256": weights_label(cfg)}
+
+
 def run(args: argparse.Namespace) -> int:
     workers = _workers(args)  # flags first: a bad value fails before any data is read
     cache_host_mb, cache_device_mb = _cache_mb(args)
+    with unit_lock(args.out):  # before anything is read: a second job on this unit fails at once
+        return _run_locked(args, workers, cache_host_mb, cache_device_mb)
+
+
+def _run_locked(
+    args: argparse.Namespace, workers: int, cache_host_mb: float | None, cache_device_mb: float | None
+) -> int:
     meta = read_json(args.data / "meta.json")
     unit = load_unit(args.data, args.unit, args.kfold)
     if not unit.train:
@@ -218,9 +237,8 @@ def run(args: argparse.Namespace) -> int:
         len(dataset),
         steps,
     )
-    args.out.mkdir(parents=True, exist_ok=True)
     with attention_backend(args.attention):
-        result = train(model, dataset, settings, args.out / "train_state.pt")
+        result = train(model, dataset, settings, args.out / "train_state.pt", base=base_identity(cfg))
     train_info = {
         "dataset": meta["dataset"],
         "unit": args.unit,

@@ -14,9 +14,9 @@ import torch
 
 from mopeft import __version__
 from mopeft.compose.build import build_model
-from mopeft.io import atomic_path
 from mopeft.model.semantic_sam import SemanticSAM
 from mopeft.peft.state import load_trainable_state_dict, trainable_state_dict
+from mopeft.torch_files import load_torch, save_torch
 
 FORMAT = "mopeft-model-v1"
 
@@ -106,6 +106,7 @@ def build_from_config(cfg: dict, weights_path: str | Path | None = None) -> Sema
 
 
 def save_model(path: str | Path, model: SemanticSAM, cfg: dict, extra: dict | None = None) -> None:
+    """Write ``model.pt`` atomically; identical trainings give identical bytes (:func:`save_torch`)."""
     payload = {
         "format": FORMAT,
         "mopeft_version": __version__,
@@ -113,20 +114,20 @@ def save_model(path: str | Path, model: SemanticSAM, cfg: dict, extra: dict | No
         "trainable": trainable_state_dict(model),
         **(extra or {}),
     }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    save_torch(path, payload)
 
 
 def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupted / truncated file
-        raise ValueError(f"{path}: not a readable mopeft checkpoint ({exc})") from None
+    payload = load_torch(
+        path,
+        "it is not a readable mopeft checkpoint: pass the model.pt that `mopeft train` wrote, or train it "
+        "again (delete it and rerun)",
+    )
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a {FORMAT} checkpoint")
+        raise ValueError(f"{path}: not a {FORMAT} checkpoint; pass the model.pt that `mopeft train` wrote")
     return payload
 
 

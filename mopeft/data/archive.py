@@ -12,7 +12,12 @@ filter, and nothing here ever creates a link on disk:
 * devices, FIFOs and duplicate names are refused;
 * a seekable archive is checked completely before its first byte is written;
 * folders are created one component at a time and files opened with ``O_NOFOLLOW``, so even a
-  symlink planted in the target beforehand is refused rather than followed.
+  symlink planted in the target beforehand is refused rather than followed;
+* what an archive may write is bounded (:class:`ExtractLimits`): in all, and as a multiple of the
+  archive's own size, so a zip bomb cannot fill the disk that holds the raw data. The sizes the
+  archive declares (links counted as the copies they become) are checked before extraction, and
+  the bytes actually written are counted as they are written, because a member may lie about
+  its size.
 
 Every refusal is a :class:`PrepareError` naming the archive and the member.
 """
@@ -22,7 +27,6 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-import shutil
 import stat
 import tarfile
 import zipfile
@@ -36,6 +40,15 @@ from mopeft.data.errors import PrepareError
 Kind = Literal["file", "dir", "symlink", "hardlink"]
 MAX_LINK_HOPS = 32  # longer chains are refused (real archives have none; a cycle would never end)
 _CHUNK = 1 << 20
+GB = 10**9
+# Default limits, overridable by these environment variables (docs/datasets.md). The largest raw
+# archive of the registry is a few tens of GB (FloodNet, the iSAID/DOTA parts, FAIR-1M); images
+# and masks are already compressed, so real archives expand by about 1-3x. 200 GB in all and
+# 1000:1 (about deflate's maximum) leave room for every real archive and stop a bomb early.
+MAX_GB_ENV = "MOPEFT_MAX_EXTRACT_GB"
+MAX_RATIO_ENV = "MOPEFT_MAX_EXTRACT_RATIO"
+DEFAULT_MAX_GB = 200.0
+DEFAULT_MAX_RATIO = 1000.0
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +61,82 @@ class Member:
     kind: Kind
     target: str = ""  # symlink: relative to the link's folder; hardlink: relative to the archive root
     open: Callable[[], IO[bytes]] | None = None  # regular files: their content
+    size: int | None = None  # regular files: the uncompressed size the archive declares (None: unknown)
+
+
+def _human(n: float) -> str:
+    """``n`` bytes in decimal units, as disks and the limits are quoted."""
+    for unit, scale in (("GB", GB), ("MB", 10**6), ("kB", 10**3)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} bytes"
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not value > 0:  # also refuses nan
+        raise PrepareError(
+            f"environment variable {name}={raw!r}: a positive number is needed (default {default:g})"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    """How much one archive may write: ``max_bytes`` in all, and at most ``max_ratio`` times the
+    archive's own size. Why both: the total protects the disk whatever the archive; the ratio
+    stops a small bomb long before the total is reached (real archives of images expand ~1-3x)."""
+
+    max_bytes: int = int(DEFAULT_MAX_GB * GB)
+    max_ratio: float = DEFAULT_MAX_RATIO
+
+    @classmethod
+    def from_env(cls) -> ExtractLimits:
+        """The defaults, or ``$MOPEFT_MAX_EXTRACT_GB`` (GB, decimal) / ``$MOPEFT_MAX_EXTRACT_RATIO``."""
+        return cls(
+            max_bytes=int(_env_number(MAX_GB_ENV, DEFAULT_MAX_GB) * GB),
+            max_ratio=_env_number(MAX_RATIO_ENV, DEFAULT_MAX_RATIO),
+        )
+
+    def check(self, total: int, archive: Path, archive_bytes: int, declared: bool) -> None:
+        """Refuse ``total`` uncompressed bytes from an ``archive_bytes`` archive over either limit."""
+        what = "declares" if declared else "writes at least"
+        if total > self.max_bytes:
+            raise PrepareError(
+                f"{archive}: {what} {_human(total)} uncompressed, over the extraction limit of "
+                f"{_human(self.max_bytes)}; if the archive is genuine, raise the limit with "
+                f"{MAX_GB_ENV}=<GB> (now {self.max_bytes / GB:g})"
+            )
+        if total > self.max_ratio * max(archive_bytes, 1):
+            raise PrepareError(
+                f"{archive}: {what} {_human(total)} uncompressed from {_human(archive_bytes)} "
+                f"(over the limit of {self.max_ratio:g}:1; a zip bomb?); if the archive is genuine, "
+                f"raise the limit with {MAX_RATIO_ENV}=<ratio> (now {self.max_ratio:g})"
+            )
+
+
+class Budget:
+    """The bytes written so far from one archive, against its :class:`ExtractLimits`."""
+
+    def __init__(self, limits: ExtractLimits | None, archive: Path, archive_bytes: int) -> None:
+        self.limits = limits or ExtractLimits.from_env()
+        self.archive = archive
+        self.archive_bytes = archive_bytes
+        self.written = 0
+
+    def declared(self, total: int) -> None:
+        """Check the archive's declared total before anything is written."""
+        self.limits.check(total, self.archive, self.archive_bytes, declared=True)
+
+    def spend(self, n: int) -> None:
+        self.written += n
+        self.limits.check(self.written, self.archive, self.archive_bytes, declared=False)
 
 
 def normalise(name: str, archive: Path) -> str:
@@ -139,12 +228,14 @@ class Plan:
 
 # ------------------------------------------------------------------------------------------ writing
 class _Writer:
-    """Writes checked members below ``root``, creating folders one by one and following no link."""
+    """Writes checked members below ``root``, creating folders one by one and following no link,
+    and counts every byte against the archive's :class:`Budget`."""
 
-    def __init__(self, root: Path, archive: Path) -> None:
+    def __init__(self, root: Path, archive: Path, budget: Budget) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root
         self.archive = archive
+        self.budget = budget
 
     def folder(self, name: str) -> Path:
         path = self.root
@@ -156,14 +247,24 @@ class _Writer:
                 path.mkdir()
         return path
 
-    def file(self, name: str, src: IO[bytes]) -> None:
+    def file(self, name: str, src: IO[bytes], size: int | None = None) -> None:
+        """Copy ``src`` to member ``name``; more than its declared ``size`` is refused mid-copy."""
         folder, _, base = name.rpartition("/")
         path = self.folder(folder) / base
         if path.is_symlink() or path.is_dir():
             raise PrepareError(f"{self.archive}: member {name!r}: {path} exists as a link or folder")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o666)
+        written = 0
         with os.fdopen(fd, "wb") as dst:
-            shutil.copyfileobj(src, dst, _CHUNK)
+            while block := src.read(_CHUNK):
+                written += len(block)
+                if size is not None and written > size:
+                    raise PrepareError(
+                        f"{self.archive}: member {name!r} holds more than the {size} bytes it "
+                        "declares (a forged header?); refusing"
+                    )
+                self.budget.spend(len(block))
+                dst.write(block)
 
     def copy(self, name: str, of: str) -> None:
         fd = os.open(self.root / of, os.O_RDONLY | os.O_NOFOLLOW)
@@ -176,18 +277,22 @@ def _write(writer: _Writer, member: Member) -> None:
         writer.folder(member.name)
     elif member.kind == "file" and member.open is not None:
         with member.open() as src:
-            writer.file(member.name, src)
+            writer.file(member.name, src, member.size)
 
 
-def write_checked(members: Iterable[Member], dest: Path, archive: Path, *, streamed: bool = False) -> None:
+def write_checked(
+    members: Iterable[Member], dest: Path, archive: Path, budget: Budget, *, streamed: bool = False
+) -> None:
     """Check ``members`` and write them below ``dest`` (links as copies of the file they reach).
 
-    A seekable archive (``streamed=False``) is checked completely before anything is written; a
-    stream (a pipe from an external tool) is checked member by member as it is written, which still
-    never writes outside ``dest`` because no link is ever created.
+    A seekable archive (``streamed=False``) is checked completely before anything is written, its
+    declared sizes included (each link counts as a copy of the file it reaches: a thousand hard
+    links to one large file write it a thousand times); a stream (a pipe from an external tool) is
+    checked member by member as it is written, which still never writes outside ``dest`` because
+    no link is ever created. Either way the bytes written are counted against ``budget``.
     """
     plan = Plan(archive)
-    writer = _Writer(dest, archive)
+    writer = _Writer(dest, archive, budget)
     kept: list[Member] = []
     for member in members:
         if (checked := plan.add(member)) is None:
@@ -197,6 +302,9 @@ def write_checked(members: Iterable[Member], dest: Path, archive: Path, *, strea
         kept.append(checked)
     links = [(m, plan.resolve(m)) for m in kept if m.kind in ("symlink", "hardlink")]
     if not streamed:
+        sizes = [m.size or 0 for m in kept if m.kind == "file"]
+        sizes += [plan.members[target].size or 0 for _, target in links if target]
+        budget.declared(sum(sizes))
         for member in kept:
             _write(writer, member)
     for link, target in links:
@@ -219,7 +327,8 @@ def _zip_members(zf: zipfile.ZipFile, archive: Path, pwd: bytes | None) -> list[
             target = zf.read(info, pwd=pwd).decode("utf-8", "surrogateescape")
             out.append(Member(name, "symlink", target))
         elif kind in (0, stat.S_IFREG):
-            out.append(Member(name, "file", open=lambda info=info: zf.open(info, pwd=pwd)))
+            opener = lambda info=info: zf.open(info, pwd=pwd)  # noqa: E731
+            out.append(Member(name, "file", open=opener, size=info.file_size))
         else:
             raise PrepareError(f"{archive}: member {info.filename!r} is a special file; refusing")
     return out
@@ -234,25 +343,39 @@ def _tar_member(tf: tarfile.TarFile, info: tarfile.TarInfo, archive: Path) -> Me
     if info.islnk():
         return Member(name, "hardlink", info.linkname)  # resolved (and checked) inside the archive
     if info.isreg():
-        return Member(name, "file", open=lambda: tf.extractfile(info))  # type: ignore[return-value]
+        return Member(name, "file", open=lambda: tf.extractfile(info), size=info.size)  # type: ignore[return-value]
     raise PrepareError(f"{archive}: member {info.name!r} is a device, FIFO or other special file; refusing")
 
 
-def extract_zip(archive: Path, dest: Path, password: str | None = None) -> None:
+def check_zip_sizes(archive: Path, limits: ExtractLimits | None = None) -> None:
+    """Refuse a zip whose declared sizes exceed ``limits``, for callers that hand the zip to an
+    external tool (FoodSeg103's ``unzip -P``) and so cannot count what is written."""
+    with zipfile.ZipFile(archive) as zf:
+        total = sum(info.file_size for info in zf.infolist())
+    Budget(limits, archive, archive.stat().st_size).declared(total)
+
+
+def extract_zip(
+    archive: Path, dest: Path, password: str | None = None, limits: ExtractLimits | None = None
+) -> None:
     pwd = password.encode() if password else None
+    budget = Budget(limits, archive, archive.stat().st_size)
     try:
         with zipfile.ZipFile(archive) as zf:
-            write_checked(_zip_members(zf, archive, pwd), dest, archive)
+            write_checked(_zip_members(zf, archive, pwd), dest, archive, budget)
     except RuntimeError as exc:  # zipfile: encrypted member without (the right) password
         raise PrepareError(f"{archive}: cannot extract ({exc})") from None
 
 
-def extract_tar(archive: Path, dest: Path) -> None:
+def extract_tar(archive: Path, dest: Path, limits: ExtractLimits | None = None) -> None:
+    budget = Budget(limits, archive, archive.stat().st_size)
     with tarfile.open(archive) as tf:
-        write_checked([_tar_member(tf, info, archive) for info in tf.getmembers()], dest, archive)
+        write_checked([_tar_member(tf, info, archive) for info in tf.getmembers()], dest, archive, budget)
 
 
-def extract_tar_stream(stream: IO[bytes], dest: Path, shown_as: Path) -> None:
-    """A tar arriving on a pipe (an external tool converting another format), checked as it comes."""
+def extract_tar_stream(stream: IO[bytes], dest: Path, shown_as: Path, budget: Budget) -> None:
+    """A tar arriving on a pipe (an external tool converting another format), checked as it comes;
+    ``budget`` is that of the archive the tool reads (its size is what the ratio is taken of)."""
     with tarfile.open(fileobj=stream, mode="r|") as tf:
-        write_checked((_tar_member(tf, info, shown_as) for info in tf), dest, shown_as, streamed=True)
+        members = (_tar_member(tf, info, shown_as) for info in tf)
+        write_checked(members, dest, shown_as, budget, streamed=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.archive import extract_tar, extract_zip
+from mopeft.data.archive import ExtractLimits, extract_tar, extract_zip
 from mopeft.data.errors import PrepareError
 
 # Re-exported: the dataset modules take every helper from here.
@@ -236,19 +236,23 @@ def require(path: Path, hint: str = "") -> Path:
     return path
 
 
-def extract(archive: str | Path, dest: str | Path, password: str | None = None) -> Path:
+def extract(
+    archive: str | Path, dest: str | Path, password: str | None = None, limits: ExtractLimits | None = None
+) -> Path:
     """Extract a zip, tar(.gz|.bz2|.xz) or RAR archive below ``dest``, refusing any member that
-    could land outside it (see :mod:`mopeft.data.archive`; RAR via :mod:`mopeft.data.rar`)."""
+    could land outside it (see :mod:`mopeft.data.archive`; RAR via :mod:`mopeft.data.rar`) and
+    any archive that would write more than ``limits`` (default: :meth:`ExtractLimits.from_env`)."""
     archive, dest = Path(archive), Path(dest)
     require(archive)
+    limits = limits or ExtractLimits.from_env()
     dest.mkdir(parents=True, exist_ok=True)
     try:
         if zipfile.is_zipfile(archive):
-            extract_zip(archive, dest, password)
+            extract_zip(archive, dest, password, limits)
         elif tarfile.is_tarfile(archive):
-            extract_tar(archive, dest)
+            extract_tar(archive, dest, limits)
         elif is_rar(archive):
-            extract_rar(archive, dest)
+            extract_rar(archive, dest, limits=limits)
         else:
             raise PrepareError(f"{archive}: not a zip, tar or RAR archive (truncated or wrong file?)")
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:

@@ -16,12 +16,17 @@ An entry names its files in one of three ways::
 
 plus ``classes`` (mask value i is class i), optional ``ignore`` (the masks' "not labelled" value,
 default 255, prepared as 255), optional ``palette`` (class name -> [r, g, b]: the masks are colour
-images; an ``ignore`` colour may be listed under the name ``ignore``), ``domain`` (default
-"Custom") and ``name`` (default: the key).
+images; an ``ignore`` colour may be listed under the name ``ignore``), optional ``values`` (class
+name -> mask value, for masks that do not number the classes 0..K-1, e.g. 0/255 binary masks:
+``{background: 0, object: 255}``; an unlabelled value may be listed under ``ignore``), optional
+``allow_missing_classes`` (class names that may have no pixel in a split: preparation otherwise
+refuses that, see :mod:`mopeft.data.coverage`), ``domain`` (default "Custom") and ``name``
+(default: the key).
 """
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +37,7 @@ DEFAULT_DOMAIN = "Custom"
 DEFAULT_TEST_FRACTION = 0.2
 DEFAULT_IGNORE = 255
 IGNORE_COLOUR_KEY = "ignore"  # palette entry for the colour of unlabelled pixels
+IGNORE_VALUE_KEY = "ignore"  # `values` entry for the mask value of unlabelled pixels
 # The preparer module, imported by name by `mopeft prepare --spec` (the DAG names it as the folder
 # datasets' code input, so editing it reruns their preparation only).
 PREPARER = "mopeft.data.folder"
@@ -75,17 +81,63 @@ def _layout(key: str, entry: Mapping[str, Any]) -> str:
     return layout
 
 
+def _check_text(key: str, field: str, text: Any) -> None:
+    """A name that ends up in a table cell: one line of printable text. Why: a newline (or another
+    control character) in a display name breaks the Markdown table row it lands in."""
+    if not isinstance(text, str) or not text.strip():
+        raise FolderSpecError(f"{_where(key, field)}: a non-empty text, got {text!r}")
+    if bad := sorted({ch for ch in text if unicodedata.category(ch) in ("Cc", "Zl", "Zp")}):
+        raise FolderSpecError(
+            f"{_where(key, field)}: {text!r} contains the control character(s) "
+            f"{', '.join(repr(ch) for ch in bad)}; it is printed in table cells: use one line of plain text"
+        )
+
+
+def _check_values(key: str, entry: Mapping[str, Any], classes: list[str]) -> None:
+    """``values``: a distinct mask value 0..255 for every class (and optionally ``ignore``)."""
+    values = entry["values"]
+    if entry.get("palette") is not None:
+        raise FolderSpecError(f"{_where(key, 'values')}: give palette (colour masks) or values, not both")
+    if "ignore" in entry:
+        raise FolderSpecError(
+            f"{_where(key, 'ignore')}: with values, give the unlabelled mask value as values.ignore"
+        )
+    missing = [c for c in classes if c not in values]
+    extra = [c for c in values if c not in classes and c != IGNORE_VALUE_KEY]
+    if missing or extra:
+        raise FolderSpecError(
+            f"{_where(key, 'values')}: one mask value per class; missing {missing}, not a class {extra}"
+        )
+    numbers = list(values.values())
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in numbers):
+        raise FolderSpecError(f"{_where(key, 'values')}: mask values are integers 0..255, got {dict(values)}")
+    if len(set(numbers)) != len(numbers):
+        raise FolderSpecError(f"{_where(key, 'values')}: two names share a mask value: {dict(values)}")
+
+
 def check_entry(key: str, entry: Mapping[str, Any]) -> None:
-    """What the schema cannot express: one way of naming the files, a palette colour for every
-    class, an ignore value that is not also a class id, a split that leaves both sides non-empty."""
+    """What the schema cannot express: one way of naming the files, a palette colour (or a mask
+    value) for every class, an ignore value that is not also a class id, a split that leaves both
+    sides non-empty, display names of one printable line."""
     layout = _layout(key, entry)
     classes = list(entry.get("classes") or [])
     if len(classes) < 2 or len(set(classes)) != len(classes):
         raise FolderSpecError(f"{_where(key, 'classes')}: at least two distinct class names, got {classes}")
+    for field in ("name", "domain"):
+        if field in entry:
+            _check_text(key, field, entry[field])
+    for i, name in enumerate(classes):
+        _check_text(key, f"classes[{i}]", name)
+    if unknown := [c for c in entry.get("allow_missing_classes") or [] if c not in classes]:
+        raise FolderSpecError(
+            f"{_where(key, 'allow_missing_classes')}: {unknown} are not in classes {classes}"
+        )
+    if entry.get("values") is not None:
+        _check_values(key, entry, classes)
     ignore = int(entry.get("ignore", DEFAULT_IGNORE))
     if not 0 <= ignore <= 255:
         raise FolderSpecError(f"{_where(key, 'ignore')}: a mask value 0..255, got {ignore}")
-    if ignore < len(classes):
+    if ignore < len(classes) and entry.get("values") is None:
         raise FolderSpecError(
             f"{_where(key, 'ignore')}: {ignore} is also the id of class {classes[ignore]!r} "
             f"(mask value i is class i, 0..{len(classes) - 1}); use a value >= {len(classes)}"
@@ -114,6 +166,15 @@ def check_entry(key: str, entry: Mapping[str, Any]) -> None:
             raise FolderSpecError(
                 f"{_where(key, 'source.count')}: at least 2 images (a train and a test one)"
             )
+
+
+def ignore_value(entry: Mapping[str, Any]) -> int | None:
+    """The masks' unlabelled value: ``values.ignore`` where ``values`` is given (maybe none),
+    else ``ignore`` (default 255)."""
+    if entry.get("values"):
+        found = entry["values"].get(IGNORE_VALUE_KEY)
+        return None if found is None else int(found)
+    return int(entry.get("ignore", DEFAULT_IGNORE))
 
 
 def is_generated(entry: Mapping[str, Any]) -> bool:
@@ -148,8 +209,11 @@ def resolve(key: str, entry: Mapping[str, Any], raw_dir: str | Path) -> dict[str
         "name": str(entry.get("name", key)),
         "domain": str(entry.get("domain", DEFAULT_DOMAIN)),
         "classes": list(entry["classes"]),
-        "ignore": int(entry.get("ignore", DEFAULT_IGNORE)),
+        # the masks' unlabelled value (None: every value is a class, as `values` may say)
+        "ignore": ignore_value(entry),
         "palette": {k: list(v) for k, v in entry["palette"].items()} if entry.get("palette") else None,
+        "values": {k: int(v) for k, v in entry["values"].items()} if entry.get("values") else None,
+        "allow_missing_classes": list(entry.get("allow_missing_classes") or []),
         "folders": folders(key, entry, raw_dir),
         "source": dict(entry["source"]) if is_generated(entry) else None,
     }

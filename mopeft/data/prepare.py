@@ -1,5 +1,6 @@
 """Run one dataset's preparer safely: verify sources, prepare into a temporary folder, validate the
-layout, write ``meta.json`` last and move the folder into place atomically.
+layout (and count the pixels of every class per split, refusing a class that never occurs:
+:mod:`mopeft.data.coverage`), write ``meta.json`` last and move the folder into place atomically.
 
 A folder under the prepared root either is complete (it has ``meta.json``) or does not exist, so
 Snakemake can use ``<root>/<key>/meta.json`` as the rule's output.
@@ -18,7 +19,8 @@ from PIL import Image
 
 from mopeft import __version__
 from mopeft.data.checksums import checksum_problem, file_digest, git_head, is_commit
-from mopeft.data.common import IGNORE, PrepareError, PrepareOptions, check_label_values
+from mopeft.data.common import IGNORE, PrepareError, PrepareOptions
+from mopeft.data.coverage import CoverageRules, check_coverage, histogram, pixels_meta
 from mopeft.data.layout import list_pairs
 from mopeft.data.registry import dataset_module
 from mopeft.data.spec import DatasetSpec, Source
@@ -69,8 +71,22 @@ def split_roots(root: Path, spec: DatasetSpec) -> list[Path]:
     return [root / t for t in spec.tasks] if spec.tasks else [root]
 
 
-def validate_layout(root: Path, spec: DatasetSpec, full: bool = True) -> dict[str, int]:
-    """Check pairs, sizes and label values of a prepared folder; return per-split counts."""
+def check_histogram(hist: np.ndarray, num_classes: int, where: Path) -> None:
+    """:func:`~mopeft.data.images.check_label_values` on a label's histogram (no sort, no second
+    look at the pixels)."""
+    values = np.flatnonzero(hist)
+    if (bad := values[(values >= num_classes) & (values != IGNORE)]).size:
+        raise PrepareError(
+            f"{where}: label values {bad.tolist()[:10]} outside 0..{num_classes - 1} and {IGNORE}"
+        )
+
+
+def validate_layout(
+    root: Path, spec: DatasetSpec, full: bool = True, pixels: dict[str, np.ndarray] | None = None
+) -> dict[str, int]:
+    """Check pairs, sizes and label values of a prepared folder; return per-split counts. With
+    ``pixels``, the label histograms are summed into it per split (the same decode and the same
+    histogram as the value check, so counting costs nothing extra)."""
     counts: dict[str, int] = {}
     for sroot in split_roots(root, spec):
         prefix = f"{sroot.name}/" if spec.tasks else ""
@@ -80,13 +96,18 @@ def validate_layout(root: Path, spec: DatasetSpec, full: bool = True) -> dict[st
                 continue
             pairs = list_pairs(sroot / split)
             counts[prefix + split] = len(pairs)
+            total = np.zeros(256, dtype=np.int64)
             for img, lbl in pairs if full else pairs[:5]:
                 with Image.open(img) as a, Image.open(lbl) as b:
                     if a.size != b.size:
                         raise PrepareError(f"{lbl}: size {b.size} differs from image {img.name} {a.size}")
                     if b.mode not in ("L", "P"):
                         raise PrepareError(f"{lbl}: label must be single-channel, got mode {b.mode}")
-                    check_label_values(np.asarray(b), spec.num_classes, lbl)
+                    hist = histogram(np.asarray(b))
+                check_histogram(hist, spec.num_classes, lbl)
+                total += hist
+            if pixels is not None:
+                pixels[prefix + split] = total
     return counts
 
 
@@ -126,17 +147,25 @@ def write_prepared(
     sources: dict[str, str],
     options: PrepareOptions,
     synthetic: bool | None = None,
+    coverage: CoverageRules | None = None,
 ) -> Path:
     """The one way a prepared folder comes to be, for registered and folder datasets alike:
     ``fill(tmp)`` writes the layout into a temporary folder (returning meta.json extras), the
-    layout is validated (pairs, sizes, label values), ``meta.json`` is written last and the folder
-    is moved onto ``out_root/<key>`` atomically. ``sources``: file -> sha256 of every input used."""
+    layout is validated (pairs, sizes, label values) and its pixels counted per class and split (a
+    folder dataset's class without pixels is refused unless ``coverage`` allows it; a registered
+    release's is a warning, a miniature's only recorded), ``meta.json`` is written last and the
+    folder is moved onto ``out_root/<key>`` atomically. ``sources``: file -> sha256 of every input
+    used."""
     target = Path(out_root) / spec.key
+    rules = coverage or CoverageRules(allow=frozenset(spec.allow_missing_classes))
     with atomic_dir(target) as tmp:
         extra: dict[str, Any] = fill(tmp) or {}
-        counts = validate_layout(tmp, spec)
+        pixels: dict[str, np.ndarray] = {}
+        counts = validate_layout(tmp, spec, pixels=pixels)
         if not options.miniature:
             check_counts(spec, counts)
+        mode = "record" if options.miniature else "error" if coverage else "warn"
+        missing = check_coverage(spec, pixels, counts, rules, mode)
         meta = {
             "dataset": spec.key,
             "name": spec.name,
@@ -149,6 +178,8 @@ def write_prepared(
             "train_split": spec.train_split,
             "presence_head": spec.presence_head,
             "counts": counts,
+            "pixels": pixels_meta(pixels, spec.num_classes),
+            "missing_classes": missing,
             "sources": sources,
             "synthetic": bool(options.miniature if synthetic is None else synthetic),
             "tile_size": options.tile_size,

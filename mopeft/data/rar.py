@@ -12,6 +12,10 @@ the target folder:
   folder, and that folder is scanned (regular files and folders only) before its content is moved
   into the target.
 
+Either way the extraction limits of :class:`mopeft.data.archive.ExtractLimits` hold: the tar stream
+is counted as it is written; for the other tools the sizes in their listing are checked before
+they run and what they wrote is summed before it is moved into the target.
+
 A refused member stops everything (another tool would read the same archive); a tool failure
 only moves on to the next tool.
 """
@@ -28,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mopeft.data.archive import Member, Plan, extract_tar_stream, normalise
+from mopeft.data.archive import Budget, ExtractLimits, Member, Plan, extract_tar_stream, normalise
 from mopeft.data.errors import PrepareError
 
 RAR_MAGIC = (b"Rar!\x1a\x07\x00", b"Rar!\x1a\x07\x01\x00")  # RAR 1.5-4.x, RAR 5
@@ -73,18 +77,31 @@ def _blocks(text: str, sep: str) -> list[dict[str, str]]:
     return blocks
 
 
-def _check_listing(entries: list[tuple[str, bool, str]], archive: Path, tool: str) -> None:
-    """``(name, is_dir, problem)`` per member: names must be safe and no member a link or device."""
+Entry = tuple[str, bool, str, int]  # (name, is_dir, problem, declared size; 0 where not listed)
+
+
+def _size(text: str | None) -> int:
+    """A listing's size field as bytes (0 when absent or unreadable: the scan still counts it)."""
+    try:
+        return max(0, int(str(text).split()[0]))
+    except (ValueError, IndexError):
+        return 0
+
+
+def _check_listing(entries: list[Entry], archive: Path, tool: str, budget: Budget) -> None:
+    """``(name, is_dir, problem, size)`` per member: names must be safe, no member a link or device,
+    and the declared sizes within the extraction limits."""
     if not entries:
         raise ToolFailed("listed no members")
     plan = Plan(archive)
-    for name, is_dir, problem in entries:
+    for name, is_dir, problem, _ in entries:
         if problem:
             raise PrepareError(f"{archive}: member {name!r} is {problem} ({tool}'s listing); refusing")
         plan.add(Member(normalise(name, archive), "dir" if is_dir else "file"))
+    budget.declared(sum(size for _, is_dir, _, size in entries if not is_dir))
 
 
-def _list_7z(exe: str, archive: Path) -> list[tuple[str, bool, str]]:
+def _list_7z(exe: str, archive: Path) -> list[Entry]:
     text = _run([exe, "l", "-slt", str(archive)])
     if "\n----------" not in text:
         raise ToolFailed("no member listing")
@@ -97,22 +114,22 @@ def _list_7z(exe: str, archive: Path) -> list[tuple[str, bool, str]]:
         link = b.get("Symbolic Link") or b.get("Hard Link") or b.get("Link") or unix == "l"
         special = unix in ("c", "b", "p", "s")
         problem = "a link" if link else "a special file" if special else ""
-        out.append((b["Path"], b.get("Folder") == "+" or unix == "d", problem))
+        out.append((b["Path"], b.get("Folder") == "+" or unix == "d", problem, _size(b.get("Size"))))
     return out
 
 
-def _list_unrar(exe: str, archive: Path) -> list[tuple[str, bool, str]]:
+def _list_unrar(exe: str, archive: Path) -> list[Entry]:
     out = []
     for b in _blocks(_run([exe, "lt", "-idc", str(archive)]), ": "):
         if "Name" not in b or "Type" not in b:
             continue
         kind = b["Type"].lower()
         problem = "" if kind in ("file", "directory") else f"a {kind}"
-        out.append((b["Name"], kind == "directory", problem))
+        out.append((b["Name"], kind == "directory", problem, _size(b.get("Size"))))
     return out
 
 
-def _list_lsar(exe: str, archive: Path) -> list[tuple[str, bool, str]]:
+def _list_lsar(exe: str, archive: Path) -> list[Entry]:
     lsar = shutil.which("lsar")
     if lsar is None:
         raise ToolFailed("its lister 'lsar' is not installed")
@@ -125,7 +142,8 @@ def _list_lsar(exe: str, archive: Path) -> list[tuple[str, bool, str]]:
         link = e.get("XADIsLink") or e.get("XADIsHardLink") or "XADLinkDestination" in e
         special = any(e.get(k) for k in ("XADIsCharacterDevice", "XADIsBlockDevice", "XADIsFIFO"))
         problem = "a link" if link else "a special file" if special else ""
-        out.append((str(e.get("XADFileName", "")), bool(e.get("XADIsDirectory")), problem))
+        name, is_dir = str(e.get("XADFileName", "")), bool(e.get("XADIsDirectory"))
+        out.append((name, is_dir, problem, _size(e.get("XADFileSize"))))
     return out
 
 
@@ -133,7 +151,7 @@ def _list_lsar(exe: str, archive: Path) -> list[tuple[str, bool, str]]:
 @dataclass(frozen=True)
 class Tool:
     exe: str
-    listing: Callable[[str, Path], list[tuple[str, bool, str]]] | None  # None: streams a tar
+    listing: Callable[[str, Path], list[Entry]] | None  # None: streams a tar
     argv: Callable[[str, Path, Path], list[str]]
 
 
@@ -151,7 +169,7 @@ TOOLS = (
 )
 
 
-def _stream(exe: str, tool: Tool, archive: Path, staging: Path, shown_as: Path) -> None:
+def _stream(exe: str, tool: Tool, archive: Path, staging: Path, shown_as: Path, budget: Budget) -> None:
     """Run a converting tool and check + write the tar it prints; a cut stream is a tool failure."""
     with tempfile.TemporaryFile() as err:
 
@@ -163,7 +181,7 @@ def _stream(exe: str, tool: Tool, archive: Path, staging: Path, shown_as: Path) 
         proc = subprocess.Popen(tool.argv(exe, archive, staging), stdout=subprocess.PIPE, stderr=err)
         assert proc.stdout is not None
         try:
-            extract_tar_stream(proc.stdout, staging, shown_as)
+            extract_tar_stream(proc.stdout, staging, shown_as, budget)
         except PrepareError:
             proc.kill()
             proc.wait()
@@ -181,14 +199,17 @@ def _stream(exe: str, tool: Tool, archive: Path, staging: Path, shown_as: Path) 
             raise failure(rc, "")
 
 
-def _scan(staging: Path, archive: Path, tool: str) -> None:
-    """After a tool wrote files itself: only regular files and folders may be there."""
+def _scan(staging: Path, archive: Path, tool: str, budget: Budget) -> None:
+    """After a tool wrote files itself: only regular files and folders may be there, and no more
+    bytes than the limits allow (the listing may have understated them)."""
     for folder, dirs, files in os.walk(staging):
         for name in [*dirs, *files]:
-            mode = os.lstat(Path(folder) / name).st_mode
-            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            info = os.lstat(Path(folder) / name)
+            if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
                 rel = (Path(folder) / name).relative_to(staging)
                 raise PrepareError(f"{archive}: {tool} wrote {rel} as a link or special file; refusing")
+            if stat.S_ISREG(info.st_mode):
+                budget.spend(info.st_size)
 
 
 def _move_into(staging: Path, dest: Path, archive: Path) -> None:
@@ -199,9 +220,12 @@ def _move_into(staging: Path, dest: Path, archive: Path) -> None:
         os.replace(entry, dest / entry.name)
 
 
-def extract_rar(archive: Path, dest: Path, shown_as: Path | None = None) -> str:
+def extract_rar(
+    archive: Path, dest: Path, shown_as: Path | None = None, limits: ExtractLimits | None = None
+) -> str:
     """Unpack ``archive`` into ``dest`` with the first tool that works; return that tool's name."""
     shown_as = shown_as or archive
+    limits = limits or ExtractLimits.from_env()
     failures = []
     dest.parent.mkdir(parents=True, exist_ok=True)
     for tool in TOOLS:
@@ -211,13 +235,14 @@ def extract_rar(archive: Path, dest: Path, shown_as: Path | None = None) -> str:
             continue
         with tempfile.TemporaryDirectory(prefix=".rar-", dir=dest.parent) as tmp:
             staging = Path(tmp)
+            budget = Budget(limits, shown_as, archive.stat().st_size)  # afresh for each tool
             try:
                 if tool.listing is None:
-                    _stream(exe, tool, archive, staging, shown_as)
+                    _stream(exe, tool, archive, staging, shown_as, budget)
                 else:
-                    _check_listing(tool.listing(exe, archive), shown_as, tool.exe)
+                    _check_listing(tool.listing(exe, archive), shown_as, tool.exe, budget)
                     _run(tool.argv(exe, archive, staging))
-                    _scan(staging, shown_as, tool.exe)
+                    _scan(staging, shown_as, tool.exe, budget)
             except ToolFailed as exc:
                 failures.append(f"{tool.exe}: {exc}")
                 continue

@@ -78,12 +78,17 @@ class DatasetSpec:
     num_classes_label: str = ""  # e.g. "19 (Medium)", as printed in Table 4.1
     citation: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    # Classes the real release is known to lack in a split: preparation otherwise refuses a class
+    # without a single pixel in a split (mopeft.data.coverage). Say in `notes` which split and why.
+    allow_missing_classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.image_format not in IMAGE_FORMATS:
             raise ValueError(
                 f"{self.key}: image_format must be one of {IMAGE_FORMATS}, got {self.image_format!r}"
             )
+        if unknown := [c for c in self.allow_missing_classes if c not in self.classes]:
+            raise ValueError(f"{self.key}: allow_missing_classes {unknown} are not classes")
 
     @property
     def num_classes(self) -> int:

@@ -22,7 +22,7 @@ from mopeft.data.preprocess import IGNORE_INDEX, postprocess, to_model_input
 from mopeft.data.units import load_unit
 from mopeft.device import autocast, resolve_device
 from mopeft.evaluation.metrics import ConfusionMatrix
-from mopeft.io import atomic_dir, atomic_path, write_json
+from mopeft.io import atomic_dir, atomic_path, write_json, write_npz
 from mopeft.model.semantic_sam import SemanticSAM
 from mopeft.peft.recorder import GateRecorder
 
@@ -184,10 +184,8 @@ def evaluate_unit(
                 save_class_ids(tmp / f"{stem}.png", ids)
     cm.save(out_dir / "confusion.npy")
     names = np.array([img.name for img, _ in data.test])
-    with atomic_path(out_dir / "per_image.npz", suffix=".npz.tmp") as tmp, open(tmp, "wb") as f:
-        np.savez(f, images=names, counts=per_image)
-    with atomic_path(out_dir / "gates.npz", suffix=".npz.tmp") as tmp, open(tmp, "wb") as f:
-        np.savez(f, **gates)
+    write_npz(out_dir / "per_image.npz", images=names, counts=per_image)
+    write_npz(out_dir / "gates.npz", **gates)
     write_json(out_dir / "metrics.json", result)  # last: its presence means the unit is done
     log.info("%s/%s: mIoU %.2f over %d images", Path(dataset_dir).name, unit, result["miou"], len(data.test))
     return result

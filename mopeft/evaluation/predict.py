@@ -65,3 +65,22 @@ def predict_folder(
     write_json(out_dir / "predict.json", summary)
     log.info("predicted %d images into %s", len(files), out_dir)
     return summary
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def summary_line(summary: dict[str, Any], out_dir: str | Path, overlays: bool) -> str:
+    """What ``mopeft predict`` prints: what it wrote and where, in words.
+
+    Why not ``f"{out}: {n} predictions"``: with the README's ``--out predictions/`` that read
+    "predictions: 5 predictions", which says neither what the files are nor where the class names
+    and overlays went.
+    """
+    out_dir = Path(out_dir)
+    n = int(summary["images"])
+    line = f"wrote {_count(n, 'class-id PNG')} to {out_dir} (class names: {out_dir / 'predict.json'})"
+    if overlays:
+        line += f" and {_count(n, 'colour overlay')} to {out_dir / OVERLAY_DIR}"
+    return line

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from mopeft.io import atomic_path, sha256_file
+from mopeft.torch_files import load_torch
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +130,20 @@ def load_checkpoint(path: str | Path, sha256: str | None = None) -> dict[str, to
     if sha256:
         got = sha256_file(path)
         if got != sha256:
-            raise ValueError(f"{path}: sha256 {got} does not match expected {sha256}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+            raise ValueError(
+                f"{path}: sha256 {got} does not match expected {sha256}: a damaged or different file; "
+                "fetch it again with `mopeft weights --out DIR` (or pass --checkpoint-sha256 if it is "
+                "the file you mean)"
+            )
+    state = load_torch(
+        path,
+        "base weights must be a SAM state dict (.pth); fetch them again with `mopeft weights --out DIR` "
+        "and pass --checkpoint DIR/<file>.pth",
+    )
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a state dict")
+        raise ValueError(f"{path}: not a state dict; pass SAM weights from `mopeft weights --out DIR`")
     return state
 
 

@@ -3,7 +3,7 @@ Snakemake DAG plans (dataset × method × variant × seed × unit), with the siz
 
 Why here and not parsed from a dry run: the resource model must work without Snakemake and
 without data. The grid rules are the pipeline's (``workflow/rules/common.smk``: main cells,
-ablation variants named by their table's label, the detection chain);
+ablation variants named by their table's label, the detection chain; both read :func:`run_grid`);
 ``tests/test_resource_model.py`` checks that this list equals the jobs of the study's dry run.
 
 Sizes come from the prepared ``meta.json`` where the dataset is prepared (its ``counts``), else
@@ -118,6 +118,79 @@ def unit_sizes(
     return train, test, source
 
 
+@dataclass(frozen=True)
+class Grid:
+    """What a run builds, from the config sections that name datasets, each trimmed to the datasets
+    the run lists. Why: a user config of only ``custom_datasets`` + ``datasets`` merges over the
+    study's config/config.yaml, whose detection, ablation and figure sections name FAIR-1M and
+    MESS datasets that run is not given; those parts are left out (``notes`` says which) instead
+    of refusing the config. The DAG (workflow/rules/common.smk) and the resource plan read this."""
+
+    segmentation: tuple[str, ...]  # the run's datasets except detection.dataset
+    detection: tuple[str, ...]  # detection methods run; none when detection.dataset is not listed
+    studies: tuple[Mapping[str, Any], ...]  # ablation studies on their listed datasets (none: dropped)
+    gate_datasets: tuple[str, ...]  # Figure 4.2's datasets
+    notes: tuple[str, ...]  # what was trimmed, one phrase each
+
+    def note_line(self) -> str:
+        """The notes as the one line the workflow prints ("" when nothing was trimmed)."""
+        if not self.notes:
+            return ""
+        return f"config: {'; '.join(self.notes)} (list them in `datasets` to run them)"
+
+
+def _names(values: list[str]) -> str:
+    return ", ".join(values)
+
+
+def run_grid(config: Mapping[str, Any]) -> Grid:
+    """The run's :class:`Grid`. Sections are trimmed, never filled in, except Figure 4.2: it only
+    reads MoPEFT's main cells (no job of its own), so when none of its datasets is listed it
+    shows the run's segmentation datasets. An explicitly empty list stays empty (nothing is
+    built, and nothing is said)."""
+    listed = list(config["datasets"])
+    det = config["detection"]
+    seg = [d for d in listed if d != det["dataset"]]
+    notes: list[str] = []
+    detection = list(det["methods"])
+    if detection and det["dataset"] not in listed:
+        detection = []
+        notes.append(f"detection skipped: {det['dataset']!r} is not listed in `datasets`")
+    studies: list[Mapping[str, Any]] = []
+    skipped: list[Mapping[str, Any]] = []
+    for study in config["ablations"]["studies"]:
+        kept = [d for d in study["datasets"] if d in seg]
+        unlisted = [d for d in study["datasets"] if d not in listed]
+        if kept:
+            studies.append({**study, "datasets": kept})
+            if unlisted:
+                notes.append(
+                    f"ablation {study['name']} (Table {study['table']}) on {_names(kept)} only: "
+                    f"{_names(unlisted)} not listed in `datasets`"
+                )
+        elif study["datasets"]:
+            skipped.append(study)
+    if skipped:
+        notes.append(
+            f"{'ablations' if len(skipped) > 1 else 'ablation'} {_names([s['name'] for s in skipped])} "
+            f"({'Tables' if len(skipped) > 1 else 'Table'} {_names([str(s['table']) for s in skipped])}) "
+            f"skipped: none of {'their' if len(skipped) > 1 else 'its'} datasets is listed in `datasets`"
+        )
+    named = list(config["figures"]["gate_frequency"]["datasets"])
+    gate = [d for d in named if d in seg]
+    unlisted = [d for d in named if d not in listed]
+    if named and not gate:
+        gate = seg
+        if seg:
+            notes.append(
+                f"figures.gate_frequency on the run's datasets ({_names(seg)}): "
+                f"{_names(unlisted)} not listed in `datasets`"
+            )
+    elif unlisted:
+        notes.append(f"figures.gate_frequency without {_names(unlisted)}: not listed in `datasets`")
+    return Grid(tuple(seg), tuple(detection), tuple(studies), tuple(gate), tuple(notes))
+
+
 def run_jobs(config: Mapping[str, Any]) -> list[Job]:
     """Every train / evaluate / detect job of ``config`` (a validated pipeline config)."""
     custom = config.get("custom_datasets") or {}
@@ -125,20 +198,20 @@ def run_jobs(config: Mapping[str, Any]) -> list[Job]:
     abl = config["ablations"]
     kfold = config["data"]["kfold"]
     prepared = Path(config["data"]["prepared_dir"])
-    seg = [d for d in config["datasets"] if d != det["dataset"]]
+    grid = run_grid(config)
     t = config["training"]
     cells: dict[tuple[str, str, str], tuple] = {}
-    for d in seg:
+    for d in grid.segmentation:
         for m in config["main"]["methods"]:
             cells[(d, m, "default")] = ()
-    for study in abl["studies"]:
+    for study in grid.studies:
         for d in study["datasets"]:
             for v in study["values"]:
                 variant, options = variant_name(study, v, abl["method"])
                 cells.setdefault((d, abl["method"], variant), options)
             if "baseline" in config["main"]["methods"]:
                 cells.setdefault((d, "baseline", "default"), ())
-    detection = {(det["dataset"], m, "default"): () for m in det["methods"]}
+    detection = {(det["dataset"], m, "default"): () for m in grid.detection}
     jobs: list[Job] = []
     for (dataset, method, variant), options in [*cells.items(), *detection.items()]:
         spec = lookup_spec(dataset, custom)

@@ -31,6 +31,7 @@ from mopeft.report.tables import (
     flag_kfold,
     load_cells,
     outside_note,
+    undefined_iou_note,
     write_table,
 )
 
@@ -147,6 +148,7 @@ def ablation_table(
             groups[(cell.dataset, col)].append(cell)
             used.append(cell)
     rows, extra = add_outside_rows(rows, used)  # datasets the study did not ablate (a folder dataset)
+    column_of = {id(c): col for (_, col), group in groups.items() for c in group}
     ours = {k: [c.miou for c in v] for k, v in groups.items()}
     ref_idx = ref.set_index("dataset")
     paper_vals = {(d, c): ref_idx.at[d, c] for d in datasets for c in columns if c in ref_idx.columns}
@@ -160,6 +162,8 @@ def ablation_table(
     notes += kfold_notes
     if extra:
         notes.append(outside_note(extra))
+    if undefined := undefined_iou_note((c, labels[column_of[id(c)]]) for c in used):
+        notes.append(undefined)
     notes.insert(0, mopeft_note(directory))
     notes.insert(
         1,

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import textwrap
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -162,32 +163,49 @@ def summary_frame(runs: Iterable[Run]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def plot_training_curves(runs: Sequence[Run], out_stem: str | os.PathLike[str], title: str = "") -> None:
-    """Small multiples: a row per dataset, a column per method, a line per unit and seed; the
-    panels of runs whose loss did not fall are outlined in red and say so."""
+LOSS_LABEL = "training loss (the config's loss, per step)"
+
+
+def _line_key(run: Run, several_seeds: bool) -> str:
+    """A line's legend entry: its unit (``main``, a k-fold fold, a task), and seed if several."""
+    return f"{run.unit} seed {run.seed}" if several_seeds else run.unit
+
+
+def training_curves_figure(runs: Sequence[Run], title: str = "") -> Any:
+    """The open matplotlib figure of :func:`plot_training_curves` (tests inspect its labels).
+
+    A line's colour is its unit (and seed, when there are several) across the whole figure, named
+    in one legend under the panels: a k-fold dataset's panel holds one line per fold, and without
+    the legend nothing said which is which, nor that two lines are not two methods."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     datasets = list(dict.fromkeys(r.dataset for r in runs))
     methods = list(dict.fromkeys(r.method for r in runs))
+    several_seeds = len({r.seed for r in runs}) > 1
+    keys = list(dict.fromkeys(_line_key(r, several_seeds) for r in runs))
     flat = flat_cells(runs)
     fig, axes = plt.subplots(
         len(datasets),
         len(methods),
-        figsize=(1.9 * len(methods) + 0.6, 1.35 * len(datasets) + 0.9),
+        figsize=(1.9 * len(methods) + 0.9, 1.35 * len(datasets) + 1.3),
         sharex=True,
         sharey="row",
         squeeze=False,
+        layout="constrained",
     )
     colours = plt.get_cmap("tab10")
+    colour = {key: colours(k % 10) for k, key in enumerate(keys)}
     for i, dataset in enumerate(datasets):
         for j, method in enumerate(methods):
             ax = axes[i][j]
             mine = [r for r in runs if r.dataset == dataset and r.method == method]
-            for k, run in enumerate(mine):
-                ax.plot(run.losses, lw=0.9, color=colours(k % 10), alpha=0.85)
+            for run in mine:
+                ax.plot(run.losses, lw=0.9, color=colour[_line_key(run, several_seeds)], alpha=0.85)
             ax.tick_params(labelsize=6)
             if i == 0:
                 ax.set_title(METHOD_LABELS.get(method, method), fontsize=8)
@@ -212,16 +230,29 @@ def plot_training_curves(runs: Sequence[Run], out_stem: str | os.PathLike[str], 
                     transform=ax.transAxes,
                 )
     fig.suptitle(title or "Training loss per step (one line per unit and seed)", fontsize=10)
-    fig.text(
-        0.5,
-        0.005,
-        f"{NOT_FALLING_MARK} red: loss did not fall ({definition()})",
-        ha="center",
-        va="bottom",
+    # Rows are datasets (each row's own y scale); the quantity is said once for the whole figure.
+    fig.supylabel(LOSS_LABEL, fontsize=8)
+    handles: list[Any] = [Line2D([], [], color=colour[k], lw=1.2, label=k) for k in keys]
+    if flat:
+        wrapped = textwrap.fill(f"loss did not fall ({definition()})", 44)
+        label = f"{NOT_FALLING_MARK} {wrapped}"
+        handles.append(Patch(facecolor="none", edgecolor="red", lw=1.6, label=label))
+    fig.legend(
+        handles=handles,
+        title="line colour: unit (k-fold: one per fold)",
+        loc="outside lower center",
+        ncols=min(len(handles), 6),
         fontsize=7,
+        title_fontsize=7,
+        frameon=False,
     )
-    fig.tight_layout(rect=(0, 0.02, 1, 0.97))
-    save_png_pdf(fig, out_stem, dpi=110)
+    return fig
+
+
+def plot_training_curves(runs: Sequence[Run], out_stem: str | os.PathLike[str], title: str = "") -> None:
+    """Small multiples: a row per dataset, a column per method, a line per unit and seed; the
+    panels of runs whose loss did not fall are outlined in red and say so."""
+    save_png_pdf(training_curves_figure(runs, title), out_stem, dpi=110)
 
 
 def write_training_curves(

@@ -33,7 +33,7 @@ PER_DATASET = 2  # example images per dataset shown
 PANEL_PIXELS = 192  # longest side of a panel's image after scaling down
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 LABEL_CHARS = 18  # row labels (dataset name, image stem) are cut to this length
-LEGEND_MAX_CLASSES = 10  # more classes than this: no colour legend (it would not fit)
+LEGEND_ROWS = 10  # a row's class legend starts another column after this many entries
 
 
 @dataclass(frozen=True)
@@ -166,13 +166,22 @@ def examples_frame(examples: Sequence[Example], methods: Sequence[str]) -> pd.Da
     return pd.DataFrame(rows)
 
 
-def plot_examples(
-    examples: Sequence[Example],
-    methods: Sequence[str],
-    scores: pd.DataFrame,
-    out_stem: str | os.PathLike[str],
-) -> None:
-    """Rows: examples (grouped by dataset); columns: image, ground truth, one per method."""
+def shown_classes(panels: Sequence[np.ndarray], num_classes: int) -> list[int]:
+    """Class ids that colour any of a row's (cropped) ground-truth and prediction panels, sorted:
+    the entries of that row's legend."""
+    present: set[int] = set()
+    for ids in panels:
+        present |= {int(v) for v in np.unique(ids) if int(v) < num_classes}
+    return sorted(present)
+
+
+def examples_figure(examples: Sequence[Example], methods: Sequence[str], scores: pd.DataFrame) -> Any:
+    """The open matplotlib figure of :func:`plot_examples` (tests read its legends).
+
+    Every row has its own class legend, right of its last panel, naming the classes its panels
+    show. Why not one legend of all classes per dataset: Dark Zurich has 20 (FloodNet 10), too many
+    to list beside a 1.4-inch row, so its rows had no legend at all; the few classes one cropped
+    image and its predictions actually contain always fit."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,19 +192,20 @@ def plot_examples(
     fig, axes = plt.subplots(
         len(examples),
         len(columns),
-        figsize=(1.35 * len(columns) + 1.6, 1.4 * len(examples) + 0.8),
+        figsize=(1.35 * len(columns) + 2.2, 1.4 * len(examples) + 0.8),
         squeeze=False,
     )
     score = {(r.dataset, r.unit, r.image, r.method): r.image_miou for r in scores.itertuples()}
-    shown_legend: set[str] = set()
     for i, ex in enumerate(examples):
         label = load_image(ex.label)
         box = _crop_box(label)
         k = len(ex.classes)
-        panels = [_small(load_image(ex.image, "RGB")[box], False), _small(colourize(label[box], k), True)]
+        ids = [label[box]]
         for method in methods:
             pred = ex.predictions.get(method)
-            panels.append(None if pred is None else _small(colourize(load_image(pred)[box], k), True))
+            ids.append(None if pred is None else load_image(pred)[box])
+        panels = [_small(load_image(ex.image, "RGB")[box], False)]
+        panels += [None if a is None else _small(colourize(a, k), True) for a in ids]
         for j, panel in enumerate(panels):
             ax = axes[i][j]
             ax.set_xticks([])
@@ -209,20 +219,37 @@ def plot_examples(
                 ax.set_xlabel(f"{value:.1f}", fontsize=7)
         unit = "" if ex.unit == "main" else f" ({ex.unit})"
         axes[i][0].set_ylabel(f"{_short(ex.name)}\n{_short(ex.stem)}{unit}", fontsize=6)
-        if ex.dataset not in shown_legend and k <= LEGEND_MAX_CLASSES:
-            shown_legend.add(ex.dataset)
-            colours = class_colours(k) / 255.0
-            handles = [Patch(color=colours[c], label=ex.classes[c]) for c in range(k)]
-            axes[i][-1].legend(
-                handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=6, frameon=False
-            )
+        shown = shown_classes([a for a in ids if a is not None], k)
+        colours = class_colours(k) / 255.0
+        handles = [Patch(color=colours[c], label=_short(ex.classes[c])) for c in shown]
+        axes[i][-1].legend(
+            handles=handles,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            fontsize=6,
+            frameon=False,
+            ncols=max(1, -(-len(handles) // LEGEND_ROWS)),
+            handlelength=1.0,
+            columnspacing=0.8,
+        )
     fig.suptitle(
         "Fig. 4.1: fixed test images (first in hashed order), ground truth and each method's prediction\n"
-        "(number: the image's mIoU %; cropped to the labelled region; black: ignore)",
+        "(number: the image's mIoU %; cropped to the labelled region; black: ignore; "
+        "legend: the classes in the row)",
         fontsize=9,
     )
     fig.tight_layout(rect=(0, 0, 1, 0.97))
-    save_png_pdf(fig, out_stem, dpi=110)
+    return fig
+
+
+def plot_examples(
+    examples: Sequence[Example],
+    methods: Sequence[str],
+    scores: pd.DataFrame,
+    out_stem: str | os.PathLike[str],
+) -> None:
+    """Rows: examples (grouped by dataset); columns: image, ground truth, one per method."""
+    save_png_pdf(examples_figure(examples, methods, scores), out_stem, dpi=110)
 
 
 def write_examples(

@@ -119,10 +119,8 @@ def gate_frequency(cells: Iterable[Cell], threshold: float = THRESHOLD) -> tuple
     return pd.concat(counts, ignore_index=True)[order], pd.concat(layers, ignore_index=True)
 
 
-def plot_gate_frequency(
-    counts: pd.DataFrame, layers: pd.DataFrame, out_stem: str | os.PathLike[str], threshold: float = THRESHOLD
-) -> None:
-    """(a) grouped bars of threshold calls and argmax selections per dataset; (b) layer × module heatmaps."""
+def gate_frequency_figure(counts: pd.DataFrame, layers: pd.DataFrame, threshold: float = THRESHOLD) -> Any:
+    """The open matplotlib figure of :func:`plot_gate_frequency` (tests inspect its layout)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -154,8 +152,13 @@ def plot_gate_frequency(
         )
         ax.set(title=title, xlabel="", ylabel="count over images × layers")
         ax.tick_params(axis="x", rotation=20)
-    ax_arg.get_legend().remove()  # same hue mapping as panel (a): one legend is enough
-    ax_thr.legend(title="module", framealpha=0.9)
+    # One legend for both bar panels (same hue mapping), outside them on the right: inside an axes
+    # it covered the tallest bar whenever one module won everywhere (the demo's Adapter), and above
+    # them it ran into the title. Constrained layout makes room for it in the figure's margin.
+    handles, names = ax_thr.get_legend_handles_labels()
+    for ax in (ax_thr, ax_arg):
+        ax.get_legend().remove()
+    fig.legend(handles, names, title="module", loc="outside right upper", frameon=False)
     mean_layers = layers.groupby(["label", "module", "layer"], as_index=False)["mean_gate"].mean()
     for i, label in enumerate(labels):
         ax = fig.add_subplot(grid[1, i])
@@ -173,7 +176,14 @@ def plot_gate_frequency(
         )
         ax.set(title=f"(b) mean gate: {label}", xlabel="layer", ylabel="")
     fig.suptitle("Fig. 4.2: MoPEFT gate usage at inference")
-    save_png_pdf(fig, out_stem, dpi=150)
+    return fig
+
+
+def plot_gate_frequency(
+    counts: pd.DataFrame, layers: pd.DataFrame, out_stem: str | os.PathLike[str], threshold: float = THRESHOLD
+) -> None:
+    """(a) grouped bars of threshold calls and argmax selections per dataset; (b) layer × module heatmaps."""
+    save_png_pdf(gate_frequency_figure(counts, layers, threshold), out_stem, dpi=150)
 
 
 def write_gate_frequency(

@@ -32,6 +32,7 @@ from mopeft.report.tables import (
     flag_kfold,
     load_cells,
     outside_note,
+    undefined_iou_note,
     write_table,
 )
 
@@ -98,6 +99,8 @@ def main_table(
         )
     if extra:
         notes.append(outside_note(extra))
+    if undefined := undefined_iou_note((c, labels[c.method]) for c in used):
+        notes.append(undefined)
     return df, display, notes, used
 
 

@@ -140,6 +140,75 @@ def outside_note(extra: Sequence[str]) -> str:
     )
 
 
+def _undefined_classes(cell: Cell) -> list[str]:
+    """Classes of a cell whose IoU is None (or NaN): no pixel of the class in the test labels and
+    none predicted. ``per_class_iou`` is a mapping (``task/class`` keys for a ``mean`` cell); a
+    list is named by index."""
+    per_class = cell.raw.get("per_class_iou") or {}
+    items = per_class.items() if isinstance(per_class, dict) else enumerate(per_class)
+    return [
+        str(name)
+        for name, value in items
+        if value is None or (isinstance(value, float | int) and math.isnan(float(value)))
+    ]
+
+
+def undefined_iou_note(labelled: Iterable[tuple[Cell, str]]) -> str | None:
+    """The note naming every (dataset, class, column) whose class IoU is None, or None if there is
+    none. ``labelled``: each used cell with the label of the column it fills.
+
+    Why a note: MESS's mIoU averages only the classes with an IoU, so such a cell's value is a mean
+    over fewer classes than the dataset has, and a column that predicted the class somewhere scores
+    0 on it instead: two columns of one row can average different classes. Without the note the
+    table would show both as if alike (the metrics.json's ``null`` is the only trace).
+    """
+    pairs = list(labelled)
+    several_seeds = len({c.seed for c, _ in pairs}) > 1
+    columns: dict[str, list[str]] = {}  # dataset -> every column shown for it, in order
+    names: dict[str, str] = {}
+    missing: dict[str, dict[str, list[str]]] = {}  # dataset -> class -> columns without its IoU
+    for cell, label in pairs:
+        who = f"{label} seed {cell.seed}" if several_seeds else label
+        columns.setdefault(cell.dataset, [])
+        if who not in columns[cell.dataset]:
+            columns[cell.dataset].append(who)
+        names.setdefault(cell.dataset, str(cell.raw.get("name") or cell.dataset))
+        for cls in _undefined_classes(cell):
+            missing.setdefault(cell.dataset, {}).setdefault(cls, []).append(who)
+    if not missing:
+        return None
+    parts, differ = [], False
+    for dataset in sorted(missing):
+        everyone = columns[dataset]
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for cls, who in missing[dataset].items():
+            groups.setdefault(tuple(w for w in everyone if w in who), []).append(cls)
+        texts = []
+        for who, classes in groups.items():
+            whole = len(who) == len(everyone)
+            differ |= not whole
+            if whole:
+                whom = f"all {len(everyone)} columns" if len(everyone) > 1 else who[0]
+            else:
+                whom = ", ".join(who)
+            texts.append(f"{', '.join(classes)} ({whom})")
+        name = names[dataset]
+        parts.append(f"{name if name == dataset else f'{name} ({dataset})'}: {'; '.join(texts)}")
+    text = (
+        "No IoU for these classes (no pixel of the class in the test split's labels and none predicted; "
+        "the cell's mIoU averages the dataset's other classes): " + ". ".join(parts) + "."
+    )
+    if differ:
+        text += (
+            " A column not named for a class predicted it somewhere and scores 0 on it, so the columns "
+            "of those rows average different sets of classes."
+        )
+    return text
+
+
+KFOLD_MARK = "†"
+
+
 KFOLD_MARK = "†"
 
 
@@ -379,14 +448,27 @@ def _text_frame(df: pd.DataFrame) -> pd.DataFrame:
     return df.apply(lambda col: col.map(_cell_text)).astype(str) if len(df) else df.astype(str)
 
 
+def md_cell(text: Any) -> str:
+    """One Markdown table cell's text that cannot break its row.
+
+    Why: a cell is free text from a user's config (a folder dataset's ``name``), and a pipe table
+    row ends at a line break and splits at an unescaped ``|``. Line breaks become ``<br>``
+    (GitHub renders them inside a cell); a backslash is doubled first, so a name ending in ``\\``
+    cannot un-escape the pipe that follows it.
+    """
+    out = str(text).replace("\\", "\\\\").replace("|", "\\|")
+    return "<br>".join(part.strip() for part in out.splitlines())
+
+
 def to_markdown(df: pd.DataFrame) -> str:
-    """GitHub pipe table (numbers right-aligned); written by hand to keep tabulate optional."""
+    """GitHub pipe table (numbers right-aligned); written by hand to keep tabulate optional. Every
+    cell and header goes through :func:`md_cell`."""
     text = _text_frame(df)
     header = [str(c) for c in df.columns]
     align = ["---:" if _is_numeric_column(text[c]) else ":---" for c in df.columns]
 
     def line(cells: Iterable[str]) -> str:
-        return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+        return "| " + " | ".join(md_cell(c) for c in cells) + " |"
 
     out = [line(header), "|" + "|".join(align) + "|"]
     out += [line(r) for r in text.itertuples(index=False)]

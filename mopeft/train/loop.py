@@ -22,9 +22,10 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -32,12 +33,12 @@ from tqdm import tqdm
 from mopeft.data.loader import SegmentationPairs, StepBatchSampler, batch_indices, make_loader
 from mopeft.data.preprocess import flip_content, to_model_input
 from mopeft.device import autocast, configure, resolve_device
-from mopeft.io import atomic_path
 from mopeft.model.semantic_sam import SemanticSAM
 from mopeft.peft.state import load_trainable_state_dict, trainable_state_dict
 from mopeft.train.encoder_cache import CACHE_DTYPES, DEFAULT_DEVICE_MB, MIB, EncoderCache, encoder_is_frozen
 from mopeft.train.losses import presence_loss, presence_targets, segmentation_loss
 from mopeft.train.optim import make_optimizer
+from mopeft.train.resume import data_digest, digest, discard, read_resume, write_resume
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,8 @@ class TrainSettings:
 
 
 RUNTIME_ONLY = ("device", "checkpoint_every", "workers", "log_every", "encoder_cache", "compile")
-# Newer than the resume files of running jobs, so left out of the fingerprint rather than set to None
-# (a requeued job still finds its resume file): the budgets never change the result; cache_dtype
-# enters only where it rounds (fingerprint()).
+# Left out of the fingerprint rather than set to None (they came after the first resume files): the
+# budgets never change the result; cache_dtype enters only where it rounds (fingerprint_parts()).
 _UNFINGERPRINTED = ("cache_host_mb", "cache_device_mb", "cache_dtype")
 
 
@@ -87,25 +87,47 @@ def steps_for_epochs(num_items: int, batch_size: int, epochs: int) -> int:
     return math.ceil(num_items / batch_size) * epochs
 
 
-def fingerprint(model: SemanticSAM, settings: TrainSettings, dataset: SegmentationPairs) -> str:
-    """Identifies a training run so a resume file from a different run is never picked up."""
+def fingerprint_parts(
+    model: SemanticSAM,
+    settings: TrainSettings,
+    dataset: SegmentationPairs,
+    base: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What makes a training run this one, field by field (kept in the resume file, so that a
+    mismatch names what changed): the settings that change the result, the method and its
+    options, the trainable tensors' names, the training data's content (:func:`data_digest`) and
+    ``base``, the model's provenance (base weights' sha256 or "random init", init seed, ...) as
+    the caller knows it; the model object alone cannot tell which weights it was built from."""
     fields = asdict(settings) | dict.fromkeys(RUNTIME_ONLY)
     for key in _UNFINGERPRINTED:
         del fields[key]
     if use_encoder_cache(model, settings) and settings.cache_dtype != "fp32":
         fields["cache_dtype"] = settings.cache_dtype  # rounded embeddings: a different run
-    blob = json.dumps(
-        {
-            "settings": fields,
-            "method": model.method,
-            "options": model.method_options,
-            "pairs": [str(p[0].name) for p in dataset.pairs],
-            "trainable": sorted(n for n, p in model.named_parameters() if p.requires_grad),
-        },
-        sort_keys=True,
-        default=str,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
+    trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    return json.loads(
+        json.dumps(
+            {
+                "settings": fields,
+                "method": model.method,
+                "options": model.method_options,
+                "model": dict(base) if base is not None else None,
+                "data": data_digest(dataset.pairs),
+                "trainable": hashlib.sha256("\n".join(trainable).encode()).hexdigest(),
+            },
+            sort_keys=True,
+            default=str,
+        )
+    )  # through JSON: plain types, equal to what a resume file gives back
+
+
+def fingerprint(
+    model: SemanticSAM,
+    settings: TrainSettings,
+    dataset: SegmentationPairs,
+    base: Mapping[str, Any] | None = None,
+) -> str:
+    """Identifies a training run so a resume file from a different run is never picked up."""
+    return digest(fingerprint_parts(model, settings, dataset, base))
 
 
 def flips_for_step(settings: TrainSettings, step: int, count: int) -> torch.Tensor:
@@ -128,9 +150,12 @@ def train(
     settings: TrainSettings,
     resume_path: str | Path,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
+    base: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """Train in place; returns the loss of every step and the loop's timing. Saves a resume file
-    every ``checkpoint_every`` steps and at the end (atomically)."""
+    every ``checkpoint_every`` steps and at the end (atomically), and resumes from it only if it
+    belongs to this run (:mod:`mopeft.train.resume`); ``base``: the model's provenance for the
+    fingerprint (see :func:`fingerprint_parts`)."""
     resume_path = Path(resume_path)
     device = resolve_device(settings.device)
     configure(device)
@@ -139,17 +164,27 @@ def train(
     if not params:
         raise ValueError(f"method {model.method!r} has no trainable parameters")
     opt = make_optimizer(params, settings.lr, settings.weight_decay, device)
-    fp = fingerprint(model, settings, dataset)
+    parts = fingerprint_parts(model, settings, dataset, base)
+    fp = digest(parts)
     start, losses = 0, []
-    if resume_path.exists():
-        state = torch.load(resume_path, map_location="cpu", weights_only=True)
-        if state.get("fingerprint") == fp:
+    state = read_resume(resume_path, parts)
+    if state is not None:
+        fresh = trainable_state_dict(model)
+        try:
             load_trainable_state_dict(model, state["trainable"], source=str(resume_path))
             opt.load_state_dict(state["optimizer"])
-            start, losses = int(state["step"]), list(state["losses"])
-            log.info("resuming from %s at step %d/%d", resume_path, start, settings.steps)
+            start, losses = int(state["step"]), [float(x) for x in state["losses"]]
+            if not 0 <= start <= settings.steps:
+                raise ValueError(f"step {start} outside 0..{settings.steps}")
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as exc:
+            # Right fingerprint, wrong content: back to the fresh model and optimiser, from step 0.
+            load_trainable_state_dict(model, fresh)
+            opt = make_optimizer(params, settings.lr, settings.weight_decay, device)
+            start, losses = 0, []
+            why = (str(exc) or type(exc).__name__).splitlines()[0][:200]
+            discard(resume_path, f"its tensors do not fit this run ({why})")
         else:
-            log.warning("%s belongs to a different run; starting from scratch", resume_path)
+            log.info("resuming from %s at step %d/%d", resume_path, start, settings.steps)
     frozen = encoder_is_frozen(model)
     cache = None
     if use_encoder_cache(model, settings):
@@ -221,7 +256,7 @@ def train(
             pending.clear()
             bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
         if save:
-            _save_resume(resume_path, model, opt, done, losses, fp)
+            _save_resume(resume_path, model, opt, done, losses, fp, parts)
         bar.update(1)
         now = time.perf_counter()
         if step - start >= warmup:
@@ -267,14 +302,22 @@ def train(
 
 
 def _save_resume(
-    path: Path, model: SemanticSAM, opt: torch.optim.Optimizer, step: int, losses: list[float], fp: str
+    path: Path,
+    model: SemanticSAM,
+    opt: torch.optim.Optimizer,
+    step: int,
+    losses: list[float],
+    fp: str,
+    parts: Mapping[str, Any],
 ) -> None:
-    state = {
-        "fingerprint": fp,
-        "step": step,
-        "losses": losses,
-        "trainable": trainable_state_dict(model),
-        "optimizer": opt.state_dict(),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_resume(
+        path,
+        {
+            "fingerprint": fp,
+            "fingerprint_parts": dict(parts),
+            "step": step,
+            "losses": losses,
+            "trainable": trainable_state_dict(model),
+            "optimizer": opt.state_dict(),
+        },
+    )

@@ -15,11 +15,29 @@ from mopeft import codedeps
 from mopeft.data import folder_spec
 from mopeft.data.registry import DATASETS as REGISTRY
 from mopeft.methods.registry import METHOD_SPECS
-from mopeft.plan.jobs import config_digest, plan_path
+from mopeft.plan.jobs import config_digest, plan_path, run_grid
 from mopeft.plan.jobs import units as plan_units
 from mopeft.plan.jobs import variant_name as plan_variant
-from mopeft.report.registry import TABLES
+from mopeft.report.registry import TABLES, TableSpec
 from snakemake.utils import validate
+
+
+class ConfigError(ValueError):
+    """A config mistake, told in one line naming the key (and the fix)."""
+
+
+# Run names whose folders are someone else's: the SLURM profile's `slurm-logdir: logs/slurm` (a run
+# `slurm` would write its rule logs, logs/<run>/..., among the plugin's) and results/paper/ (the
+# thesis's tables, inputs of every table). Checked before the schema (which also refuses them)
+# so the message says why.
+RESERVED_RUNS = {
+    "slurm": "logs/slurm/ is the SLURM profile's job log folder",
+    "paper": "results/paper/ holds the thesis's tables",
+}
+if isinstance(config.get("run"), str) and config["run"] in RESERVED_RUNS:
+    raise ConfigError(
+        f"config run: {config['run']!r} is reserved ({RESERVED_RUNS[config['run']]}); choose another run name"
+    )
 
 # `--config seeds=[0,1]` arrives as strings; the schema (and the cell paths) want integers.
 if isinstance(config.get("seeds"), list):
@@ -44,24 +62,37 @@ EFF = config["efficiency"]
 # (no --image-size: `mopeft params` then uses the architecture's default).
 PARAMS_ARCH = EFF.get("params_arch", config["model"]["arch"])
 PARAMS_SIZE_ARG = [] if "params_arch" in EFF else ["--image-size", EFF["image_size"]]
+# What the run builds (mopeft.plan.jobs.run_grid, which the resource plan reads too): the
+# sections naming datasets trimmed to `datasets`, so a user config of only custom_datasets +
+# datasets over config/config.yaml runs without FAIR-1M or the MESS ablation datasets.
+GRID = run_grid(config)
 # Segmentation datasets: everything except the detection dataset (FAIR-1M).
-SEG_DATASETS = [d for d in DATASETS if d != DET["dataset"]]
+SEG_DATASETS = list(GRID.segmentation)
+DET_METHODS = list(GRID.detection)  # none when detection.dataset is not listed in `datasets`
 MAIN_METHODS = config["main"]["methods"]
 ABL = config["ablations"]
+STUDIES = list(GRID.studies)  # ablation studies on their listed datasets; skipped ones left out
+GATE_DATASETS = list(GRID.gate_datasets)
 CELLS = "results/{run}/cells/{dataset}/{method}/{variant}/seed{seed}"
 # The study's own values (declared inputs of the tables), next to the Snakefile.
 PAPER_DIR = "results/paper"
 TABLE_BY_WILDCARD = {t.wildcard: t for t in TABLES.values()}
 
 
-class ConfigError(ValueError):
-    pass
-
-
 def _unknown(key, values, known, what):
     bad = [v for v in values if v not in known]
     if bad:
         raise ConfigError(f"config {key}: unknown {what} {bad}; known: {', '.join(known)}")
+
+
+def _segmentation(key: str, values: list[str], known: list[str]) -> None:
+    """A list of segmentation datasets: each registered or declared (else "unknown"), and not the
+    detection dataset. One that is not listed in `datasets` is no error: run_grid leaves it out."""
+    _unknown(key, values, known, "dataset(s)")
+    if DET["dataset"] in values:
+        raise ConfigError(
+            f"config {key}: {DET['dataset']!r} is detection.dataset, not a segmentation dataset; remove it"
+        )
 
 
 def _check_folder_datasets():
@@ -89,8 +120,7 @@ def _check_config():
     ):
         _unknown(key, methods, METHOD_SPECS, "method(s)")
     _unknown("efficiency.dataset", [EFF["dataset"]], known, "dataset")
-    if DET["methods"] and DET["dataset"] not in DATASETS:
-        raise ConfigError(f"config detection.dataset: {DET['dataset']!r} must be listed in datasets")
+    _unknown("detection.dataset", [DET["dataset"]], known, "dataset")
     ablation_tables = [k for k, t in TABLES.items() if t.inputs == "ablation"]
     options = METHOD_SPECS[ABL["method"]].defaults
     for i, study in enumerate(ABL["studies"]):
@@ -102,12 +132,13 @@ def _check_config():
                 f"config {where}: table {study['table']} varies {option!r}, which method "
                 f"{ABL['method']} does not have (its options: {', '.join(options)})"
             )
-        _unknown(f"{where}.datasets", study["datasets"], SEG_DATASETS, "segmentation dataset(s)")
-    _unknown("figures.gate_frequency.datasets", config["figures"]["gate_frequency"]["datasets"], SEG_DATASETS,
-             "segmentation dataset(s)")
+        _segmentation(f"{where}.datasets", study["datasets"], known)
+    _segmentation("figures.gate_frequency.datasets", config["figures"]["gate_frequency"]["datasets"], known)
 
 
 _check_config()
+if GRID.notes:  # one line: what of config/config.yaml's sections this run leaves out
+    print(GRID.note_line(), file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- variants
@@ -120,7 +151,7 @@ def variant_name(study, value):
 # variant -> (option, value) for `mopeft train --set option=value`
 VARIANTS = {
     name: options[0]
-    for s in ABL["studies"]
+    for s in STUDIES
     for v in s["values"]
     for name, options in [plan_variant(s, v, ABL["method"])]
     if options
@@ -261,17 +292,18 @@ def ablation_cells(study):
 
 
 def study_for_table(key):
-    return next((s for s in ABL["studies"] if s["table"] == key), None)
+    """The table's ablation study as the run builds it (its listed datasets), or None."""
+    return next((s for s in STUDIES if s["table"] == key), None)
 
 
 def ap_files():
-    return [f"{cell(DET['dataset'], m, 'default', s)}/ap.json" for m in DET["methods"] for s in SEEDS]
+    return [f"{cell(DET['dataset'], m, 'default', s)}/ap.json" for m in DET_METHODS for s in SEEDS]
 
 
 def gate_cells():
     if "mopeft" not in MAIN_METHODS:
         return []
-    return [p for d in config["figures"]["gate_frequency"]["datasets"] for p in cell_metrics(d, "mopeft")]
+    return [p for d in GATE_DATASETS for p in cell_metrics(d, "mopeft")]
 
 
 def table_wanted(spec):
@@ -285,7 +317,36 @@ def table_wanted(spec):
     if spec.inputs == "ablation":
         study = study_for_table(spec.key)
         return bool(study and study["datasets"])
-    return bool(DET["methods"])
+    return bool(DET_METHODS)
+
+
+def _not_buildable(spec: TableSpec) -> str:
+    """Why a table the run does not build was asked for by name (a target): it has no inputs. The
+    `all` target never asks for it (table_wanted)."""
+    where = f"results/{RUN}/tables/{spec.stem}.csv"
+    if spec.inputs == "ablation":
+        i, study = next(((i, s) for i, s in enumerate(ABL["studies"]) if s["table"] == spec.key), (0, None))
+        if study is None:
+            return f"{where}: no ablations.studies entry has table {spec.key!r}; add one"
+        key = f"config ablations.studies[{i}] ({study['name']}).datasets"
+        if not study["datasets"]:
+            return f"{key} is empty, so {where} has no cells"
+        return (
+            f"{key}: {_names(study['datasets'])} not listed in `datasets`, so {where} has no cells; "
+            f"list one in `datasets`"
+        )
+    if spec.inputs == "detection":
+        if not DET["methods"]:
+            return f"config detection.methods is empty: {where} has no cells"
+        return (
+            f"config detection.dataset: {DET['dataset']!r} is not listed in `datasets`, so {where} "
+            f"has no cells; list it in `datasets`"
+        )
+    return f"{where}: this run configures nothing for table {spec.key} (config main/efficiency methods)"
+
+
+def _names(values: list[str]) -> str:
+    return ", ".join(values)
 
 
 def final_outputs():
@@ -546,6 +607,8 @@ def table_inputs(wildcards):
     """Named inputs of `mopeft table <key>`: what the registry says the table is built from, the
     study's CSVs it reads, and its code."""
     spec = table_spec_of(wildcards)
+    if not table_wanted(spec):
+        raise ConfigError(_not_buildable(spec))
     inputs = {
         "config": f"results/{RUN}/config.yaml",
         "code": command_code("table", spec.module),

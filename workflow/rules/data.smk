@@ -20,7 +20,8 @@ if config["model"]["weights"]:
             runtime=cpu_runtime,
             mem_mb=cpu_mem,
         shell:
-            "mopeft weights --arch {params.arch:q} --out {params.folder:q} > {log:q} 2>&1"
+            "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
+            "mopeft weights --arch {params.arch:q} --out {params.folder:q} >> {log:q} 2>&1"
 
 
 rule raw:
@@ -42,7 +43,8 @@ rule raw:
         runtime=prepare_runtime,
         mem_mb=cpu_mem,
     shell:
-        "mopeft {params.command:q} --dataset {wildcards.dataset:q} --out {output:q} > {log:q} 2>&1"
+        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
+        "mopeft {params.command:q} --dataset {wildcards.dataset:q} --out {output:q} >> {log:q} 2>&1"
 
 
 rule prepare:
@@ -64,4 +66,5 @@ rule prepare:
         runtime=prepare_runtime,
         mem_mb=prepare_mem,
     shell:
-        "mopeft prepare --dataset {wildcards.dataset:q} --raw {input.raw:q} --out {params.root:q} > {log:q} 2>&1"
+        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
+        "mopeft prepare --dataset {wildcards.dataset:q} --raw {input.raw:q} --out {params.root:q} >> {log:q} 2>&1"

@@ -20,8 +20,9 @@ rule params:
         mem_mb=cpu_mem,
     shell:
         # The command prints JSON on stdout: write a temporary file and rename it (atomic output).
+        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
         "mopeft params --arch {params.arch:q} --method {wildcards.method:q} {params.size:q}"
-        " --num-classes {params.num_classes:q} --json > {output:q}.tmp 2> {log:q} && mv {output:q}.tmp {output:q}"
+        " --num-classes {params.num_classes:q} --json > {output:q}.tmp 2>> {log:q} && mv {output:q}.tmp {output:q}"
 
 
 rule flops:
@@ -42,8 +43,9 @@ rule flops:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
+        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
         "mopeft flops --arch {params.arch:q} --method {wildcards.method:q} --image-size {params.image_size:q}"
-        " --num-classes {params.num_classes:q} --json --out {output:q} > {log:q} 2>&1"
+        " --num-classes {params.num_classes:q} --json --out {output:q} >> {log:q} 2>&1"
 
 
 rule bench:
@@ -68,6 +70,7 @@ rule bench:
         runtime=eval_runtime,
         mem_mb=train_mem,
     shell:
+        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
         "OMP_NUM_THREADS={threads} mopeft bench --arch {params.arch:q} --methods {params.methods:q}"
         " --image-size {params.image_size:q} --num-classes {params.num_classes:q}"
-        " --batch-size {params.batch_size:q} --json {output:q} > {log:q} 2>&1"
+        " --batch-size {params.batch_size:q} --json {output:q} >> {log:q} 2>&1"

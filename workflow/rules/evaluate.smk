@@ -33,9 +33,10 @@ rule evaluate:
         **gpu_constraint("evaluate"),
         workers=eval_workers,
     shell:
+        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
         "OMP_NUM_THREADS={threads} mopeft evaluate --model {input.model:q} --data {params.data:q}"
         " --unit {wildcards.unit:q} {params.kfold:q} {params.examples:q} --workers {resources.workers:q}"
-        " --out {params.out:q} > {log:q} 2>&1"
+        " --out {params.out:q} >> {log:q} 2>&1"
 
 
 rule combine:
@@ -57,8 +58,9 @@ rule combine:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
+        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
         "mopeft combine --units {params.units:q} --dataset-meta {input.meta:q} {params.kfold:q}"
-        " --variant {wildcards.variant:q} --seed {wildcards.seed:q} --out {output:q} > {log:q} 2>&1"
+        " --variant {wildcards.variant:q} --seed {wildcards.seed:q} --out {output:q} >> {log:q} 2>&1"
 
 
 rule detect:
@@ -84,8 +86,9 @@ rule detect:
         gpu_mem_mb=detect_gpu_mem,
         **gpu_constraint("detect"),
     shell:
+        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
         "OMP_NUM_THREADS={threads} mopeft detect --model {input.model:q} --data {params.data:q}"
-        " --out {output:q} > {log:q} 2>&1"
+        " --out {output:q} >> {log:q} 2>&1"
 
 
 rule score_detections:
@@ -106,5 +109,6 @@ rule score_detections:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
+        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
         "mopeft score-detections --pred {input.pred:q} --gt {params.gt:q} --method {wildcards.method:q}"
-        " --out {output:q} > {log:q} 2>&1"
+        " --out {output:q} >> {log:q} 2>&1"

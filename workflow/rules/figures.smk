@@ -29,7 +29,8 @@ rule examples_figure:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
-        "mopeft figure examples {params.cells:q} {params.data:q} --out {params.out:q} > {log:q} 2>&1"
+        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
+        "mopeft figure examples {params.cells:q} {params.data:q} --out {params.out:q} >> {log:q} 2>&1"
 
 
 rule training_curves:
@@ -59,4 +60,5 @@ rule training_curves:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
-        "mopeft figure training-curves {params.cells:q} --out {params.out:q} > {log:q} 2>&1"
+        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
+        "mopeft figure training-curves {params.cells:q} --out {params.out:q} >> {log:q} 2>&1"

@@ -38,7 +38,8 @@ rule scenes:
         runtime=prepare_runtime,
         mem_mb=cpu_mem,
     shell:
-        "mopeft scenes --count {params.scene_count:q} --seed {params.scene_seed:q} --out {output:q} > {log:q} 2>&1"
+        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
+        "mopeft scenes --count {params.scene_count:q} --seed {params.scene_seed:q} --out {output:q} >> {log:q} 2>&1"
 
 
 rule prepare_folder:
@@ -62,4 +63,5 @@ rule prepare_folder:
         runtime=prepare_runtime,
         mem_mb=prepare_mem,
     shell:
-        "mopeft prepare --spec {input.spec:q} --out {params.root:q} > {log:q} 2>&1"
+        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
+        "mopeft prepare --spec {input.spec:q} --out {params.root:q} >> {log:q} 2>&1"

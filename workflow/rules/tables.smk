@@ -31,8 +31,9 @@ rule table:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
+        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
         "mopeft table {params.key:q} {params.args:q} {params.bootstrap:q} {params.losses:q}"
-        " --config {input.config:q} --paper-dir {params.paper:q} --out {params.out:q} > {log:q} 2>&1"
+        " --config {input.config:q} --paper-dir {params.paper:q} --out {params.out:q} >> {log:q} 2>&1"
 
 
 rule gate_frequency:
@@ -60,4 +61,5 @@ rule gate_frequency:
         runtime=cpu_runtime,
         mem_mb=cpu_mem,
     shell:
-        "mopeft figure gate-frequency --cells {params.cells:q} --out {params.out:q} > {log:q} 2>&1"
+        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
+        "mopeft figure gate-frequency --cells {params.cells:q} --out {params.out:q} >> {log:q} 2>&1"

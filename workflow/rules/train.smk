@@ -1,4 +1,9 @@
 # One training run per (dataset, method, variant, seed, unit): only the trainable tensors are saved.
+# `mopeft train` holds a lock on its unit folder (.train.lock, undeclared, left in place) for the
+# whole run: a second job on the same unit (e.g. after the controller died and its job was orphaned,
+# README "If the controller dies") fails at once, naming the job that holds it.
+# Every rule's log is appended to (`>>`), never truncated mid-job, and starts with a line naming the
+# attempt's time, host and SLURM job; Snakemake itself deletes a job's log before each attempt.
 
 
 rule train:
@@ -34,8 +39,9 @@ rule train:
         workers=train_workers,
         cache_host_mb=cache_host_mb,
     shell:
+        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
         # Record which GPU the scheduler gave the job (tests/test_slurm.py checks it).
-        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} > {log:q}; "
+        "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} >> {log:q}; "
         "OMP_NUM_THREADS={threads} mopeft train --data {params.data:q} --unit {wildcards.unit:q}"
         " --method {wildcards.method:q} {params.options:q} {params.checkpoint:q} {params.hyper:q}"
         " {params.kfold:q} --seed {wildcards.seed:q} --workers {resources.workers:q}"

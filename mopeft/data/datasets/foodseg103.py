@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mopeft.data.archive import check_zip_sizes
 from mopeft.data.common import (
     PrepareError,
     PrepareOptions,
@@ -171,8 +172,11 @@ SPEC = DatasetSpec(
 
 
 def _extract_encrypted(archive: Path, dest: Path) -> None:
-    """``unzip -P`` when available (Python's ZipCrypto decoder is pure Python and slow on 1 GB)."""
+    """``unzip -P`` when available (Python's ZipCrypto decoder is pure Python and slow on 1 GB);
+    ``unzip`` writes the files itself, so the declared sizes are checked against the extraction
+    limits first (:func:`mopeft.data.archive.check_zip_sizes`)."""
     if shutil.which("unzip") and (archive.stat().st_size > 50 << 20):
+        check_zip_sizes(archive)
         res = subprocess.run(
             ["unzip", "-q", "-o", "-P", PASSWORD, str(archive), "-d", str(dest)],
             capture_output=True,
