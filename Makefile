@@ -24,6 +24,12 @@ demo: $(BIN)/mopeft
 demo-doc: $(BIN)/mopeft
 	$(BIN)/python scripts/update_demo_doc.py results/demo
 
+# config/README.md's key tables from the schema's descriptions and defaults (between its
+# <!-- config-docs --> markers): one source, so the documentation cannot drift from what is validated.
+.PHONY: config-docs
+config-docs: $(BIN)/mopeft
+	$(BIN)/python scripts/config_docs.py
+
 test: $(BIN)/mopeft
 	$(BIN)/python -m pytest -q
 
@@ -31,8 +37,9 @@ test-fast: $(BIN)/mopeft
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(BIN)/mopeft
-	$(BIN)/ruff check mopeft tests
+	$(BIN)/ruff check mopeft tests scripts
 	$(SNAKEMAKE) --lint
+	$(BIN)/snakefmt --check Snakefile workflow/rules/
 
 # The whole study's plan (no execution): job counts per rule.
 study-dry-run: $(BIN)/mopeft

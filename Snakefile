@@ -8,6 +8,10 @@
 import os
 import sys
 
+from snakemake.utils import min_version
+
+min_version("9.17")  # pyproject's `pipeline` extra: snakemake>=9.17,<10
+
 
 configfile: "config/config.yaml"
 
@@ -47,7 +51,7 @@ localrules:
 rule all:
     """Every table (4.1-4.8, A.1), Figures 4.1 and 4.2 and the training curves of the configured run,
     except those with nothing to build (a section whose datasets the run does not list, an empty
-    method list): common.smk's final_outputs asks only for what has inputs."""
-    input:
-        final_outputs(),
+    method list): mopeft.plan.workflow's final_outputs asks only for what has inputs."""
     default_target: True
+    input:
+        wf.final_outputs(),

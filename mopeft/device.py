@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from mopeft.errors import InputError
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` -> cuda when available, else cpu; anything else is taken literally."""
@@ -16,7 +18,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device is available here; use --device cpu")
+        raise InputError(f"--device {name}: no CUDA device is available here; use --device cpu")
     return device
 
 

@@ -26,11 +26,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mopeft.errors import InputError, MissingInput, UserError
 
-class DiskFull(OSError, ValueError):
-    """No space (or quota) left while writing ``path``; a ``ValueError`` too, so that the CLI prints
-    it as one line instead of a traceback, and an ``OSError`` with ``errno`` set for callers that
-    test it (``errno``: ENOSPC or EDQUOT, ``filename``: the destination)."""
+
+class DiskFull(UserError, OSError, ValueError):
+    """No space (or quota) left while writing ``path``; a ``UserError``, so that the CLI prints it
+    as one line instead of a traceback; a ``ValueError`` too, for callers that catch it; and an
+    ``OSError`` with ``errno`` set for callers that test it (``errno``: ENOSPC or EDQUOT,
+    ``filename``: the destination)."""
 
     def __str__(self) -> str:  # the message alone, not OSError's "[Errno 28] None: <filename>"
         return str(self.args[0]) if self.args else super().__str__()
@@ -171,9 +174,9 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found") from None
+        raise MissingInput(f"{path}: file not found") from None
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        raise InputError(f"{path}: not valid JSON ({exc})") from None
 
 
 def write_npz(path: str | os.PathLike[str], **arrays: Any) -> None:

@@ -16,10 +16,11 @@ from typing import Any
 
 import torch
 
+from mopeft.errors import InputError, MissingInput
 from mopeft.io import DiskFull, _free_space, atomic_path
 
 
-class UnreadableFile(ValueError):
+class UnreadableFile(InputError):
     """A PyTorch file that cannot (or must not) be loaded; the message names it and what to do."""
 
 
@@ -99,6 +100,6 @@ def load_torch(path: str | os.PathLike[str], fix: str | None = None) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: file not found") from None
+        raise MissingInput(f"{path}: file not found") from None
     except Exception as exc:
         raise UnreadableFile(f"{path}: {_load_problem(exc)}" + (f"; {fix}" if fix else "")) from None

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _copy(dst: Path) -> None:
     shutil.copy(ROOT / "Snakefile", dst / "Snakefile")
-    for folder in ("workflow", "config", "envs", "results/paper"):
+    for folder in ("workflow", "config", "envs", "paper"):
         shutil.copytree(ROOT / folder, dst / folder)
 
 

@@ -1,20 +1,48 @@
-"""The config schema: both shipped configs are valid, a misspelt key fails with a clear message."""
+"""The config schema: both shipped configs are valid, a misspelt key fails with a clear message,
+and the workflow's checks (mopeft.plan.workflow, called directly: no Snakemake start) name the key
+at fault. One test runs `snakemake -n` to show the Snakefile calls them."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import re
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import jsonschema
 import pytest
 import yaml
 from workflow_helpers import run_snakemake, workflow_copy
 
+from mopeft.plan.jobs import merged
+from mopeft.plan.workflow import ConfigError, Workflow
+
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+SCHEMA_PATH = ROOT / "workflow/schemas/config.schema.yaml"
+SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
 STUDY = yaml.safe_load((ROOT / "config/config.yaml").read_text())
 DEMO = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+
+
+def demo_with(edit: Callable[[dict], object] | None = None) -> dict:
+    """config/demo.yaml, edited, as the run gets it: merged over config/config.yaml (the
+    Snakefile's configfile), exactly as `snakemake --configfile config/demo.yaml` merges them."""
+    cfg = copy.deepcopy(DEMO)
+    if edit is not None:
+        edit(cfg)
+    return merged(STUDY, cfg)
+
+
+def workflow(config: dict, tmp_path: Path) -> Workflow:
+    """The Workflow common.smk builds, checked against the schema (a scratch root: no plan)."""
+    return Workflow(config, schema=SCHEMA_PATH, root=tmp_path)
+
+
+def planned_tables(wf: Workflow) -> set[str]:
+    """The tables `rule all` asks for, by wildcard (`4_3`)."""
+    return set(re.findall(rf"results/{wf.run}/tables/table_(\w+)\.csv", " ".join(wf.final_outputs())))
 
 
 @pytest.mark.parametrize("cfg", [STUDY, DEMO], ids=["study", "demo"])
@@ -55,7 +83,7 @@ def test_every_object_forbids_unknown_keys():
 
 
 def test_study_covers_the_thesis_grid():
-    with open(ROOT / "results/paper/main_results.csv") as fh:
+    with open(ROOT / "paper/main_results.csv") as fh:
         mess = [row["dataset"] for row in csv.DictReader(fh)]
     assert STUDY["datasets"] == [*mess, "fair1m"]
     assert set(STUDY["main"]["methods"]) == {
@@ -79,7 +107,7 @@ def test_study_covers_the_thesis_grid():
         ("ablation_prefix_length", "length"),
         ("ablation_adapter_dmid", "dmid"),
     ):
-        with open(ROOT / f"results/paper/{name}.csv") as fh:
+        with open(ROOT / f"paper/{name}.csv") as fh:
             assert studies[option]["datasets"] == [row["dataset"] for row in csv.DictReader(fh)]
     assert "full_ft" in STUDY["efficiency"]["methods"]
     assert STUDY["detection"]["methods"] == ["baseline", "vpt", "vpt_deep", "lora"]
@@ -114,18 +142,63 @@ def test_each_ablation_includes_the_methods_default():
             "config ablations.studies[0] (lora_rank).table: unknown ablation table ['4.3']; known: 4.6, 4.7",
         ),
         (lambda c: c["efficiency"].update(methods=["full_fft"]), "config efficiency.methods: unknown method"),
+        (
+            lambda c: c["detection"].update(methods=["vtp"]),
+            "config detection.methods: unknown method(s) ['vtp']",
+        ),
+        (
+            lambda c: c["ablations"].update(method="lorra"),
+            "config ablations.method: unknown method(s) ['lorra']",
+        ),
+        (
+            lambda c: c["efficiency"].update(dataset="kvasir"),
+            "config efficiency.dataset: unknown dataset ['kvasir']",
+        ),
+        (
+            lambda c: c["detection"].update(dataset="fair2m"),
+            "config detection.dataset: unknown dataset ['fair2m']",
+        ),
+        (
+            lambda c: c["ablations"].update(method="vpt"),
+            "config ablations.studies[0] (lora_rank): table 4.6 varies 'r', which method vpt does not have "
+            "(its options: length)",
+        ),
+        (
+            lambda c: c["figures"]["gate_frequency"].update(datasets=["floodnet", "fair1m"]),
+            "config figures.gate_frequency.datasets: 'fair1m' is detection.dataset, "
+            "not a segmentation dataset",
+        ),
     ],
-    ids=["method", "dataset", "table", "efficiency"],
+    ids=[
+        "method",
+        "dataset",
+        "table",
+        "efficiency",
+        "detection",
+        "ablation-method",
+        "efficiency-dataset",
+        "detection-dataset",
+        "option",
+        "figure-detection",
+    ],
 )
 def test_config_membership_errors_name_the_key(tmp_path, edit, message):
     """Membership is checked against the registries, with one message naming the key at fault."""
+    with pytest.raises(ConfigError) as err:
+        workflow(demo_with(edit), tmp_path)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)  # one line
+
+
+def test_the_snakefile_checks_the_config(tmp_path):
+    """End to end: `snakemake -n` builds the Workflow, so a bad config stops the DAG with its line."""
     wf = workflow_copy(tmp_path)
-    bad = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
-    edit(bad)
+    bad = copy.deepcopy(DEMO)
+    bad["main"]["methods"] = ["lora", "lorra"]
     (wf / "bad.yaml").write_text(yaml.safe_dump(bad))
     res = run_snakemake(wf, "-n", "--configfile", "bad.yaml")
     assert res.returncode != 0
-    assert message in res.out, res.out[-2000:]
+    assert "config main.methods: unknown method(s) ['lorra']" in res.out, res.out[-2000:]
 
 
 def test_study_weights_hash_matches_the_package():
@@ -135,92 +208,117 @@ def test_study_weights_hash_matches_the_package():
 
 
 def test_misspelt_key_is_rejected(tmp_path):
-    wf = workflow_copy(tmp_path)
-    bad = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
-    bad["training"]["lrr"] = bad["training"].pop("lr")
-    (wf / "bad.yaml").write_text(yaml.safe_dump(bad))
-    res = run_snakemake(wf, "-n", "--configfile", "bad.yaml")
-    out = res.stdout + res.stderr
-    assert res.returncode != 0
-    assert "Additional properties are not allowed ('lrr' was unexpected)" in out, out[-2000:]
+    def misspell(cfg: dict) -> None:
+        cfg["training"]["lrr"] = cfg["training"].pop("lr")
+
+    with pytest.raises(ConfigError) as err:
+        workflow(demo_with(misspell), tmp_path)
+    message = "config key training: Additional properties are not allowed ('lrr' was unexpected)"
+    assert message in str(err.value)
+
+
+def test_the_schemas_defaults_are_written_into_the_config(tmp_path):
+    """As Snakemake's `validate` did: a key the config leaves out gets the schema's default, so the
+    run's config.yaml and the resource plan's digest see the same config (mopeft plan fills them too)."""
+    from mopeft.plan.jobs import validate_config
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "a": {"type": "object", "default": {}, "properties": {"b": {"type": "integer", "default": 3}}}
+        },
+    }
+    config: dict = {}
+    validate_config(config, schema)
+    assert config == {"a": {"b": 3}}
+    config = {"a": {"b": 4}}
+    validate_config(config, schema)
+    assert config == {"a": {"b": 4}}
+
+
+def test_seeds_given_on_the_command_line_become_integers(tmp_path):
+    """`--config seeds=[0,1]` arrives as strings; the cells are named by integers."""
+    config = demo_with(lambda c: c.update(seeds=["0", "1"]))
+    wf = workflow(config, tmp_path)
+    assert config["seeds"] == [0, 1]
+    assert (
+        wf.cell_metrics("floodnet", "lora")[1]
+        == "results/demo/cells/floodnet/lora/default/seed1/metrics.json"
+    )
 
 
 def test_unknown_ablation_dataset_is_rejected(tmp_path):
     """An "unknown" dataset is a name neither registered nor declared in custom_datasets."""
-    wf = workflow_copy(tmp_path)
-    bad = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
-    bad["ablations"]["studies"][0]["datasets"] = ["kvasir_instrument", "isiad"]  # misspelt isaid
-    (wf / "bad.yaml").write_text(yaml.safe_dump(bad))
-    res = run_snakemake(wf, "-n", "--configfile", "bad.yaml")
-    assert res.returncode != 0
+
+    def misspell(cfg: dict) -> None:
+        cfg["ablations"]["studies"][0]["datasets"] = ["kvasir_instrument", "isiad"]  # misspelt isaid
+
+    with pytest.raises(ConfigError) as err:
+        workflow(demo_with(misspell), tmp_path)
     key = "config ablations.studies[0] (lora_rank).datasets"
-    assert f"{key}: unknown dataset(s) ['isiad']; known: " in res.out, res.out[-2000:]
-
-
-def _planned_tables(out: str, run: str) -> set[str]:
-    return set(re.findall(rf"results/{run}/tables/table_(\w+)\.csv", out))
+    assert f"{key}: unknown dataset(s) ['isiad']; known: " in str(err.value)
 
 
 def test_a_registered_but_unlisted_ablation_dataset_skips_the_study_in_one_line(tmp_path):
     """isaid is registered, only not in the demo's `datasets`: the study is left out (its table
     is not planned) and one line says why, where it used to be an "unknown" error."""
-    wf = workflow_copy(tmp_path)
-    cfg = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
-    cfg["ablations"]["studies"][0]["datasets"] = ["isaid"]
-    cfg["figures"]["gate_frequency"]["datasets"] = ["floodnet", "isaid"]
-    (wf / "mine.yaml").write_text(yaml.safe_dump(cfg))
-    res = run_snakemake(wf, "-n", "--configfile", "mine.yaml")
-    assert res.returncode == 0, res.out[-3000:]
-    notes = [ln for ln in res.out.splitlines() if ln.startswith("config: ")]
-    assert notes == [
+
+    def unlisted(cfg: dict) -> None:
+        cfg["ablations"]["studies"][0]["datasets"] = ["isaid"]
+        cfg["figures"]["gate_frequency"]["datasets"] = ["floodnet", "isaid"]
+
+    wf = workflow(demo_with(unlisted), tmp_path)
+    assert wf.grid.note_line() == (
         "config: ablation lora_rank (Table 4.6) skipped: none of its datasets is listed in `datasets`; "
         "figures.gate_frequency without isaid: not listed in `datasets` "
         "(list them in `datasets` to run them)"
-    ], notes
-    assert _planned_tables(res.out, "demo") == {"4_1", "4_2", "4_3", "4_4", "4_5", "4_7", "4_8", "a1"}
-    assert "/isaid/" not in res.out
+    )
+    assert planned_tables(wf) == {"4_1", "4_2", "4_3", "4_4", "4_5", "4_7", "4_8", "a1"}
+    inputs = [wf.table_inputs(SimpleNamespace(name=t)) for t in planned_tables(wf)]
+    assert "/isaid/" not in repr(inputs) + repr(wf.gate_cells())
 
 
 def test_the_detection_dataset_in_an_ablation_is_refused(tmp_path):
-    wf = workflow_copy(tmp_path)
-    bad = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
-    bad["ablations"]["studies"][0]["datasets"] = ["fair1m"]
-    (wf / "bad.yaml").write_text(yaml.safe_dump(bad))
-    res = run_snakemake(wf, "-n", "--configfile", "bad.yaml")
-    assert res.returncode != 0
+    with pytest.raises(ConfigError) as err:
+        workflow(demo_with(lambda c: c["ablations"]["studies"][0].update(datasets=["fair1m"])), tmp_path)
     assert (
         "config ablations.studies[0] (lora_rank).datasets: 'fair1m' is detection.dataset, "
-        "not a segmentation dataset" in res.out
-    ), res.out[-2000:]
+        "not a segmentation dataset" in str(err.value)
+    )
 
 
 def test_empty_method_lists_are_valid_and_build_no_table(tmp_path):
     """The schema and the workflow agree: `detection: {methods: []}` and `efficiency: {methods: []}`
     are valid, and Tables A.1 and 4.5 are then not planned (nothing is said: nothing was trimmed)."""
-    cfg = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
-    cfg["detection"]["methods"] = []
-    cfg["efficiency"]["methods"] = []
-    jsonschema.validate(cfg, SCHEMA)
-    wf = workflow_copy(tmp_path)
-    (wf / "mine.yaml").write_text(yaml.safe_dump(cfg))
-    res = run_snakemake(wf, "-n", "--configfile", "mine.yaml")
-    assert res.returncode == 0, res.out[-3000:]
-    assert _planned_tables(res.out, "demo") == {"4_1", "4_2", "4_3", "4_4", "4_6", "4_7", "4_8"}
-    assert "rule detect:" not in res.out and "rule bench:" not in res.out
-    assert not [ln for ln in res.out.splitlines() if ln.startswith("config: ")]
+
+    def empty(cfg: dict) -> None:
+        cfg["detection"]["methods"] = []
+        cfg["efficiency"]["methods"] = []
+
+    config = demo_with(empty)
+    jsonschema.validate(config, SCHEMA)
+    wf = workflow(config, tmp_path)
+    assert planned_tables(wf) == {"4_1", "4_2", "4_3", "4_4", "4_6", "4_7", "4_8"}
+    assert wf.ap_files() == [] and wf.grid.note_line() == ""
+    with pytest.raises(ConfigError, match=r"config detection\.methods is empty"):
+        wf.table_inputs(SimpleNamespace(name="a1"))
 
 
-@pytest.mark.parametrize("run", ["slurm", "paper"])
-def test_run_names_of_other_folders_are_refused(tmp_path, run):
-    """`slurm`: its rule logs (logs/<run>/) would mix with the SLURM profile's logs/slurm/;
-    `paper`: results/paper/ holds the thesis's tables. The schema refuses them for `mopeft plan`."""
+def test_slurm_is_not_a_run_name(tmp_path):
+    """`slurm`: its rule logs (logs/<run>/) would mix with the SLURM profile's logs/slurm/. The
+    schema refuses it too (for `mopeft plan`); the workflow says why."""
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate({**DEMO, "run": run}, SCHEMA)
-    wf = workflow_copy(tmp_path)
-    res = run_snakemake(wf, "-n", "--configfile", "config/demo.yaml", "--config", f"run={run}")
-    assert res.returncode != 0
-    assert f"config run: {run!r} is reserved (" in res.out, res.out[-2000:]
-    assert "choose another run name" in res.out
+        jsonschema.validate({**DEMO, "run": "slurm"}, SCHEMA)
+    with pytest.raises(ConfigError) as err:
+        workflow(demo_with(lambda c: c.update(run="slurm")), tmp_path)
+    assert "config run: 'slurm' is reserved (" in str(err.value)
+    assert "choose another run name" in str(err.value)
+
+
+def test_paper_is_a_run_name_again():
+    """The study's CSVs left results/paper/ for paper/: `run: paper` is an ordinary run."""
+    jsonschema.validate({**DEMO, "run": "paper"}, SCHEMA)
+    assert (ROOT / "paper/main_results.csv").is_file()
 
 
 def test_own_data_cpu_config_is_valid_and_names_no_dataset():

@@ -25,7 +25,7 @@ from mopeft.data.registry import dataset_module, get_spec
 from mopeft.data.units import load_unit
 
 PAXRAY_TASKS = ("lungs", "bones", "mediastinum", "diaphragm")
-PAPER_TABLE = Path(__file__).resolve().parents[1] / "results/paper/main_results.csv"  # the study's own
+PAPER_TABLE = Path(__file__).resolve().parents[1] / "paper/main_results.csv"  # the study's own
 
 # key -> (MESS class count, first class, exact miniature counts)
 EXPECTED: dict[str, tuple[int, str, dict[str, int]]] = {

@@ -112,7 +112,7 @@ def _touched(path: Path) -> Iterator[None]:
     """A source file edited for the block (new content and a newer time: Snakemake also compares
     checksums, so a bare mtime change is not an edit); its bytes and times restored after."""
     st, before = path.stat(), path.read_bytes()
-    path.write_bytes(before + b"\n# edited\n")
+    path.write_bytes(before + b"\n_EDITED = 1\n")
     os.utime(path, (st.st_atime, time.time() + 3600))  # newer than any output (the copy keeps old mtimes)
     try:
         yield

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mopeft.cli import main
-from mopeft.measure.flops import UncountedOpError, count_flops, einsum_macs
+from mopeft.measure.flops import UncountedOpError, count_macs, einsum_macs
 from mopeft.model.arch import ARCHS
 
 
@@ -62,8 +62,8 @@ def test_sdpa_handle_matches_hand_count_and_stock_attention():
     q, k, v = torch.randn(b, h, nq, dqk), torch.randn(b, h, nk, dqk), torch.randn(b, h, nk, dv)
     hand = b * h * nq * nk * (dqk + dv)  # QKᵀ: b·h·nq·nk·dqk, attn·V: b·h·nq·nk·dv
     assert hand == 2100
-    sdpa = count_flops(SdpaAttention(), (q, k, v))
-    stock = count_flops(StockAttention(), (q, k, v))  # independent: fvcore's own matmul handle
+    sdpa = count_macs(SdpaAttention(), (q, k, v))
+    stock = count_macs(StockAttention(), (q, k, v))  # independent: fvcore's own matmul handle
     assert sdpa.total == hand == stock.total
     assert sdpa.by_operator[""] == {"scaled_dot_product_attention": hand}
 
@@ -78,7 +78,7 @@ def test_einsum_exact():
             return torch.einsum("bhwc,hkc->bhwk", a, b)
 
     # fvcore's generic einsum path would give 16385 (numpy prints 3.277e+04); ours is exact
-    assert count_flops(RelPos(), (x, r)).total == 16384
+    assert count_macs(RelPos(), (x, r)).total == 16384
 
 
 def test_unknown_arithmetic_op_fails_loudly():
@@ -87,7 +87,7 @@ def test_unknown_arithmetic_op_fails_loudly():
             return torch.cdist(a, b).sum()
 
     with pytest.raises(UncountedOpError, match="aten::cdist"):
-        count_flops(Weird(), (torch.randn(4, 3), torch.randn(5, 3)))
+        count_macs(Weird(), (torch.randn(4, 3), torch.randn(5, 3)))
 
 
 def test_elementwise_ops_are_listed_not_counted():
@@ -95,7 +95,7 @@ def test_elementwise_ops_are_listed_not_counted():
         def forward(self, a):
             return torch.sigmoid(a * 2 + 1)
 
-    rep = count_flops(Elementwise(), (torch.randn(8, 8),))
+    rep = count_macs(Elementwise(), (torch.randn(8, 8),))
     assert rep.total == 0
     assert set(rep.uncounted_elementwise_ops) == {"aten::mul", "aten::add", "aten::sigmoid"}
 
@@ -122,3 +122,25 @@ def test_every_peft_method_traces_with_all_ops_classified(method):
     res = model_flops("tiny", method, {}, 96)
     # PEFT modules only add work to the encoder; uncounted ops would have raised
     assert res["image_encoder_gmac"] * 1e9 > base
+
+
+def test_one_unit_wording_in_every_help_text_and_output(capsys):
+    """`mopeft flops` (fvcore, GMAC: Table 4.5) and `mopeft bench` (FlopCounterMode, GFLOP: MFU) state
+    the same conversion in the same words, and neither calls a multiply-add a FLOP."""
+    from mopeft.commands import bench as bench_cmd
+    from mopeft.commands import flops as flops_cmd
+    from mopeft.measure.bench import FLOPS_NOTE
+    from mopeft.measure.flops import MAC_IS_2_FLOP, UNIT
+
+    assert MAC_IS_2_FLOP == "1 multiply-add (MAC) = 2 FLOP"
+    texts = {"flops HELP": flops_cmd.HELP, "bench HELP": bench_cmd.HELP, "UNIT": UNIT}
+    texts["FLOPS_NOTE"] = FLOPS_NOTE
+    for command in ("flops", "bench"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        texts[f"{command} --help"] = " ".join(capsys.readouterr().out.split())
+    for where, text in texts.items():
+        assert MAC_IS_2_FLOP in text, where
+        assert "FLOPs (fvcore GMAC)" not in text and "count FLOPs" not in text, where
+    assert "GMAC" in flops_cmd.HELP and "GMAC" in UNIT  # the table's unit
+    assert "twice the GMAC of `mopeft flops`" in FLOPS_NOTE

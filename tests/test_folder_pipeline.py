@@ -89,8 +89,12 @@ def test_user_folders_are_prepared_through_the_spec_file_and_every_file_is_an_in
     ids=["registered-key", "two-layouts", "unknown-key"],
 )
 def test_bad_entries_are_refused_naming_the_key(tmp_path, entry, message):
-    wf = workflow_copy(tmp_path)
-    extra = _with(wf, custom_datasets=entry)
-    res = run_snakemake(wf, "-n", "--configfile", "config/demo.yaml", extra)
-    assert res.returncode != 0
-    assert message in res.out, res.out[-2000:]
+    """The workflow's checks (mopeft.plan.workflow, as common.smk builds it; the schema first)."""
+    from mopeft.plan.jobs import merged
+    from mopeft.plan.workflow import ConfigError, Workflow
+
+    study = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    config = merged(study, DEMO, {"custom_datasets": entry})
+    with pytest.raises(ConfigError) as err:
+        Workflow(config, schema=ROOT / "workflow/schemas/config.schema.yaml", root=tmp_path)
+    assert message in str(err.value)

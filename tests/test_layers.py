@@ -1,12 +1,18 @@
-"""The package imports downward only, and the DAG's code inputs are the commands' import closures."""
+"""The package imports downward only, what the DAG imports is torch-free, and the import closure
+behind the jobs' code hashes (mopeft.codedeps) follows every import."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 from mopeft.codedeps import ROOT, closure, import_graph
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Lowest first. A module may import its own layer's and lower layers' modules, never higher ones.
 LAYERS: list[tuple[str, ...]] = [
-    ("mopeft", "mopeft.io", "mopeft.torch_files", "mopeft.device", "mopeft.codedeps"),
+    ("mopeft", "mopeft.errors", "mopeft.io", "mopeft.torch_files", "mopeft.device", "mopeft.codedeps"),
     ("mopeft.detection",),  # FAIR-1M geometry, XML and AP: torch-free
     ("mopeft.data",),
     ("mopeft.model",),
@@ -45,12 +51,26 @@ def test_imports_go_downward_only():
     assert not upward, "\n".join(sorted(upward))
 
 
+def _workflow_imports() -> set[str]:
+    """The package modules the Snakefile and workflow/rules/*.smk import at start-up."""
+    texts = [(REPO / "Snakefile").read_text()] + [
+        p.read_text() for p in (REPO / "workflow/rules").glob("*.smk")
+    ]
+    return {
+        m for text in texts for m in re.findall(r"^\s*(?:from|import)\s+(mopeft[\w.]*)", text, flags=re.M)
+    }
+
+
 def test_registries_and_detection_geometry_import_no_torch():
     """What the DAG and the report read at start-up must not pull in torch."""
+    dag = _workflow_imports()
+    assert "mopeft.plan.workflow" in dag  # the workflow's logic (common.smk is a thin layer over it)
     for root in (
+        *sorted(dag),
         "mopeft.methods.registry",
         "mopeft.report.registry",
         "mopeft.plan.jobs",  # the DAG's grid names and resource-plan look-up
+        "mopeft.plan.workflow",  # config checks, paths, flags, resources, code hashes
         "mopeft.codedeps",
         "mopeft.detection.ap",
     ):

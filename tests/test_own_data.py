@@ -11,6 +11,7 @@ import re
 import shlex
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -147,24 +148,22 @@ def test_a_study_keeps_its_listed_datasets_and_the_resource_plan_agrees(tmp_path
     ids=["detection", "ablation"],
 )
 def test_asking_for_a_left_out_table_says_not_listed_in_datasets(tmp_path, table, message):
-    """A target the run cannot build is an error, naming the registered dataset the run does not
-    list ("not listed in `datasets`", not "unknown") and the config key."""
-    wf = workflow_copy(tmp_path)
-    user = _with_user_data(wf)
+    """A target the run cannot build is an error (the table rule's inputs, Workflow.table_inputs),
+    naming the registered dataset the run does not list ("not listed in `datasets`", not
+    "unknown") and the config key."""
+    from mopeft.plan.jobs import load_config
+    from mopeft.plan.workflow import ConfigError, Workflow
+
+    user = _with_user_data(tmp_path)
     # the study's ablations (own-data-cpu.yaml has none): config/config.yaml + the user's file
-    res = run_snakemake(
-        wf,
-        f"results/own_data/tables/table_{table}.csv",
-        "-n",
-        "--configfile",
-        user,
-        "--config",
-        "run=own_data",
-    )
-    assert res.returncode != 0
-    lines = [ln for ln in res.out.splitlines() if message in ln]
-    assert lines, res.out[-3000:]
-    assert "not listed in `datasets`" in lines[0] and "unknown" not in lines[0], lines[0]
+    config = load_config([ROOT / "config/config.yaml", tmp_path / user])
+    config["run"] = "own_data"
+    wf = Workflow(config, schema=ROOT / "workflow/schemas/config.schema.yaml", root=tmp_path)
+    assert f"results/own_data/tables/table_{table}.csv" not in wf.final_outputs()  # `all` skips it
+    with pytest.raises(ConfigError) as err:
+        wf.table_inputs(SimpleNamespace(name=table))
+    assert message in str(err.value)
+    assert "not listed in `datasets`" in str(err.value) and "unknown" not in str(err.value)
 
 
 @pytest.mark.slow

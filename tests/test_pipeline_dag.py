@@ -1,8 +1,10 @@
 """The Snakemake DAG: the study's full grid is planned, a single cell plans only its own jobs,
-the profile resolves from the checkout root, and `snakemake --lint` is clean."""
+the profile resolves from the checkout root, `snakemake --lint` and snakefmt are clean, and the
+per-job flags and resources of mopeft.plan.workflow (called directly) are what the rules get."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -30,6 +32,11 @@ def _planned(out: str) -> tuple[Counter, set[str]]:
     return rules, outputs
 
 
+def _inputs(out: str) -> set[str]:
+    """Every input file of a `snakemake -n` listing."""
+    return {p.strip() for line in re.findall(r"^    input: (.+)$", out, flags=re.M) for p in line.split(",")}
+
+
 def _units(dataset: str) -> list[str]:
     spec = get_spec(dataset)
     if spec.tasks:
@@ -44,6 +51,9 @@ def study_plan(tmp_path_factory):
     wf = workflow_copy(tmp_path_factory.mktemp("study"))
     res = run_snakemake(wf, "-n")
     assert res.returncode == 0, res.out[-3000:]
+    # Code is each job's `code` param (a hash, mopeft.codedeps), never an input file: an edit that
+    # changes no number (a comment, the version, a label) replans nothing (tests/test_rerun_code.py).
+    assert not [p for p in _inputs(res.out) if p.endswith(".py")]
     return _planned(res.out)
 
 
@@ -169,14 +179,53 @@ def test_a_new_table_is_one_builder_and_one_registry_line(tmp_path):
     cell = re.compile(r"results/demo/cells/[^/]+/([^/]+)/default/seed0/metrics\.json")
     assert {m[1] for p in outputs if (m := cell.fullmatch(p))} == {"lora"}
     assert target in outputs
-    full = run_snakemake(wf, "-n", "--configfile", "config/demo.yaml")
-    assert target in _planned(full.out)[1]  # part of the run's final outputs
+    # part of the run's final outputs (`rule all`'s input, as the study plan shows), in the copy
+    final = subprocess.run(
+        [sys.executable, "-c", FINAL_OUTPUTS, "config/config.yaml", "config/demo.yaml"],
+        cwd=wf,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(wf)},
+    )
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert target in final.stdout.split()
+
+
+# The Workflow of the copy's package (PYTHONPATH) for the config files given: `rule all`'s inputs.
+FINAL_OUTPUTS = """
+import sys
+from pathlib import Path
+from mopeft.plan.jobs import load_config
+from mopeft.plan.workflow import Workflow
+config = load_config([Path(p) for p in sys.argv[1:]])
+print(*Workflow(config, schema=Path("workflow/schemas/config.schema.yaml")).final_outputs())
+"""
 
 
 def test_lint_is_clean(tmp_path):
     res = run_snakemake(ROOT, "--lint")
     assert res.returncode == 0, res.out[-3000:]
     assert "Congratulations" in res.out
+
+
+def test_the_snakefile_and_rules_are_snakefmt_formatted():
+    """`make lint` runs the same check (snakefmt is a dev dependency)."""
+    pytest.importorskip("snakefmt")
+    res = subprocess.run(
+        [sys.executable, "-m", "snakefmt", "--check", "Snakefile", "workflow/rules/"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+
+
+def test_the_snakefile_requires_the_snakemake_pyproject_asks_for():
+    """min_version in the Snakefile and the `pipeline` extra's lower bound name the same release."""
+    pipeline = re.search(r'"snakemake>=([\d.]+)', (ROOT / "pyproject.toml").read_text())
+    required = re.search(r'^min_version\("([\d.]+)"\)', (ROOT / "Snakefile").read_text(), flags=re.M)
+    assert pipeline and required and pipeline.group(1) == required.group(1)
 
 
 def test_slurm_profile_resolves_from_the_checkout_root():
@@ -230,3 +279,56 @@ def test_resource_plan_lists_exactly_the_dags_gpu_jobs(study_plan):
     planned = {paths[j.rule].format(**j.__dict__) for j in run_jobs(STUDY)}
     in_dag = {p for p in outputs if p.endswith(("/model.pt", "/eval/metrics.json", "/detections.json"))}
     assert planned == in_dag, (sorted(planned - in_dag)[:5], sorted(in_dag - planned)[:5])
+
+
+def _demo_workflow(root: Path):
+    """The demo's Workflow (mopeft.plan.workflow), as common.smk builds it, reading ``root``."""
+    from mopeft.plan.jobs import load_config
+    from mopeft.plan.workflow import Workflow
+
+    config = load_config([ROOT / "config/config.yaml", ROOT / "config/demo.yaml"])
+    return Workflow(config, schema=ROOT / "workflow/schemas/config.schema.yaml", root=root)
+
+
+def test_a_cells_flags_come_from_its_wildcards(tmp_path):
+    """What the train rule's params are for an ablation cell of a k-fold dataset, without Snakemake."""
+    from types import SimpleNamespace
+
+    wf = _demo_workflow(tmp_path)
+    cell = SimpleNamespace(run="demo", dataset="dark_zurich", method="mopeft", variant="r16", seed="0")
+    assert wf.set_args(cell) == ["--set", "r=16"]
+    assert wf.set_args(SimpleNamespace(variant="default")) == []
+    assert wf.kfold_args(cell) == ["--kfold", 2] and wf.units("dark_zurich") == ["fold0", "fold1"]
+    assert wf.kfold_args(SimpleNamespace(dataset="floodnet")) == []
+    assert wf.eval_dirs(cell) == [
+        f"results/demo/cells/dark_zurich/mopeft/r16/seed0/units/{u}/eval/metrics.json"
+        for u in ("fold0", "fold1")
+    ]
+    hyper = wf.train_args(cell)
+    assert hyper[hyper.index("--steps") + 1] == 60 and "--epochs" not in hyper
+    assert wf.method_code("train")(cell) != wf.method_code("train")(SimpleNamespace(method="vpt"))
+
+
+def test_gpu_jobs_take_their_resources_from_a_plan_made_for_the_config(tmp_path):
+    """results/<run>/plan.json (`mopeft plan`) sets a job's resources, times the attempt on a retry;
+    a plan made for another config is ignored, and the line the workflow prints says so."""
+    from types import SimpleNamespace
+
+    from mopeft.io import write_json
+    from mopeft.plan.jobs import config_digest
+
+    job = SimpleNamespace(dataset="floodnet", method="lora", variant="default", seed="0", unit="main")
+    record = {"mem_mb": 2100, "runtime_min": 9, "cpus": 3, "workers": 2, "gpu_mem_mb": 1000,
+              "gpu_need_bytes": 10**9, "cache_host_mb": 100}  # fmt: skip
+    default = _demo_workflow(tmp_path)
+    assert default.plan_note == "" and default.train_mem(job, 2) == 4000
+    doc = {"config_digest": config_digest(default.config), "gpu": {"label": "H100"}, "jobs": {}}
+    doc["jobs"]["train/floodnet/lora/default/seed0/main"] = record
+    write_json(tmp_path / "results/demo/plan.json", doc)
+    planned = _demo_workflow(tmp_path)
+    assert planned.plan_note == "resources of GPU jobs from results/demo/plan.json (H100)"
+    assert (planned.train_mem(job, 2), planned.train_runtime(job, 1), planned.train_cpus(job)) == (4200, 9, 3)
+    assert planned.cache_host_mb(job, 1) == 100 and planned.train_workers(job) == 0  # the demo sets workers
+    write_json(tmp_path / "results/demo/plan.json", {**doc, "config_digest": "another"})
+    stale = _demo_workflow(tmp_path)
+    assert "was made for another config" in stale.plan_note and stale.train_mem(job, 1) == 2000

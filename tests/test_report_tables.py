@@ -223,7 +223,7 @@ def test_cli_writes_csv_md_tex_with_provenance(cells: list[Path], tmp_path: Path
         "matches rank_16",
         "matches L_20",
         "matches dmid_256",
-        "| Kvasir-Instr. |",
+        "| Kvasir-Instr. ",
     ):
         assert text in md, text
     tex = out.with_suffix(".tex").read_text()

@@ -92,7 +92,7 @@ def checkout(dst: Path) -> Path:
     """The files a user's clone has that the workflow reads (the package is installed)."""
     dst.mkdir(parents=True)
     shutil.copy(ROOT / "Snakefile", dst / "Snakefile")
-    for folder in ("workflow", "config", "profiles", "envs", "results/paper"):  # the study's tables
+    for folder in ("workflow", "config", "profiles", "envs", "paper"):  # the study's tables
         if (ROOT / folder).exists():
             shutil.copytree(ROOT / folder, dst / folder, symlinks=True)
     (dst / "slurm").symlink_to(os.readlink(ROOT / "slurm"))

@@ -100,3 +100,32 @@ def test_ablation_tables_name_the_column_of_a_class_without_iou(tmp_path: Path) 
     )
     _, _, notes, _ = ablation_table(load_cells([r16]), "r")
     assert "kvasir_instrument: instrument (r=16)." in " ".join(notes)
+
+
+def test_markdown_table_reads_back_as_its_cells_with_numbers_right_aligned() -> None:
+    """to_markdown (tabulate's pipe format): every row has the header's cell count, unescaping each
+    cell gives back the displayed text, numeric columns are right-aligned, and columns are padded."""
+    import math
+
+    import pandas as pd
+
+    from mopeft.report.tables import MISSING, to_markdown
+
+    df = pd.DataFrame(
+        {
+            "Dataset": ["a | b", "Long\\name", "x"],
+            "LoRA": [71.2, math.nan, 5.0],
+            "Δ": ["+1.00", MISSING, "-0.50"],
+        }
+    )
+    lines = to_markdown(df).splitlines()
+    assert len(lines) == 2 + len(df)
+    rows = [_gfm_cells(line) for line in lines]
+    assert rows[0] == ["Dataset", "LoRA", "Δ"]
+    assert [c.strip(":").strip("-") for c in rows[1]] == ["", "", ""]
+    assert rows[1][0].startswith(":") and rows[1][1].endswith(":") and rows[1][2].endswith(":")
+    shown = [[c.replace("\\|", "|").replace("\\\\", "\\") for c in r] for r in rows[2:]]
+    assert shown == [["a | b", "71.20", "+1.00"], ["Long\\name", MISSING, MISSING], ["x", "5.00", "-0.50"]]
+    assert len({len(line) for line in lines}) == 1  # padded to one width per column
+    empty = to_markdown(df.iloc[:0]).splitlines()
+    assert len(empty) == 2 and _gfm_cells(empty[0]) == ["Dataset", "LoRA", "Δ"]

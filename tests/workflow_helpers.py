@@ -18,7 +18,7 @@ def workflow_copy(dst: Path, package: bool = False, profile: bool = False) -> Pa
     can add or touch modules without touching the checkout. ``profile=True`` copies the SLURM
     profile and its ``slurm`` link, so the README's ``--profile slurm`` commands resolve there."""
     shutil.copy(ROOT / "Snakefile", dst / "Snakefile")
-    for folder in ("workflow", "config", "envs", "results/paper"):
+    for folder in ("workflow", "config", "envs", "paper"):
         shutil.copytree(ROOT / folder, dst / folder)
     if package:
         shutil.copytree(ROOT / "mopeft", dst / "mopeft", ignore=shutil.ignore_patterns("__pycache__"))

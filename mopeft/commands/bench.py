@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-HELP = "time train steps (fwd/bwd/optimizer) and inference of methods side by side, relative to full_ft"
+HELP = "time methods' train steps and inference side by side vs full_ft; MFU (1 multiply-add (MAC) = 2 FLOP)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=None,
         help="peak TFLOP/s that MFU is taken against (default: dense datasheet figure for H100/H200/A100 "
-        "in the run's precision, see mopeft.measure.mfu; none on CPU, so MFU is omitted there)",
+        "in the run's precision, see mopeft.measure.mfu; none on CPU, so MFU is omitted there). MFU = "
+        "model FLOP of a step (torch's FlopCounterMode, backward included; 1 multiply-add (MAC) = 2 FLOP, "
+        "so a forward's GFLOP is twice its GMAC in `mopeft flops`) / median time / peak",
     )
     parser.add_argument(
         "--attention",
@@ -43,12 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from mopeft.errors import InputError
     from mopeft.io import write_json
     from mopeft.measure.bench import BenchConfig, format_table, run_bench
 
     if args.threads is not None:
         if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+            raise InputError(f"--threads must be >= 1, got {args.threads}")
         torch.set_num_threads(args.threads)
     methods = (
         [] if args.methods.strip() == "all" else [m.strip() for m in args.methods.split(",") if m.strip()]

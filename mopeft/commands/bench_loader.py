@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mopeft.errors import InputError
+
 HELP = "measure the training loader's images/s (JPEG and PNG, 0/2/4 workers) and the workers a GPU needs"
 
 
@@ -24,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     workers = tuple(int(w) for w in args.workers.split(","))
     if 0 not in workers:
-        raise ValueError("--workers must include 0 (the per-worker rate comes from it)")
+        raise InputError("--workers must include 0 (the per-worker rate comes from it)")
     result = run(args.image_size, args.count, workers, args.batch_size, args.steps, args.target)
     if args.json:
         write_json(args.json, result)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mopeft.errors import InputError
 from mopeft.evaluation.combine import combine_units
 from mopeft.io import read_json, write_json
 
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     context = {k: first.get(k) for k in ("method", "method_options", "arch", "image_size", "weights")}
     context |= {"variant": args.variant, "seed": args.seed}
     if args.kfold < 2:
-        raise ValueError("--kfold must be >= 2")
+        raise InputError("--kfold must be >= 2")
     cell = combine_units(args.units, meta, args.out.parent, context, args.kfold, args.dataset_meta)
     write_json(args.out, cell)
     return 0

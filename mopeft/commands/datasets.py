@@ -8,6 +8,7 @@ import json
 
 from mopeft.data.registry import DATASETS, get_spec
 from mopeft.data.spec import DatasetSpec
+from mopeft.errors import InputError
 
 HELP = "list the registered datasets (classes, sources, counts, table facts)"
 
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     keys = args.dataset or list(DATASETS)
     for key in keys:
         if key not in DATASETS:
-            raise ValueError(f"unknown dataset {key!r}; known: {', '.join(DATASETS)}")
+            raise InputError(f"unknown dataset {key!r}; known: {', '.join(DATASETS)}")
     rows = [describe(get_spec(k)) for k in keys]
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from mopeft.errors import InputError
+
 HELP = "detect oriented boxes with a trained semantic model (Masks2Boxes) and write a detections JSON"
 
 
@@ -21,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     from mopeft.evaluation.detect import run_detection
 
     if args.min_size < 1:
-        raise ValueError(f"--min-size must be >= 1, got {args.min_size}")
+        raise InputError(f"--min-size must be >= 1, got {args.min_size}")
     res = run_detection(args.model, args.data, args.out, args.split, args.min_size, args.device)
     summary = {k: v for k, v in res.items() if k != "detections"}
     print(json.dumps(summary, indent=2, sort_keys=True))

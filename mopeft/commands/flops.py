@@ -1,4 +1,5 @@
-"""``mopeft flops``: fvcore MACs of a method's image encoder and decoder, no operator dropped."""
+"""``mopeft flops``: fvcore's multiply-add count (GMAC) of a method's image encoder and decoder, no
+operator dropped: the counter behind Table 4.5 (``mopeft bench`` counts FLOP, see mopeft.measure.flops)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 
 from mopeft.commands.options import add_set_argument, parse_sets
 
-HELP = "count FLOPs (fvcore GMAC) of a method's image encoder and mask decoder for one image"
+HELP = "count multiply-adds in GMAC (1 multiply-add (MAC) = 2 FLOP; fvcore) of one image's forward pass"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from mopeft.data.registry import dataset_module
+from mopeft.errors import InputError
 from mopeft.io import atomic_dir
 
 HELP = "write a tiny synthetic copy of a dataset's raw download (original layout) into OUT"
@@ -22,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not (out / "MINIATURE").exists():
         # never replace what may be a real (multi-GB, hand-downloaded) raw folder
-        raise ValueError(f"{out}: exists and is not a miniature; refusing to overwrite it")
+        raise InputError(f"{out}: exists and is not a miniature; refusing to overwrite it")
     # Written to a sibling temp folder and renamed: a killed run never leaves a half miniature
     # that the MINIATURE marker would vouch for (atomic_dir: with the umask's permissions).
     with atomic_dir(out) as tmp:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from mopeft.errors import InputError
+
 
 def add_set_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
@@ -23,6 +25,6 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+            raise InputError(f"--set expects KEY=VALUE, got {item!r}")
         out[key.strip()] = value.strip()
     return out

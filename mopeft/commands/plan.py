@@ -9,6 +9,7 @@ import logging
 import sys
 from pathlib import Path
 
+from mopeft.errors import InputError
 from mopeft.measure.gpus import GPUS
 
 HELP = "model every train/evaluate/detect job of a run (GPU and host memory, time) on a named GPU"
@@ -102,11 +103,11 @@ def _steps(args: argparse.Namespace, config: dict) -> int:
     methods = list(METHOD_SPECS) if args.methods == "all" else args.methods.split(",")
     unknown = [m for m in methods if m not in METHOD_SPECS]
     if unknown:
-        raise ValueError(f"--methods: unknown {unknown}; known: {', '.join(METHOD_SPECS)}")
+        raise InputError(f"--methods: unknown {unknown}; known: {', '.join(METHOD_SPECS)}")
     try:
         ks = [int(k) for k in args.steps.split(",")]
     except ValueError:
-        raise ValueError(f"--steps takes class counts like 2,8,201, got {args.steps!r}") from None
+        raise InputError(f"--steps takes class counts like 2,8,201, got {args.steps!r}") from None
     settings = RunSettings.from_config(config)
     rows = method_table(settings, get_gpu(args.gpu), methods, ks)
     print(tabulate([r.values() for r in rows], headers=list(rows[0]), tablefmt="github", floatfmt=".2f"))

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mopeft.errors import InputError
+
 HELP = "apply a trained model to a folder of images: OUT/<stem>.png class ids (+ --overlay colour overlays)"
 
 
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from mopeft.evaluation.predict import predict_folder, summary_line
 
     if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+        raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
     cfg = read_checkpoint(args.model)["config"]
     model = load_model(args.model, args.weights)
     device = resolve_device(args.device)

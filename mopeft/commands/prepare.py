@@ -12,6 +12,7 @@ import importlib
 
 from mopeft.data.common import MESS_TILE, PrepareOptions
 from mopeft.data.prepare import prepare_dataset
+from mopeft.errors import InputError
 
 HELP = "prepare a dataset (registered, or a folder dataset's --spec) into the uniform layout; meta.json last"
 
@@ -31,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.spec:
         if args.dataset or args.raw:
-            raise ValueError("--spec names the whole folder dataset; do not also give --dataset/--raw")
+            raise InputError("--spec names the whole folder dataset; do not also give --dataset/--raw")
         from mopeft.data.folder_spec import PREPARER
         from mopeft.io import read_json
 
@@ -39,11 +40,11 @@ def run(args: argparse.Namespace) -> int:
         print(importlib.import_module(PREPARER).prepare_folder(read_json(args.spec), args.out))
         return 0
     if not (args.dataset and args.raw):
-        raise ValueError(
+        raise InputError(
             "give --dataset KEY --raw DIR (a registered dataset) or --spec FILE (a folder dataset)"
         )
     if args.tile_size < 1:
-        raise ValueError("--tile-size must be positive")
+        raise InputError("--tile-size must be positive")
     options = PrepareOptions(tile_size=args.tile_size)
     target = prepare_dataset(args.dataset, args.raw, args.out, options)
     print(target)

@@ -11,6 +11,8 @@ import json
 import logging
 from pathlib import Path
 
+from mopeft.errors import InputError
+
 HELP = "pretrain the tiny SAM on generated object scenes; writes a SAM-layout checkpoint + summary"
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     if settings.pool < settings.batch_size:
-        raise ValueError(f"--pool ({settings.pool}) must be at least --batch-size ({settings.batch_size})")
+        raise InputError(f"--pool ({settings.pool}) must be at least --batch-size ({settings.batch_size})")
     state, summary = pretrain(settings)
     sha = save_state(args.out, state)
     summary["sha256"] = sha

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mopeft.errors import InputError
+
 HELP = "write generated scenes as images/ + masks/ (class ids: background, ellipse, rectangle, triangle)"
 
 
@@ -29,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from mopeft.io import atomic_dir
 
     if args.count < 1 or args.size < 16:
-        raise ValueError("--count must be >= 1 and --size >= 16")
+        raise InputError("--count must be >= 1 and --size >= 16")
     with atomic_dir(args.out) as tmp:
         for i in range(args.count):
             image, label = labelled_scene(args.seed, i, args.size)

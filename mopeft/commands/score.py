@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from mopeft.errors import InputError
+
 HELP = "score prediction PNGs (class ids) against label PNGs with the MESS mIoU protocol"
 
 
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     from mopeft.io import atomic_path, write_json
 
     if args.bootstrap < 0 or args.bootstrap == 1:
-        raise ValueError(f"--bootstrap must be 0 (none) or at least 2 resamples, got {args.bootstrap}")
+        raise InputError(f"--bootstrap must be 0 (none) or at least 2 resamples, got {args.bootstrap}")
     result, cm, (names, counts) = score_folders(args.pred, args.gt, args.num_classes, args.ignore_index)
     if args.bootstrap:
         run_counts = run_from_arrays(names, counts, args.gt)

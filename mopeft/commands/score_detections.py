@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from mopeft.errors import InputError
+
 HELP = "score oriented detections (JSON) against FAIR-1M XML files: per-class AP, category means, mAP"
 
 
@@ -25,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     from mopeft.io import read_json, write_json
 
     if not 0.0 < args.iou <= 1.0:
-        raise ValueError(f"--iou must be in (0, 1], got {args.iou}")
+        raise InputError(f"--iou must be in (0, 1], got {args.iou}")
     result = score_detections(args.pred, args.gt, args.iou)
     # Carry the provenance `mopeft detect` recorded (base weights, synthetic data) into the AP file:
     # Table A.1 reads only these files and must say when its numbers come from a demo.

@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="4.3/4.4: flag cells whose training loss did not fall (reads their units/*/train_log.json)",
     )
-    parser.add_argument("--paper-dir", help="folder of the study's CSVs (default: <repo>/results/paper)")
+    parser.add_argument("--paper-dir", help="folder of the study's CSVs (default: <repo>/paper)")
     parser.add_argument("--out", required=True, metavar="STEM", help="output stem; writes STEM.csv/.md/.tex")
 
 

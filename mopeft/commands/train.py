@@ -17,6 +17,7 @@ from mopeft.data.images import check_label_files
 from mopeft.data.loader import SegmentationPairs
 from mopeft.data.units import load_unit
 from mopeft.device import resolve_device
+from mopeft.errors import InputError
 from mopeft.io import read_json, write_json
 from mopeft.methods import METHODS
 from mopeft.model.arch import ARCHS, get_arch
@@ -139,7 +140,7 @@ def _workers(args: argparse.Namespace) -> int:
     cap = max(_usable_cpus() - 1, 0)
     if args.workers is not None:
         if args.workers < 0:
-            raise ValueError(f"--workers must be >= 0, got {args.workers}")
+            raise InputError(f"--workers must be >= 0, got {args.workers}")
         if args.workers > cap:
             log.warning(
                 "--workers %d: this process may use %d CPUs, %d left beside the main process; the "
@@ -157,7 +158,7 @@ def _cache_mb(args: argparse.Namespace) -> tuple[float | None, float | None]:
     """--cache-host-mb / --cache-device-mb, checked (None: the loop's defaults)."""
     for flag, value in (("--cache-host-mb", args.cache_host_mb), ("--cache-device-mb", args.cache_device_mb)):
         if value is not None and not value >= 0:  # also NaN
-            raise ValueError(f"{flag} must be >= 0 MiB (0 caches nothing there), got {value}")
+            raise InputError(f"{flag} must be >= 0 MiB (0 caches nothing there), got {value}")
     return args.cache_host_mb, args.cache_device_mb
 
 
@@ -181,7 +182,7 @@ def _run_locked(
     meta = read_json(args.data / "meta.json")
     unit = load_unit(args.data, args.unit, args.kfold)
     if not unit.train:
-        raise ValueError(f"{args.data}: unit {args.unit!r} has no training images")
+        raise InputError(f"{args.data}: unit {args.unit!r} has no training images")
     # Every label's values, before any model is built: a bad file fails now, naming itself.
     check_label_files([label for _, label in unit.train], unit.num_classes)
     if args.checkpoint is None:

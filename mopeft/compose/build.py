@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from mopeft.errors import InputError
 from mopeft.methods import get_method
 from mopeft.model.arch import build_sam_parts, get_arch
 from mopeft.model.semantic_sam import SemanticSAM
@@ -42,7 +43,7 @@ def build_model(
         )
         missing, unexpected = holder.load_state_dict(state, strict=False)
         if missing or unexpected:
-            raise ValueError(
+            raise InputError(
                 f"{checkpoint}: not a SAM {arch} checkpoint (missing {missing[:5]}, "
                 f"unexpected {unexpected[:5]})"
             )

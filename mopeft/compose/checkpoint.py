@@ -14,6 +14,7 @@ import torch
 
 from mopeft import __version__
 from mopeft.compose.build import build_model
+from mopeft.errors import InputError, MissingInput
 from mopeft.model.semantic_sam import SemanticSAM
 from mopeft.peft.state import load_trainable_state_dict, trainable_state_dict
 from mopeft.torch_files import load_torch, save_torch
@@ -65,13 +66,13 @@ def check_trained_on(cfg: dict, model_path: str | Path, meta: dict, meta_path: s
     """
     trained, here = cfg.get("dataset"), meta.get("dataset")
     if trained is not None and here is not None and trained != here:
-        raise ValueError(
+        raise InputError(
             f"{model_path}: trained on dataset {trained!r}, but {meta_path} is {here!r}; "
             f"pass the prepared folder of {trained!r} (or a model trained on {here!r})"
         )
     classes, names = cfg.get("classes"), meta.get("classes")
     if classes is not None and names is not None and list(classes) != list(names):
-        raise ValueError(
+        raise InputError(
             f"{model_path}: trained on classes {list(classes)}, but {meta_path} lists {list(names)}; "
             "evaluate on the data the model was trained on (or re-prepare that dataset)"
         )
@@ -82,7 +83,7 @@ def build_from_config(cfg: dict, weights_path: str | Path | None = None) -> Sema
     if weights_path is not None and cfg["weights"] is None:
         # The trained tensors belong to a randomly initialised base; SAM weights under them would be
         # a different (wrong) model.
-        raise ValueError(
+        raise InputError(
             f"{weights_path}: this model was trained from random init (seed {cfg['init_seed']}), "
             "not from SAM weights; do not pass weights"
         )
@@ -120,14 +121,14 @@ def save_model(path: str | Path, model: SemanticSAM, cfg: dict, extra: dict | No
 def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
+        raise MissingInput(f"{path}: checkpoint not found")
     payload = load_torch(
         path,
         "it is not a readable mopeft checkpoint: pass the model.pt that `mopeft train` wrote, or train it "
         "again (delete it and rerun)",
     )
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a {FORMAT} checkpoint; pass the model.pt that `mopeft train` wrote")
+        raise InputError(f"{path}: not a {FORMAT} checkpoint; pass the model.pt that `mopeft train` wrote")
     return payload
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mopeft.errors import InputError
 
-class PrepareError(ValueError):
+
+class PrepareError(InputError):
     """Bad or missing raw input; the message names the file."""

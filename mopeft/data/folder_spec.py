@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from mopeft.data.spec import DatasetSpec
+from mopeft.errors import InputError
 
 DEFAULT_DOMAIN = "Custom"
 DEFAULT_TEST_FRACTION = 0.2
@@ -45,7 +46,7 @@ GENERATORS = ("scenes",)  # `source.generate` values: mopeft.data.synthetic_scen
 _LAYOUTS = ("images/masks", "train/test", "source")
 
 
-class FolderSpecError(ValueError):
+class FolderSpecError(InputError):
     """A custom_datasets entry that cannot be prepared; the message names the config key."""
 
 

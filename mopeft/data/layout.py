@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 from mopeft.data.errors import PrepareError
+from mopeft.errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -26,7 +27,7 @@ def list_pairs(split_dir: Path) -> list[tuple[Path, Path]]:
 def kfold_assignment(stems: list[str], k: int) -> dict[str, int]:
     """Deterministic fold of each test image: sorted stems dealt round-robin into k folds."""
     if k < 2:
-        raise ValueError("kfold needs k >= 2")
+        raise InputError(f"kfold needs k >= 2 (--kfold), got {k}")
     return {s: i % k for i, s in enumerate(sorted(stems))}
 
 

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mopeft.data.images import load_image, load_label
 from mopeft.data.preprocess import IGNORE_INDEX, pad_to_square, resize_image, resize_label
+from mopeft.errors import InputError
 
 
 class SegmentationPairs(Dataset):
@@ -42,9 +43,9 @@ class SegmentationPairs(Dataset):
         image = load_image(img_path, mode="RGB")
         label = load_label(lbl_path)  # refuses non-PNG content (a renamed JPEG)
         if label.ndim != 2:
-            raise ValueError(f"{lbl_path}: label must be single-channel, got shape {label.shape}")
+            raise InputError(f"{lbl_path}: label must be single-channel, got shape {label.shape}")
         if image.shape[:2] != label.shape:
-            raise ValueError(
+            raise InputError(
                 f"{lbl_path}: size {label.shape} differs from image {img_path.name} {image.shape[:2]}"
             )
         return image, label

@@ -11,6 +11,7 @@ import importlib
 from types import ModuleType
 
 from mopeft.data.spec import DatasetSpec
+from mopeft.errors import UserError
 
 DATASETS: dict[str, str] = {
     # General
@@ -45,9 +46,10 @@ DATASETS: dict[str, str] = {
 }
 
 
-class UnknownDataset(KeyError, ValueError):
-    """A dataset key that is not registered. A ``ValueError`` too, so the CLI prints it as one
-    line (``mopeft prepare: error: ...``) instead of a traceback; still a ``KeyError`` for lookups."""
+class UnknownDataset(UserError, KeyError, ValueError):
+    """A dataset key that is not registered. A ``UserError``, so the CLI prints it as one line
+    (``mopeft prepare: error: ...``) instead of a traceback; still a ``KeyError`` for lookups and a
+    ``ValueError`` for callers that catch bad values."""
 
     def __str__(self) -> str:  # KeyError would print the message in quotes
         return str(self.args[0])

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from mopeft.data.layout import kfold_assignment, list_pairs
+from mopeft.errors import InputError
 from mopeft.io import read_json
 
 Pairs = list[tuple[Path, Path]]
@@ -50,7 +51,7 @@ def load_unit(dataset_dir: str | Path, unit: str, kfold: int = 2) -> UnitData:
     meta = read_json(dataset_dir / "meta.json")
     names = unit_names(meta, kfold)
     if unit not in names:
-        raise ValueError(f"{dataset_dir}: unknown unit {unit!r}; this dataset has {names}")
+        raise InputError(f"{dataset_dir}: unknown unit {unit!r}; this dataset has {names}")
     classes = tuple(meta["classes"])
     if meta.get("tasks"):
         root = dataset_dir / unit

@@ -1,14 +1,22 @@
 """Planar geometry of oriented boxes: area, convex clipping, IoU, convex hull, minimum-area rectangle.
 
-Written from scratch (no shapely at run time) because the DOTA-style AP calls the IoU millions of
-times on tiny convex quadrilaterals, where a 30-line Sutherland–Hodgman clip is exact and cheap; the
-tests check every function against shapely as an independent reference. Polygons are (N, 2) float
+The IoU goes through shapely 2 (GEOS), vectorised over all candidate pairs of an image, after the
+DOTA devkit's axis-aligned bounding-box pre-filter: the DOTA-style AP needs it for every
+detection/GT pair, and GEOS on arrays took 5.6-10.6x less time per pair than the hand-written
+Sutherland–Hodgman clip it replaced, the whole AP evaluation 9-17x less (three runs on the loaded
+2-core CI machine; ``scripts/bench_rotated_iou.py`` prints the figures), with the same values to
+1e-14 (the tests keep the old clip as the reference). ``clip_convex`` stays hand-written for the
+FAIR-1M tiler, which needs the clipped vertices, not only an area, and calls it once per object;
+every function is tested against shapely or the hand-written reference. Polygons are (N, 2) float
 arrays of (x, y) vertices in either orientation; functions normalise to counter-clockwise.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import shapely
 
 EPS = 1e-12
 
@@ -69,20 +77,127 @@ def clip_convex(subject: np.ndarray, clip: np.ndarray) -> np.ndarray:
     return out
 
 
-def intersection_area(a: np.ndarray | list[float], b: np.ndarray | list[float]) -> float:
-    """Area of the intersection of two convex polygons."""
-    return area(clip_convex(as_polygon(a), as_polygon(b)))
+def polygons(polys: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    """Shapely polygons of ``polys`` (an (N,K,2) array or N polygons of any vertex counts).
+
+    A vertex order that crosses itself (a "bow-tie" of a box's four corners listed out of order)
+    makes GEOS raise a TopologyException in the intersection, so such a polygon, or one with no
+    area, is read as the convex hull of its vertices: the box its corners span, as the FAIR-1M tiler
+    reads GT (``fair1m.py`` clips ``convex_hull(poly)``). Valid polygons are left as they are.
+    """
+    if isinstance(polys, np.ndarray) and polys.ndim == 3 and polys.shape[1] >= 3:
+        geoms = shapely.polygons(np.asarray(polys, dtype=np.float64))
+    else:
+        geoms = np.empty(len(polys), dtype=object)
+        for i, p in enumerate(polys):
+            q = as_polygon(p)
+            geoms[i] = shapely.Polygon(q) if len(q) >= 3 else shapely.MultiPoint(q).convex_hull
+    bad = ~shapely.is_valid(geoms)
+    if bad.any():
+        geoms[bad] = shapely.convex_hull(geoms[bad])
+    return geoms
+
+
+def _stack(polys: Sequence[np.ndarray] | np.ndarray) -> Sequence[np.ndarray] | np.ndarray:
+    """One float (N,K,2) array when every polygon has the same K >= 3 vertices (the vectorised
+    path: boxes always have 4), else the polygons unchanged."""
+    if isinstance(polys, np.ndarray):
+        return polys
+    shapes = {np.shape(p) for p in polys}
+    if len(shapes) == 1:
+        (shape,) = shapes
+        if len(shape) == 2 and shape[0] >= 3 and shape[1] == 2:
+            return np.stack(polys).astype(np.float64, copy=False)
+    return polys
+
+
+def _bounds(polys: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    """(N,4) axis-aligned bounds xmin, ymin, xmax, ymax (NaN for a polygon without vertices)."""
+    if isinstance(polys, np.ndarray) and polys.ndim == 3:
+        return np.concatenate([polys.min(axis=1), polys.max(axis=1)], axis=1)
+    out = np.full((len(polys), 4), np.nan)
+    for i, p in enumerate(polys):
+        q = as_polygon(p)
+        if len(q):
+            out[i] = (*q.min(axis=0), *q.max(axis=0))
+    return out
+
+
+def _take(polys: Sequence[np.ndarray] | np.ndarray, idx: np.ndarray) -> Sequence[np.ndarray] | np.ndarray:
+    return polys[idx] if isinstance(polys, np.ndarray) else [polys[k] for k in idx]
+
+
+def _overlapping(ba: np.ndarray, bb: np.ndarray) -> np.ndarray:
+    """Whether axis-aligned bounds (broadcast against each other) share a positive area."""
+    width = np.minimum(ba[..., 2], bb[..., 2]) - np.maximum(ba[..., 0], bb[..., 0])
+    height = np.minimum(ba[..., 3], bb[..., 3]) - np.maximum(ba[..., 1], bb[..., 1])
+    return (width > 0) & (height > 0)
+
+
+def _iou_of_pairs(
+    a: Sequence[np.ndarray] | np.ndarray, b: Sequence[np.ndarray] | np.ndarray, i: np.ndarray, j: np.ndarray
+) -> np.ndarray:
+    """IoU of the pairs (a[i[k]], b[j[k]]): one vectorised GEOS call for all of them.
+
+    Only the polygons that occur in a pair are built (a detection far from every GT box never is).
+    """
+    ua, ia = np.unique(i, return_inverse=True)
+    ub, jb = np.unique(j, return_inverse=True)
+    ga, gb = polygons(_take(a, ua)), polygons(_take(b, ub))
+    inter = shapely.area(shapely.intersection(ga[ia], gb[jb]))
+    union = shapely.area(ga)[ia] + shapely.area(gb)[jb] - inter
+    return np.where(union > EPS, inter / np.where(union > EPS, union, 1.0), 0.0)
+
+
+def iou_matrix(a: Sequence[np.ndarray] | np.ndarray, b: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    """IoU of every polygon of ``a`` with every polygon of ``b``: an (len(a), len(b)) array.
+
+    DOTA devkit's ``voc_eval`` first takes the IoU of the axis-aligned bounding boxes and computes
+    the polygon IoU only where they overlap; we do the same (a pair whose bounding boxes share no
+    area has polygon IoU 0 exactly, so the result does not change), without the devkit's +1-pixel
+    widening, which only adds candidates that come out 0. The remaining pairs go to GEOS in one
+    vectorised ``shapely.intersection`` call: most GT/detection pairs of an image are far apart, and
+    per-pair Python overhead, not geometry, dominated the hand-written clipper this replaced.
+    """
+    out = np.zeros((len(a), len(b)))
+    if out.size == 0:
+        return out
+    a, b = _stack(a), _stack(b)
+    i, j = np.nonzero(_overlapping(_bounds(a)[:, None], _bounds(b)[None, :]))
+    if i.size:
+        out[i, j] = _iou_of_pairs(a, b, i, j)
+    return out
+
+
+def iou_pairs(a: Sequence[np.ndarray] | np.ndarray, b: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+    """Element-wise IoU of ``a[k]`` with ``b[k]`` (same length), with the same pre-filter."""
+    if len(a) != len(b):
+        raise ValueError(f"iou_pairs needs as many polygons in a as in b, got {len(a)} and {len(b)}")
+    out = np.zeros(len(a))
+    if out.size == 0:
+        return out
+    a, b = _stack(a), _stack(b)
+    (k,) = np.nonzero(_overlapping(_bounds(a), _bounds(b)))
+    if k.size:
+        out[k] = _iou_of_pairs(a, b, k, k)
+    return out
 
 
 def iou(a: np.ndarray | list[float], b: np.ndarray | list[float]) -> float:
-    """Intersection over union of two convex polygons (oriented boxes); 0 for degenerate input."""
-    pa, pb = as_polygon(a), as_polygon(b)
-    # Bounding-box rejection first: most GT/detection pairs of an image are far apart.
-    if (pa[:, 0].max() <= pb[:, 0].min() or pb[:, 0].max() <= pa[:, 0].min()
-            or pa[:, 1].max() <= pb[:, 1].min() or pb[:, 1].max() <= pa[:, 1].min()):
+    """Intersection over union of two convex polygons (oriented boxes); 0 for degenerate input.
+
+    The same computation as :func:`iou_pairs` for one pair, without its array bookkeeping (which
+    costs more than the geometry for a single pair); for many pairs use the vectorised forms.
+    """
+    pair = _stack([as_polygon(a), as_polygon(b)])
+    if not isinstance(pair, np.ndarray):  # different vertex counts, or fewer than 3
+        return float(iou_pairs(pair[:1], pair[1:])[0])
+    lo, hi = pair.min(axis=1), pair.max(axis=1)
+    if not (hi.min(axis=0) - lo.max(axis=0) > 0).all():  # the axis-aligned pre-filter
         return 0.0
-    inter = intersection_area(pa, pb)
-    union = area(pa) + area(pb) - inter
+    ga, gb = polygons(pair)
+    inter = ga.intersection(gb).area
+    union = ga.area + gb.area - inter
     return float(inter / union) if union > EPS else 0.0
 
 

@@ -18,10 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from mopeft.detection import canonical_class
+from mopeft.errors import InputError
 from mopeft.io import atomic_path
 
 
-class AnnotationError(ValueError):
+class AnnotationError(InputError):
     """Malformed FAIR-1M XML; the message names the file."""
 
 

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from mopeft.errors import InputError, MissingInput
 from mopeft.io import read_json
 
 DEFAULT_RESAMPLES = 1000
@@ -126,16 +127,16 @@ def run_from_arrays(images: Sequence[str] | np.ndarray, counts: np.ndarray, sour
 
 def _check_counts(images: np.ndarray, counts: np.ndarray, path: Path) -> tuple[np.ndarray, np.ndarray]:
     if counts.ndim != 3 or counts.shape[2] != 3 or counts.dtype.kind not in "iu":
-        raise ValueError(f"{path}: 'counts' must be (N, K, 3) integers, got {counts.shape} {counts.dtype}")
+        raise InputError(f"{path}: 'counts' must be (N, K, 3) integers, got {counts.shape} {counts.dtype}")
     if images.shape != (counts.shape[0],):
-        raise ValueError(f"{path}: {images.size} image names for {counts.shape[0]} count rows")
+        raise InputError(f"{path}: {images.size} image names for {counts.shape[0]} count rows")
     if counts.shape[0] == 0:
-        raise ValueError(f"{path}: no test images; nothing to resample")
+        raise InputError(f"{path}: no test images; nothing to resample")
     if (counts < 0).any():
-        raise ValueError(f"{path}: negative counts; re-run `mopeft evaluate`")
+        raise InputError(f"{path}: negative counts; re-run `mopeft evaluate`")
     names, seen = np.unique(images, return_counts=True)
     if (seen > 1).any():
-        raise ValueError(f"{path}: image {names[seen > 1][0]!r} appears {seen.max()} times")
+        raise InputError(f"{path}: image {names[seen > 1][0]!r} appears {seen.max()} times")
     return images, counts.astype(np.int64)
 
 
@@ -146,19 +147,21 @@ def load_per_image(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray
         with np.load(path, allow_pickle=False) as data:
             images, counts = data["images"].astype(str), data["counts"]
     except FileNotFoundError:
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{path}: file not found; re-run `mopeft evaluate` (older evaluations did not write it)"
         ) from None
     except KeyError as exc:
-        raise ValueError(f"{path}: no {exc} array; expected 'images' and 'counts'") from None
+        # numpy's KeyError says which array is absent ("counts is not a file in the archive").
+        missing = exc.args[0] if exc.args else exc
+        raise InputError(f"{path}: {missing}; expected arrays 'images' and 'counts'") from None
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable per-image .npz ({exc})") from None
+        raise InputError(f"{path}: not a readable per-image .npz ({exc})") from None
     return _check_counts(images, counts, path)
 
 
 def _check_point(computed: float, recorded: Any, where: Path) -> None:
     if not math.isclose(computed, float(recorded), rel_tol=0, abs_tol=_TOLERANCE):
-        raise ValueError(
+        raise InputError(
             f"{where}: mIoU {recorded} disagrees with {computed!r} from the per-image counts; the "
             "files come from different evaluations (re-run `mopeft evaluate` and `mopeft combine`)"
         )
@@ -185,7 +188,7 @@ def _folds(units: dict[str, tuple[np.ndarray, np.ndarray]], cell_dir: Path) -> S
     for unit, (names, _) in units.items():
         for name in names:
             if name in owner:
-                raise ValueError(
+                raise InputError(
                     f"{cell_dir / 'units' / unit / 'eval' / 'per_image.npz'}: image {name!r} is also in "
                     f"fold {owner[name]!r}; each test image must be in exactly one fold"
                 )
@@ -216,7 +219,7 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     metrics = read_json(metrics_path)
     rule, names = metrics.get("combine"), sorted(metrics.get("units") or {})
     if rule not in ("single", "mean", "pool") or not names:
-        raise ValueError(
+        raise InputError(
             f"{metrics_path}: no 'combine' rule and 'units'; expected a cell metrics.json written by "
             "`mopeft combine` (or a unit eval folder)"
         )
@@ -236,7 +239,7 @@ def load_run(path: str | os.PathLike[str]) -> Run:
 def _same_images(a: Run, b: Run) -> None:
     """Runs compared under one draw must hold the same images in the same strata."""
     if len(a.strata) != len(b.strata):
-        raise ValueError(
+        raise InputError(
             f"{b.source}: {len(b.strata)} independently resampled image set(s), {a.source} has "
             f"{len(a.strata)}; they are not evaluations of the same test images"
         )
@@ -244,14 +247,14 @@ def _same_images(a: Run, b: Run) -> None:
         if not np.array_equal(sa.images, sb.images):
             only_a = sorted(set(sa.images) - set(sb.images))[:3]
             only_b = sorted(set(sb.images) - set(sa.images))[:3]
-            raise ValueError(
+            raise InputError(
                 f"{b.source}: test images differ from {a.source} ({len(sb.images)} vs "
                 f"{len(sa.images)}; only in the first: {only_a}, only in the second: {only_b}); "
                 "compare evaluations of the same test set"
             )
         for pa, pb in zip(sa.parts, sb.parts, strict=False):
             if pa.shape[1] != pb.shape[1]:
-                raise ValueError(f"{b.source}: {pb.shape[1]} classes, {a.source} has {pa.shape[1]}")
+                raise InputError(f"{b.source}: {pb.shape[1]} classes, {a.source} has {pa.shape[1]}")
 
 
 def load_cell_runs(paths: Sequence[str | os.PathLike[str]]) -> list[Run]:
@@ -284,7 +287,7 @@ def _run_replicates(run: Run, weights: list[np.ndarray]) -> np.ndarray:
 def _replicates(cells: Sequence[Sequence[Run]], n_resamples: int, seed: int) -> list[np.ndarray]:
     """Replicates of every cell under the SAME image draws; seeds drawn independently per cell."""
     if n_resamples < 2:
-        raise ValueError(f"the bootstrap needs at least 2 resamples, got {n_resamples}")
+        raise InputError(f"the bootstrap needs at least 2 resamples (--resamples), got {n_resamples}")
     rng = np.random.default_rng(seed)
     sizes = [len(s.images) for s in cells[0][0].strata]
     block = max(1, min(n_resamples, _MAX_WEIGHTS // sum(sizes)))
@@ -304,7 +307,7 @@ def _replicates(cells: Sequence[Sequence[Run]], n_resamples: int, seed: int) -> 
 
 def _summary(reps: np.ndarray, confidence: float) -> dict[str, Any]:
     if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+        raise InputError(f"confidence must be in (0, 1) (--confidence), got {confidence}")
     ok = reps[~np.isnan(reps)]
     low, high = np.quantile(ok, [(1 - confidence) / 2, (1 + confidence) / 2]) if ok.size else (math.nan,) * 2
     return {

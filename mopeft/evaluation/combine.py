@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mopeft.data.folder_spec import DEFAULT_DOMAIN
 from mopeft.data.units import combine_rule, unit_names
+from mopeft.errors import InputError
 from mopeft.evaluation.metrics import ConfusionMatrix, combine_mean, pool
 from mopeft.io import read_json
 
@@ -32,9 +33,9 @@ def load_units(unit_dirs: list[Path]) -> Units:
         metrics = read_json(path)
         name = metrics.get("unit")
         if not isinstance(name, str) or not name:
-            raise ValueError(f"{path}: has no 'unit' name; was it written by `mopeft evaluate`?")
+            raise InputError(f"{path}: has no 'unit' name; was it written by `mopeft evaluate`?")
         if name in units:
-            raise ValueError(f"{path}: unit {name!r} is given twice (also {units[name][0]}); list it once")
+            raise InputError(f"{path}: unit {name!r} is given twice (also {units[name][0]}); list it once")
         units[name] = (path, metrics)
     return units
 
@@ -46,19 +47,19 @@ def check_units(units: Units, meta: dict, meta_path: str | Path, kfold: int) -> 
     dataset = meta.get("dataset", "?")
     if missing := [u for u in expected if u not in units]:
         hint = f" (k-fold with --kfold {kfold})" if meta.get("train_split") == "none" else ""
-        raise ValueError(
+        raise InputError(
             f"{meta_path}: {dataset} is combined from units {expected}{hint}; missing {missing} "
             f"(given: {sorted(units)})"
         )
     if extra := [u for u in units if u not in expected]:
         path = units[extra[0]][0]
-        raise ValueError(f"{path}: unit {extra[0]!r} is not a unit of {dataset} ({meta_path}: {expected})")
+        raise InputError(f"{path}: unit {extra[0]!r} is not a unit of {dataset} ({meta_path}: {expected})")
     classes = list(meta["classes"])
     for name, (path, metrics) in units.items():
         # `classes` is the ordered list evaluate scored with (per_class_iou's keys are sorted on disk).
         got = list(metrics["classes"])
         if got != classes:
-            raise ValueError(
+            raise InputError(
                 f"{path}: unit {name!r} was scored with {len(got)} classes {got[:4]}, but {meta_path} "
                 f"lists {len(classes)} {classes[:4]}; it was evaluated on another dataset or class list"
             )
@@ -69,7 +70,7 @@ def _pooled(units: Units, classes: list[str], meta_path: str | Path) -> Confusio
     for path, _ in units.values():
         cm = ConfusionMatrix.load(path.parent / "confusion.npy")
         if cm.num_classes != len(classes):
-            raise ValueError(
+            raise InputError(
                 f"{path.parent / 'confusion.npy'}: a {cm.num_classes}-class confusion matrix, but "
                 f"{meta_path} lists {len(classes)} classes"
             )

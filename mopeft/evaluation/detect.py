@@ -19,6 +19,7 @@ import torch
 from mopeft.data.images import load_image
 from mopeft.data.preprocess import PIXEL_MEAN, PIXEL_STD, postprocess, preprocess_image
 from mopeft.detection.masks2boxes import masks_to_boxes
+from mopeft.errors import InputError, MissingInput
 from mopeft.io import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ def detect_folder(
     """Detections of every image in ``images_dir`` in the ``score-detections`` record format."""
     files = sorted(p for p in images_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise FileNotFoundError(f"{images_dir}: no images")
+        raise MissingInput(f"{images_dir}: no images")
     model.to(device).eval()
     dets: list[dict[str, Any]] = []
     for i, path in enumerate(files):
@@ -95,7 +96,7 @@ def run_detection(
     check_trained_on(read_checkpoint(model_path)["config"], model_path, meta, data_dir / "meta.json")
     model = load_model(model_path)
     if int(model.num_classes) != len(classes):
-        raise ValueError(
+        raise InputError(
             f"{model_path}: model has {model.num_classes} classes, "
             f"{data_dir / 'meta.json'} lists {len(classes)}"
         )

@@ -21,6 +21,7 @@ from mopeft.data.loader import SegmentationPairs, make_loader
 from mopeft.data.preprocess import IGNORE_INDEX, postprocess, to_model_input
 from mopeft.data.units import load_unit
 from mopeft.device import autocast, resolve_device
+from mopeft.errors import InputError
 from mopeft.evaluation.metrics import ConfusionMatrix
 from mopeft.io import atomic_dir, atomic_path, write_json, write_npz
 from mopeft.model.semantic_sam import SemanticSAM
@@ -60,7 +61,7 @@ class DeviceConfusion:
         k = self.k
         matrix = self.counts[: (k + 1) ** 2].view(k + 1, k + 1).cpu().numpy()
         if matrix[:, k].any():
-            raise ValueError(f"{source}: ground truth has values outside 0..{k - 1} (and not 255)")
+            raise InputError(f"{source}: ground truth has values outside 0..{k - 1} (and not 255)")
         cm = ConfusionMatrix(k)
         cm.matrix = matrix.astype(np.int64)
         stats = torch.stack(self.per_image).cpu().numpy() if self.per_image else np.zeros((0, k, 3))
@@ -144,7 +145,7 @@ def evaluate_unit(
     out_dir = Path(out_dir)
     data = load_unit(dataset_dir, unit, kfold)
     if data.num_classes != model.num_classes:
-        raise ValueError(
+        raise InputError(
             f"{dataset_dir}/meta.json: {data.num_classes} classes, "
             f"the model was trained for {model.num_classes}"
         )

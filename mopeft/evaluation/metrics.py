@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from mopeft.errors import InputError, MissingInput
 from mopeft.io import atomic_path
 
 IGNORE_INDEX = 255
@@ -49,9 +50,9 @@ class ConfusionMatrix:
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
         if int(num_classes) < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+            raise InputError(f"num_classes must be >= 1, got {num_classes}")
         if 0 <= ignore_index < num_classes:
-            raise ValueError(
+            raise InputError(
                 f"ignore_index {ignore_index} collides with a class id (num_classes={num_classes})"
             )
         self.num_classes = int(num_classes)
@@ -130,13 +131,13 @@ class ConfusionMatrix:
         try:
             matrix = np.load(path, allow_pickle=False)
         except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: file not found") from None
+            raise MissingInput(f"{path}: file not found") from None
         except (OSError, ValueError) as exc:
-            raise ValueError(f"{path}: not a valid .npy confusion matrix ({exc})") from None
+            raise InputError(f"{path}: not a valid .npy confusion matrix ({exc})") from None
         if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or matrix.shape[0] < 2:
-            raise ValueError(f"{path}: expected a square (K+1)x(K+1) matrix, got shape {matrix.shape}")
+            raise InputError(f"{path}: expected a square (K+1)x(K+1) matrix, got shape {matrix.shape}")
         if matrix.dtype.kind not in "iu" or (matrix < 0).any():
-            raise ValueError(f"{path}: confusion matrix must hold non-negative integer counts")
+            raise InputError(f"{path}: confusion matrix must hold non-negative integer counts")
         cm = cls(matrix.shape[0] - 1, ignore_index)
         cm.matrix = matrix.astype(np.int64)
         return cm

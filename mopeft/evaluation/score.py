@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from mopeft.errors import InputError, MissingInput
 from mopeft.evaluation.bootstrap import tp_fp_fn
 from mopeft.evaluation.metrics import IGNORE_INDEX, ConfusionMatrix
 
@@ -30,23 +31,23 @@ def read_id_png(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             if img.format != "PNG":
-                raise ValueError(f"{path}: not a PNG (its content is {img.format}); write class ids as PNG")
+                raise InputError(f"{path}: not a PNG (its content is {img.format}); write class ids as PNG")
             img.load()
             if img.mode not in _ID_MODES:
-                raise ValueError(f"{path}: expected a single-channel class-id PNG, got mode {img.mode}")
+                raise InputError(f"{path}: expected a single-channel class-id PNG, got mode {img.mode}")
             return np.asarray(img)
     except ValueError:
         raise
     except (OSError, SyntaxError) as exc:
-        raise ValueError(f"{path}: unreadable or truncated PNG ({exc})") from None
+        raise InputError(f"{path}: unreadable or truncated PNG ({exc})") from None
 
 
 def _pngs_by_stem(folder: Path, role: str) -> dict[str, Path]:
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: {role} folder not found")
+        raise MissingInput(f"{folder}: {role} folder not found")
     files = {p.stem: p for p in sorted(folder.iterdir()) if p.suffix.lower() == ".png" and p.is_file()}
     if not files:
-        raise ValueError(f"{folder}: no .png files in the {role} folder")
+        raise InputError(f"{folder}: no .png files in the {role} folder")
     return files
 
 
@@ -56,13 +57,13 @@ def pair_files(pred_dir: Path, gt_dir: Path) -> list[tuple[Path, Path]]:
     gts = _pngs_by_stem(gt_dir, "ground-truth")
     missing_pred = sorted(set(gts) - set(preds))
     if missing_pred:
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{pred_dir / (missing_pred[0] + '.png')}: missing prediction for label {gts[missing_pred[0]]}"
             f" ({len(missing_pred)} label(s) without prediction)"
         )
     missing_gt = sorted(set(preds) - set(gts))
     if missing_gt:
-        raise FileNotFoundError(
+        raise MissingInput(
             f"{gt_dir / (missing_gt[0] + '.png')}: missing label for prediction {preds[missing_gt[0]]}"
             f" ({len(missing_gt)} prediction(s) without label)"
         )
@@ -85,20 +86,20 @@ def score_folders(
         pred = read_id_png(pred_path).astype(np.int64)
         gt = read_id_png(gt_path).astype(np.int64)
         if pred.shape != gt.shape:
-            raise ValueError(
+            raise InputError(
                 f"{pred_path}: size {pred.shape[::-1]} differs from label {gt_path} {gt.shape[::-1]}"
             )
         bad_gt = (gt >= num_classes) & (gt != ignore_index)
         if bad_gt.any():
             vals = np.unique(gt[bad_gt])[:10].tolist()
-            raise ValueError(
+            raise InputError(
                 f"{gt_path}: label values {vals} out of range"
                 f" (classes 0..{num_classes - 1}, ignore {ignore_index})"
             )
         bad_pred = pred >= num_classes
         if bad_pred.any():
             vals = np.unique(pred[bad_pred])[:10].tolist()
-            raise ValueError(
+            raise InputError(
                 f"{pred_path}: prediction values {vals} out of range (classes 0..{num_classes - 1})"
             )
         image = ConfusionMatrix(num_classes, ignore_index)
@@ -106,7 +107,7 @@ def score_folders(
         cm.add(image)
         per_image.append(tp_fp_fn(image.matrix))
     if cm.matrix.sum() == 0:
-        raise ValueError(f"{gt_dir}: every label pixel is ignore ({ignore_index}); nothing to score")
+        raise InputError(f"{gt_dir}: every label pixel is ignore ({ignore_index}); nothing to score")
     result = cm.compute()
     result["num_images"] = len(pairs)
     result["ignore_index"] = ignore_index

@@ -12,7 +12,11 @@ What a reader can trust the figures for:
  * inference is timed on the DEPLOYED form: a copy with the prefix reparametrisation folded
    (``fold_prefixes``) in eval mode; for LoRA also merged into qkv (``merge_lora``). ``infer_ms`` is
    the unmerged deployed form, ``infer_merged_ms`` the merged one (MoPEFT's gated LoRA cannot merge);
- * MFU = model FLOPs of one real step (``mopeft.measure.mfu``) / median step time / peak rate;
+ * MFU = model FLOPs of one real step (``mopeft.measure.mfu``) / median step time / peak rate. The
+   count is torch's FlopCounterMode, not the fvcore count behind ``mopeft flops`` and Table 4.5,
+   because a step's backward is only visible at dispatch (fvcore traces the forward); the unit is
+   FLOP = 2 x MAC, the peak rates' unit, and on a forward it is exactly twice fvcore's MACs on every
+   matmul, convolution and attention operator (tests/test_bench.py);
  * peak memory is each method's OWN, although all models stay resident to keep the interleaving:
    its resident tensors (parameters, buffers, optimizer state) plus the step's peak allocation above
    what was allocated just before the step (activations, gradients, temporaries). The shared input
@@ -33,6 +37,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mopeft.errors import InputError
+from mopeft.measure.flops import MAC_IS_2_FLOP
 from mopeft.measure.mfu import count_flops, default_peak_tflops, mfu_pct
 
 log = logging.getLogger(__name__)
@@ -49,9 +55,10 @@ INFERENCE_NOTE = (
     "infer_merged_ms = LoRA merged into qkv (methods with non-gated LoRA only)"
 )
 FLOPS_NOTE = (
-    "model FLOPs (2 per multiply-add) of one step of the whole batch, counted by torch's FlopCounterMode "
-    "on a real step, fused attention kernels counted as their matmuls (no backward recompute); "
-    "MFU = FLOPs / median time / peak_tflops"
+    f"model FLOP ({MAC_IS_2_FLOP}, so twice the GMAC of `mopeft flops`) of one step of the whole batch, "
+    "counted by torch's FlopCounterMode on a real step (fvcore, behind `mopeft flops`, traces the forward "
+    "only), fused attention kernels counted as their matmuls (no backward recompute); "
+    "MFU = FLOP / median time / peak_tflops"
 )
 
 
@@ -79,30 +86,30 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
 
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device not in ("cpu", "cuda"):
-        raise ValueError(f"--device must be cpu or cuda, got {device!r}")
+        raise InputError(f"--device must be cpu or cuda, got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda requested but no CUDA device is available")
+        raise InputError("--device cuda requested but no CUDA device is available")
     dtype = cfg.dtype or ("bf16" if device == "cuda" else "fp32")
     if dtype not in ("bf16", "fp32"):
-        raise ValueError(f"--dtype must be bf16 or fp32, got {dtype!r}")
+        raise InputError(f"--dtype must be bf16 or fp32, got {dtype!r}")
     methods = list(cfg.methods) or list(METHODS)
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
+        raise InputError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
     if REFERENCE not in methods:
         methods.append(REFERENCE)  # every ratio is relative to full fine-tuning
     methods = list(dict.fromkeys(methods))
     for name in ("batch_size", "steps", "num_classes"):
         if getattr(cfg, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+            raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
     if cfg.warmup < 0:
-        raise ValueError(f"--warmup must be >= 0, got {cfg.warmup}")
+        raise InputError(f"--warmup must be >= 0, got {cfg.warmup}")
     if cfg.peak_tflops is not None and not cfg.peak_tflops > 0:
-        raise ValueError(f"--peak-tflops must be > 0, got {cfg.peak_tflops}")
+        raise InputError(f"--peak-tflops must be > 0, got {cfg.peak_tflops}")
     from mopeft.peft.attention import BACKENDS
 
     if cfg.attention not in BACKENDS:
-        raise ValueError(f"--attention must be one of {BACKENDS}, got {cfg.attention!r}")
+        raise InputError(f"--attention must be one of {BACKENDS}, got {cfg.attention!r}")
     return BenchConfig(**{**asdict(cfg), "methods": methods, "device": device, "dtype": dtype})
 
 

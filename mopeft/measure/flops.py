@@ -14,7 +14,14 @@ built-in list of operators it ignores without even reporting them (``aten::clamp
 * raise ``UncountedOpError`` naming the operator for anything else, so a new PEFT module that uses
   an uncounted matrix op cannot slip through.
 
-Units follow fvcore: one multiply-add = one "flop", i.e. the figures are GMAC (x2 for FLOP).
+Unit: fvcore calls one multiply-add a "flop"; we call it what it is, a MAC, so the figures are GMAC
+(1 multiply-add (MAC) = 2 FLOP), and Table 4.5 prints them as "Encoder GMAC". This is the counter
+behind the table. ``mopeft bench`` counts FLOP (2 per multiply-add) with torch's ``FlopCounterMode``
+(:mod:`mopeft.measure.mfu`) instead, and must: MFU needs the FLOPs of a real training step, backward
+included, and fvcore's ``jit.trace`` records the forward only. On a forward the two agree exactly on
+every matmul, convolution and attention operator (FLOP = 2 x MAC; tests/test_bench.py); fvcore also
+counts layer norm, the counter does not, and the trace drops work whose result is never used (shallow
+VPT's prompt MLP in the last block), which eager execution, and so the counter, still runs.
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ from typing import Any
 import torch
 from torch import nn
 
-UNIT = "GMAC (fvcore: 1 multiply-add = 1 flop; x2 for FLOP)"
+# One wording of the unit for every help text and output (tests/test_flops.py checks each says it).
+MAC_IS_2_FLOP = "1 multiply-add (MAC) = 2 FLOP"
+UNIT = f"GMAC (fvcore's 'flop' is one multiply-add; {MAC_IS_2_FLOP})"
 
 # Operators that move, view, allocate, index or compare data: no multiply-adds.
 NO_ARITHMETIC_OPS: frozenset[str] = frozenset(
@@ -285,7 +294,7 @@ class FlopReport:
         return (self.total if module == "" else self.by_module.get(module, 0)) / 1e9
 
 
-def count_flops(model: nn.Module, inputs: tuple[Any, ...], modules: tuple[str, ...] = ()) -> FlopReport:
+def count_macs(model: nn.Module, inputs: tuple[Any, ...], modules: tuple[str, ...] = ()) -> FlopReport:
     """Trace ``model(*inputs)`` once and count MACs; raise ``UncountedOpError`` on unclassified ops."""
     with warnings.catch_warnings():
         # fvcore's import runs torch.jit.script (deprecated in torch 2.x): noise, not about our model
@@ -333,7 +342,7 @@ def model_flops(
     size = int(model.image_size)
     images = torch.zeros(1, 3, size, size)
     with torch.no_grad():
-        report = count_flops(model, (images,), MODEL_PARTS)
+        report = count_macs(model, (images,), MODEL_PARTS)
 
     def gm(v: int) -> float:
         return round(v / 1e9, 6)

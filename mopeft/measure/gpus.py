@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from mopeft.errors import InputError
+
 
 @dataclass(frozen=True)
 class GPU:
@@ -52,7 +54,7 @@ def get_gpu(key: str) -> GPU:
     try:
         return GPUS[key]
     except KeyError:
-        raise ValueError(f"unknown GPU {key!r}; known: {', '.join(GPUS)}") from None
+        raise InputError(f"unknown GPU {key!r}; known: {', '.join(GPUS)}") from None
 
 
 def gpu_for_device_name(device_name: str) -> GPU | None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from mopeft.errors import InputError
+
 
 @dataclass(frozen=True)
 class MethodSpec:
@@ -33,7 +35,7 @@ class MethodSpec:
         options = dict(options or {})
         unknown = sorted(set(options) - set(self.defaults))
         if unknown:
-            raise ValueError(
+            raise InputError(
                 f"method {self.name}: unknown option(s) {unknown}; known: {sorted(self.defaults)}"
             )
         return {k: coerce(self.name, k, options.get(k, d), d) for k, d in self.defaults.items()}
@@ -52,7 +54,7 @@ def coerce(method: str, key: str, value: Any, default: Any) -> Any:
         try:
             return float(value)
         except ValueError:
-            raise ValueError(f"method {method}: option {key}={value!r} is not a number") from None
+            raise InputError(f"method {method}: option {key}={value!r} is not a number") from None
     if isinstance(value, str) and not isinstance(default, str) and default is not None:
         try:
             if isinstance(default, bool):
@@ -61,12 +63,12 @@ def coerce(method: str, key: str, value: Any, default: Any) -> Any:
                 return value.lower() in ("true", "1")
             return type(default)(value)
         except ValueError:
-            raise ValueError(
+            raise InputError(
                 f"method {method}: option {key}={value!r} is not a {type(default).__name__}"
             ) from None
     if isinstance(default, int) and not isinstance(default, bool) and isinstance(value, float):
         if not value.is_integer():
-            raise ValueError(f"method {method}: option {key}={value} must be an integer")
+            raise InputError(f"method {method}: option {key}={value} must be an integer")
         return int(value)
     return value
 
@@ -141,4 +143,4 @@ def method_spec(name: str) -> MethodSpec:
     try:
         return METHOD_SPECS[name]
     except KeyError:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(METHOD_SPECS)}") from None
+        raise InputError(f"unknown method {name!r}; known: {', '.join(METHOD_SPECS)}") from None

@@ -12,6 +12,7 @@ from functools import partial
 
 import torch
 
+from mopeft.errors import InputError
 from mopeft.model.sam_modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, TwoWayTransformer
 
 
@@ -38,7 +39,7 @@ class ArchSpec:
     def tokens(self, image_size: int) -> int:
         """Token grid side for an image size (the image must be a multiple of the patch size)."""
         if image_size <= 0 or image_size % self.patch_size:
-            raise ValueError(f"image size {image_size} is not a positive multiple of {self.patch_size}")
+            raise InputError(f"image size {image_size} is not a positive multiple of {self.patch_size}")
         return image_size // self.patch_size
 
 

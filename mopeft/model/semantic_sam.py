@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mopeft.errors import InputError
 from mopeft.model.sam_modeling import ImageEncoderViT, MaskDecoder, PromptEncoder
 
 
@@ -25,7 +26,7 @@ class SemanticMaskDecoder(nn.Module):
     def __init__(self, decoder: MaskDecoder, num_classes: int, init_noise: float = 0.02) -> None:
         super().__init__()
         if not 1 <= num_classes <= 255:
-            raise ValueError(f"num_classes must be in 1..255, got {num_classes}")
+            raise InputError(f"num_classes must be in 1..255, got {num_classes}")
         dim = decoder.transformer_dim
         self.num_classes = num_classes
         self.transformer = decoder.transformer

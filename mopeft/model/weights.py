@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from mopeft.errors import InputError, MissingInput, UserError
 from mopeft.io import atomic_path, sha256_file
 from mopeft.torch_files import load_torch
 
@@ -42,10 +43,10 @@ KNOWN_WEIGHTS = {
 _REL_POS = re.compile(r"^image_encoder\.blocks\.(\d+)\.attn\.rel_pos_[hw]$")
 
 
-class WeightsUnavailable(ValueError):
+class WeightsUnavailable(UserError, ValueError):
     """The weights cannot be downloaded here; the message says where to place the file by hand.
 
-    A ``ValueError`` so the CLI prints it as one line: compute nodes are often offline, and this
+    A ``UserError`` so the CLI prints it as one line: compute nodes are often offline, and this
     is the study's first job.
     """
 
@@ -67,7 +68,7 @@ def download(url: str, dest: Path, sha256: str | None, chunk: int = 1 << 20) -> 
     dest = Path(dest)
     if dest.exists():
         if sha256 and sha256_file(dest) != sha256:
-            raise ValueError(f"{dest}: exists but its sha256 differs from {sha256}; delete it and re-run")
+            raise InputError(f"{dest}: exists but its sha256 differs from {sha256}; delete it and re-run")
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -101,7 +102,7 @@ def download(url: str, dest: Path, sha256: str | None, chunk: int = 1 << 20) -> 
         got = sha256_file(part)
         if got != sha256:
             part.unlink()
-            raise ValueError(f"{dest}: downloaded sha256 {got} != expected {sha256} (partial file removed)")
+            raise InputError(f"{dest}: downloaded sha256 {got} != expected {sha256} (partial file removed)")
     part.replace(dest)
     return dest
 
@@ -114,7 +115,7 @@ def install_tiny(out_dir: Path) -> Path:
     """Copy the packaged tiny checkpoint into ``out_dir`` (verified), like a download of ViT-B."""
     dest = Path(out_dir) / TINY_FILENAME
     if sha256_file(TINY_ASSET) != TINY_SHA256:
-        raise ValueError(f"{TINY_ASSET}: sha256 differs from {TINY_SHA256}; reinstall mopeft")
+        raise InputError(f"{TINY_ASSET}: sha256 differs from {TINY_SHA256}; reinstall mopeft")
     if dest.exists() and sha256_file(dest) == TINY_SHA256:
         return dest
     with atomic_path(dest) as tmp:
@@ -126,11 +127,11 @@ def load_checkpoint(path: str | Path, sha256: str | None = None) -> dict[str, to
     """Verify (when a digest is given) and load a state dict with the safe unpickler."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found (run `mopeft weights --out DIR`)")
+        raise MissingInput(f"{path}: checkpoint not found (run `mopeft weights --out DIR`)")
     if sha256:
         got = sha256_file(path)
         if got != sha256:
-            raise ValueError(
+            raise InputError(
                 f"{path}: sha256 {got} does not match expected {sha256}: a damaged or different file; "
                 "fetch it again with `mopeft weights --out DIR` (or pass --checkpoint-sha256 if it is "
                 "the file you mean)"
@@ -143,7 +144,7 @@ def load_checkpoint(path: str | Path, sha256: str | None = None) -> dict[str, to
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a state dict; pass SAM weights from `mopeft weights --out DIR`")
+        raise InputError(f"{path}: not a state dict; pass SAM weights from `mopeft weights --out DIR`")
     return state
 
 
@@ -181,11 +182,11 @@ def resize_state_dict(
         want = target[key].shape
         match = _REL_POS.match(key)
         if value.ndim != len(want) or value.shape[-1] != want[-1]:  # only the grid may differ
-            raise ValueError(f"{source}: {key} has shape {tuple(value.shape)}, model expects {tuple(want)}")
+            raise InputError(f"{source}: {key} has shape {tuple(value.shape)}, model expects {tuple(want)}")
         if key == "image_encoder.pos_embed":
             out[key] = _interp_pos_embed(value, want[1])
         elif match and int(match.group(1)) in global_attn_indexes:
             out[key] = _interp_rel_pos(value, want[0])
         else:
-            raise ValueError(f"{source}: {key} has shape {tuple(value.shape)}, model expects {tuple(want)}")
+            raise InputError(f"{source}: {key} has shape {tuple(value.shape)}, model expects {tuple(want)}")
     return out

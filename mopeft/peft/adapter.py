@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mopeft.errors import InputError
+
 
 class Adapter(nn.Module):
     """Returns the BRANCH only (the block adds residual and, in MoPEFT, the gate). (2C+1)D_mid + C params."""
@@ -18,7 +20,7 @@ class Adapter(nn.Module):
     def __init__(self, dim: int, dmid: int) -> None:
         super().__init__()
         if dmid <= 0:
-            raise ValueError(f"adapter bottleneck must be positive, got {dmid}")
+            raise InputError(f"adapter bottleneck must be positive, got {dmid}")
         self.down = nn.Linear(dim, dmid)
         self.up = nn.Linear(dmid, dim)
         nn.init.zeros_(self.up.weight)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mopeft.errors import InputError
 from mopeft.model.sam_modeling import Block, get_rel_pos, window_partition, window_unpartition
 from mopeft.peft import attention as attention_ops
 from mopeft.peft.adapter import Adapter
@@ -62,7 +63,7 @@ class PEFTBlock(nn.Module):
     ) -> None:
         super().__init__()
         if prefix_gate not in PREFIX_GATES:
-            raise ValueError(f"prefix_gate must be one of {PREFIX_GATES}, got {prefix_gate!r}")
+            raise InputError(f"prefix_gate must be one of {PREFIX_GATES}, got {prefix_gate!r}")
         self.block = block
         self.lora = lora
         self.prefix = prefix

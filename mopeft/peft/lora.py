@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from mopeft.errors import InputError
+
 
 class LoRAQV(nn.Module):
     """Per block: A_q, A_v (r x C, Kaiming-uniform a=sqrt(5)); B_q, B_v (C x r, zero). 4rC params."""
@@ -21,7 +23,7 @@ class LoRAQV(nn.Module):
     def __init__(self, dim: int, r: int, alpha: float | None = None) -> None:
         super().__init__()
         if r <= 0:
-            raise ValueError(f"LoRA rank must be positive, got {r}")
+            raise InputError(f"LoRA rank must be positive, got {r}")
         self.r = r
         self.alpha = float(r if alpha is None else alpha)
         self.scaling = self.alpha / r

@@ -16,6 +16,8 @@ import math
 import torch
 from torch import nn
 
+from mopeft.errors import InputError
+
 
 class PrefixReparam(nn.Module):
     """Training-only generator of the prefix tokens; counted separately from the folded tokens."""
@@ -39,7 +41,7 @@ class DeepPrompt(nn.Module):
     def __init__(self, length: int, dim: int, hidden: int = 0, patch_size: int = 16) -> None:
         super().__init__()
         if length <= 0:
-            raise ValueError(f"prefix length must be positive, got {length}")
+            raise InputError(f"prefix length must be positive, got {length}")
         self.length = length
         self.dim = dim
         self.reparam: PrefixReparam | None = None

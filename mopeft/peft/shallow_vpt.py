@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from mopeft.errors import InputError
 from mopeft.model.sam_modeling import Block, ImageEncoderViT, window_partition, window_unpartition
 from mopeft.peft import attention as attention_ops
 from mopeft.peft.block import block_rel_terms
@@ -27,7 +28,7 @@ class ShallowPrompts(nn.Module):
     def __init__(self, length: int, dim: int, patch_size: int) -> None:
         super().__init__()
         if length <= 0:
-            raise ValueError(f"prompt length must be positive, got {length}")
+            raise InputError(f"prompt length must be positive, got {length}")
         bound = math.sqrt(6.0 / (3 * patch_size**2 + dim))
         self.tokens = nn.Parameter(torch.empty(length, dim).uniform_(-bound, bound))
 

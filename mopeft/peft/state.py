@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mopeft.errors import InputError
 from mopeft.peft.prefix import DeepPrompt
 
 
@@ -42,17 +43,17 @@ def load_trainable_state_dict(
     targets.update(peft_buffers(model))
     unknown = sorted(set(state) - set(targets))
     if unknown:
-        raise ValueError(f"{source}: unknown keys for this model ({model.method}): {unknown[:5]}")
+        raise InputError(f"{source}: unknown keys for this model ({model.method}): {unknown[:5]}")
     expected = {n for n, p in model.named_parameters() if p.requires_grad} | set(peft_buffers(model))
     missing = sorted(expected - set(state))
     if missing:  # they would silently keep their fresh (untrained) initial values
-        raise ValueError(
+        raise InputError(
             f"{source}: missing trainable tensors for this model ({model.method}): {missing[:5]}"
         )
     with torch.no_grad():
         for key, value in state.items():
             if targets[key].shape != value.shape:
-                raise ValueError(
+                raise InputError(
                     f"{source}: {key} has shape {tuple(value.shape)}, "
                     f"model expects {tuple(targets[key].shape)}"
                 )

@@ -2,7 +2,7 @@
 Snakemake DAG plans (dataset × method × variant × seed × unit), with the sizes that decide its cost.
 
 Why here and not parsed from a dry run: the resource model must work without Snakemake and
-without data. The grid rules are the pipeline's (``workflow/rules/common.smk``: main cells,
+without data. The grid rules are the pipeline's (``mopeft.plan.workflow``: main cells,
 ablation variants named by their table's label, the detection chain; both read :func:`run_grid`);
 ``tests/test_resource_model.py`` checks that this list equals the jobs of the study's dry run.
 
@@ -20,6 +20,7 @@ from typing import Any
 
 from mopeft.data.folder_spec import lookup_spec
 from mopeft.data.spec import DatasetSpec
+from mopeft.errors import InputError
 from mopeft.io import read_json
 from mopeft.methods.registry import METHOD_SPECS
 from mopeft.report.registry import TABLES
@@ -49,7 +50,7 @@ class Job:
 
     @property
     def key(self) -> str:
-        """The job's name in the plan (and in workflow/rules/common.smk's look-up)."""
+        """The job's name in the plan (and in mopeft.plan.workflow's look-up)."""
         return "/".join((self.rule, self.dataset, self.method, self.variant, f"seed{self.seed}", self.unit))
 
 
@@ -124,7 +125,7 @@ class Grid:
     the run lists. Why: a user config of only ``custom_datasets`` + ``datasets`` merges over the
     study's config/config.yaml, whose detection, ablation and figure sections name FAIR-1M and
     MESS datasets that run is not given; those parts are left out (``notes`` says which) instead
-    of refusing the config. The DAG (workflow/rules/common.smk) and the resource plan read this."""
+    of refusing the config. The DAG (mopeft.plan.workflow) and the resource plan read this."""
 
     segmentation: tuple[str, ...]  # the run's datasets except detection.dataset
     detection: tuple[str, ...]  # detection methods run; none when detection.dataset is not listed
@@ -246,26 +247,76 @@ def run_jobs(config: Mapping[str, Any]) -> list[Job]:
 
 
 # ----------------------------------------------------------------------------- config
-def load_config(paths: list[Path], schema: Path | None = None) -> dict[str, Any]:
-    """The run config from ``--configfile`` files, later files overriding earlier keys (as
-    Snakemake merges them), checked against the pipeline's schema when ``schema`` is given."""
+# The pipeline's config schema, relative to the checkout root where Snakemake and `mopeft plan` run.
+SCHEMA = Path("workflow/schemas/config.schema.yaml")
+
+
+def default_schema() -> Path | None:
+    """The schema of the checkout being run (the working directory's), else of this package's
+    checkout; None when neither exists (an installed package without the workflow)."""
+    for path in (SCHEMA, Path(__file__).resolve().parents[2] / SCHEMA):
+        if path.is_file():
+            return path
+    return None
+
+
+def validate_config(config: dict[str, Any], schema: Path | Mapping[str, Any], where: str = "config") -> None:
+    """Check ``config`` against the schema and fill in its defaults, in place.
+
+    Why defaults are written: Snakemake's ``validate`` (which this replaces in the workflow) writes
+    them, so they reach results/<run>/config.yaml and :func:`config_digest`; `mopeft plan` must see
+    the same config as the DAG or its plan looks made for another config. A schema error names the
+    key: ``config key training: Additional properties are not allowed ('lrr' was unexpected)``."""
+    import copy
+
+    import jsonschema
     import yaml
 
-    config: dict[str, Any] = {}
+    doc = yaml.safe_load(Path(schema).read_text()) if isinstance(schema, str | Path) else schema
+    base = jsonschema.validators.validator_for(doc)
+    properties = base.VALIDATORS["properties"]
+
+    def set_defaults(validator, props, instance, subschema):  # as jsonschema's FAQ (and Snakemake)
+        if isinstance(instance, dict):
+            for key, sub in props.items():
+                if isinstance(sub, Mapping) and "default" in sub:
+                    instance.setdefault(key, copy.deepcopy(sub["default"]))
+        yield from properties(validator, props, instance, subschema)
+
+    validator = jsonschema.validators.extend(base, {"properties": set_defaults})(doc)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise InputError(f"{where} key {key}: {error.message}")
+
+
+def load_config(paths: list[Path], schema: Path | None = None) -> dict[str, Any]:
+    """The run config from ``--configfile`` files, later files overriding earlier keys (as
+    Snakemake merges them), checked against the pipeline's schema (``schema``, else
+    :func:`default_schema`) with its defaults filled in, as the workflow does."""
+    import yaml
+
+    docs = []
     for path in paths:
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
+            docs.append(yaml.safe_load(Path(path).read_text()) or {})
         except FileNotFoundError:
-            raise ValueError(f"{path}: no such config file") from None
-        _merge(config, data)
-    if schema is not None and schema.exists():
-        import jsonschema
+            raise InputError(f"{path}: no such config file") from None
+    config = merged(*docs)
+    schema = schema if schema is not None and Path(schema).exists() else default_schema()
+    if schema is not None:
+        validate_config(config, schema, where=", ".join(map(str, paths)) + ": config")
+    return config
 
-        try:
-            jsonschema.validate(config, yaml.safe_load(schema.read_text()))
-        except jsonschema.ValidationError as exc:
-            where = ".".join(str(p) for p in exc.absolute_path) or "(top level)"
-            raise ValueError(f"{', '.join(map(str, paths))}: config key {where}: {exc.message}") from None
+
+def merged(*configs: Mapping[str, Any]) -> dict[str, Any]:
+    """Configs merged as Snakemake merges ``--configfile`` files: mappings key by key, anything
+    else (lists included) replaced by the later file's value. The inputs are not changed."""
+    import copy
+
+    config: dict[str, Any] = {}
+    for update in configs:
+        _merge(config, copy.deepcopy(dict(update)))
     return config
 
 

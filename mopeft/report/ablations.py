@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from mopeft.errors import InputError
 from mopeft.methods.registry import METHOD_SPECS
 from mopeft.report import paper, uncertainty
 from mopeft.report.provenance import collect_provenance
@@ -49,11 +50,11 @@ def cell_options(cell: Cell) -> dict[str, int]:
     """The three ablated MoPEFT options of a cell, from the options it was built with."""
     missing = [k for k in paper.ABLATIONS if k not in cell.options]
     if missing:
-        raise ValueError(f"{cell.path}: method_options lacks {missing} (not a MoPEFT cell's metrics.json?)")
+        raise InputError(f"{cell.path}: method_options lacks {missing} (not a MoPEFT cell's metrics.json?)")
     try:
         return {k: int(cell.options[k]) for k in paper.ABLATIONS}
     except (TypeError, ValueError):
-        raise ValueError(f"{cell.path}: method options {cell.options} are not integers") from None
+        raise InputError(f"{cell.path}: method options {cell.options} are not integers") from None
 
 
 def ablation_column(cell: Cell, option: str, values: dict[int, str]) -> str | None:
@@ -113,7 +114,7 @@ def mopeft_note(directory: Any = None) -> str:
     stated = ", ".join(f"{paper.ABLATIONS[k]['label']}={v}" for k, v in defaults().items())
     return (
         f"The study's main-table MoPEFT values equal its ablation cells {', '.join(settings)}, "
-        f"not its stated defaults {stated} (computed from results/paper: main-table MoPEFT "
+        f"not its stated defaults {stated} (computed from paper/: main-table MoPEFT "
         f"{'; '.join(parts)}). "
         f"We run the stated defaults ({stated}, variant `default`), so our MoPEFT column is best compared "
         "with the study's rank_8 / L_20 / dmid_64 ablation columns."

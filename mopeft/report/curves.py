@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mopeft.errors import InputError, MissingInput
 from mopeft.io import atomic_path, read_json
 from mopeft.report.figure_files import save_png_pdf
 from mopeft.report.tables import METHOD_LABELS, Cell, load_cells
@@ -74,17 +75,17 @@ def cell_runs(cell: Cell) -> list[Run]:
     """The runs of a cell, from ``units/<unit>/train_log.json`` beside its metrics.json."""
     units = cell.raw.get("units") or {}
     if not units:
-        raise ValueError(f"{cell.path}: no 'units' (expected a combined cell metrics.json)")
+        raise InputError(f"{cell.path}: no 'units' (expected a combined cell metrics.json)")
     runs = []
     for unit in units:
         path = cell.folder / "units" / unit / "train_log.json"
         try:
             log = read_json(path)
         except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: train log of unit {unit!r} of {cell.path} not found") from None
+            raise MissingInput(f"{path}: train log of unit {unit!r} of {cell.path} not found") from None
         losses = log.get("losses") if isinstance(log, dict) else None
         if not isinstance(losses, list) or not losses:
-            raise ValueError(f"{path}: no 'losses' list (expected mopeft train's train_log.json)")
+            raise InputError(f"{path}: no 'losses' list (expected mopeft train's train_log.json)")
         runs.append(
             Run(cell.dataset, cell.method, cell.variant, cell.seed, unit, tuple(map(float, losses)), path)
         )
@@ -262,7 +263,7 @@ def write_training_curves(
     (``out_stem``_summary.csv) for the default cells among ``cell_paths``."""
     cells = [c for c in load_cells(cell_paths) if c.variant == "default"]
     if not cells:
-        raise ValueError("no default cells among the inputs: the training-curve figure needs main cells")
+        raise InputError("no default cells among the inputs: the training-curve figure needs main cells")
     runs = runs_of(cells)
     stem = Path(out_stem)
     with atomic_path(stem.with_name(stem.name + ".csv")) as tmp:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from mopeft.errors import InputError
 from mopeft.io import read_json
 from mopeft.report import paper
 from mopeft.report.provenance import collect_provenance
@@ -27,7 +28,7 @@ def load_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     data = read_json(path)
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object (a prepared dataset's meta.json)")
+        raise InputError(f"{path}: expected a JSON object (a prepared dataset's meta.json)")
     data = dict(data)
     data.setdefault("dataset", path.parent.name)
     return data

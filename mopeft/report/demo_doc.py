@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mopeft.errors import MissingInput
 from mopeft.report.tables import METHOD_LABELS
 
 BEGIN = "<!-- demo:tables -->"
@@ -92,7 +93,7 @@ def load_results(run_dir: str | Path) -> DemoResults:
     for name in TABLES:
         path = run_dir / "tables" / name
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: not found (run `make demo` first)")
+            raise MissingInput(f"{path}: not found (run `make demo` first)")
         frames.append(pd.read_csv(path))
     methods: list[str] = []
     values: dict[tuple[str, str], float] = {}

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from mopeft.errors import InputError
 from mopeft.io import read_json
 from mopeft.report import paper
 from mopeft.report.provenance import collect_provenance, efficiency_data
@@ -31,17 +32,17 @@ from mopeft.report.tables import METHOD_LABELS, MISSING, write_table
 def _number(data: Mapping[str, Any], key: str, path: Path) -> float:
     """``data[key]`` as a float; a missing or non-numeric key is an error naming the file and key."""
     if key not in data or data[key] is None:
-        raise ValueError(f"{path}: no {key!r} (is this the output of the right `mopeft` command?)")
+        raise InputError(f"{path}: no {key!r} (is this the output of the right `mopeft` command?)")
     try:
         return float(data[key])
     except (TypeError, ValueError):
-        raise ValueError(f"{path}: {key} is not a number ({data[key]!r})") from None
+        raise InputError(f"{path}: {key} is not a number ({data[key]!r})") from None
 
 
 def _object(path: Path, command: str) -> dict[str, Any]:
     data = read_json(path)
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected the JSON object `{command}` writes")
+        raise InputError(f"{path}: expected the JSON object `{command}` writes")
     return data
 
 
@@ -63,7 +64,7 @@ def load_bench(path: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
     data = _object(path, "mopeft bench --json")
     rows = data.get("results")
     if not isinstance(rows, list) or not all(isinstance(r, dict) and "method" in r for r in rows):
-        raise ValueError(f"{path}: no 'results' list of per-method records (`mopeft bench --json`)")
+        raise InputError(f"{path}: no 'results' list of per-method records (`mopeft bench --json`)")
     return {str(r["method"]): {k: _number(r, k, path) for k in ("train_pct", "infer_pct")} for r in rows}
 
 

@@ -23,6 +23,7 @@ import pandas as pd
 from mopeft.data.colours import IGNORE, class_colours, colourize
 from mopeft.data.images import files_by_stem, load_image
 from mopeft.data.layout import hashed_order
+from mopeft.errors import InputError, MissingInput
 from mopeft.evaluation.evaluate import EXAMPLES_SEED
 from mopeft.evaluation.metrics import ConfusionMatrix
 from mopeft.io import atomic_path, read_json
@@ -91,26 +92,26 @@ def choose_examples(
             image = files_by_stem(split / "images", IMAGE_SUFFIXES, "image").get(stem)
             label = split / "labels" / f"{stem}.png"
             if image is None or not label.is_file():
-                raise FileNotFoundError(f"{split}: no test image/label {stem!r} (shown by {first.path})")
+                raise MissingInput(f"{split}: no test image/label {stem!r} (shown by {first.path})")
             preds = {}
             for cell in mine:
                 pred = _examples_dir(cell, unit) / f"{stem}.png"
                 if not pred.is_file():
-                    raise FileNotFoundError(
+                    raise MissingInput(
                         f"{pred}: missing example prediction (was {cell.path} evaluated with --examples?)"
                     )
                 preds[cell.method] = pred
             name = str(meta.get("name") or dataset)
             out.append(Example(dataset, name, unit, stem, image, label, preds, tuple(meta["classes"])))
     if not out:
-        raise ValueError("no example predictions among the cells: Fig. 4.1 needs evaluated main cells")
+        raise InputError("no example predictions among the cells: Fig. 4.1 needs evaluated main cells")
     return out
 
 
 def _example_stems(cell: Cell, unit: str) -> list[str]:
     folder = _examples_dir(cell, unit)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no example predictions (evaluate {cell.path} with --examples N)")
+        raise MissingInput(f"{folder}: no example predictions (evaluate {cell.path} with --examples N)")
     return sorted(p.stem for p in folder.iterdir() if p.suffix == ".png")
 
 
@@ -272,5 +273,5 @@ def write_examples(
 
 def build_examples(args: argparse.Namespace) -> Any:
     if not args.data:
-        raise ValueError("figure examples needs --data: the prepared datasets' meta.json files")
+        raise InputError("figure examples needs --data: the prepared datasets' meta.json files")
     return write_examples(args.cells, args.data, args.out, args.per_dataset)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mopeft.errors import InputError, MissingInput
 from mopeft.io import atomic_path
 from mopeft.report.figure_files import save_png_pdf
 from mopeft.report.tables import Cell, load_cells
@@ -34,7 +35,7 @@ def load_gates(cell: Cell) -> dict[str, np.ndarray]:
     if isinstance(paths, str):
         paths = [paths]
     if not paths:
-        raise ValueError(f"{cell.path}: no 'gates' paths (only MoPEFT cells record gates)")
+        raise InputError(f"{cell.path}: no 'gates' paths (only MoPEFT cells record gates)")
     parts: dict[str, list[np.ndarray]] = {m: [] for m in MODULES}
     layers: int | None = None
     for rel in paths:
@@ -43,18 +44,18 @@ def load_gates(cell: Cell) -> dict[str, np.ndarray]:
             with np.load(path) as npz:
                 missing = [k for k in GATE_KEYS if k not in npz.files]
                 if missing:
-                    raise ValueError(f"{path}: missing gate array(s) {missing}")
+                    raise InputError(f"{path}: missing gate array(s) {missing}")
                 arrays = {k: np.asarray(npz[k], dtype=float) for k in GATE_KEYS}
         except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: gates file not found (listed in {cell.path})") from None
+            raise MissingInput(f"{path}: gates file not found (listed in {cell.path})") from None
         shapes = {a.shape for a in arrays.values()}
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
-            raise ValueError(
+            raise InputError(
                 f"{path}: gate arrays must share one (images, layers) shape, got {sorted(shapes)}"
             )
         n_layers = next(iter(shapes))[1]
         if layers is not None and n_layers != layers:
-            raise ValueError(f"{path}: {n_layers} layers, but other units of {cell.path} have {layers}")
+            raise InputError(f"{path}: {n_layers} layers, but other units of {cell.path} have {layers}")
         layers = n_layers
         parts["LoRA"].append((arrays["lora_q"] + arrays["lora_v"]) / 2.0)
         parts["Prefix"].append(arrays["prefix"])
@@ -103,7 +104,7 @@ def gate_frequency(cells: Iterable[Cell], threshold: float = THRESHOLD) -> tuple
         counts.append(c.assign(**key, images=next(iter(gates.values())).shape[0]))
         layers.append(layer_means(gates).assign(**key))
     if not counts:
-        raise ValueError("no MoPEFT cells among the inputs: the gate-frequency figure needs MoPEFT cells")
+        raise InputError("no MoPEFT cells among the inputs: the gate-frequency figure needs MoPEFT cells")
     order = [
         "dataset",
         "label",

@@ -1,7 +1,7 @@
-"""The study's own numbers (``results/paper/*.csv``), the reference every table compares against.
+"""The study's own numbers (``paper/*.csv``), the reference every table compares against.
 
 Why a copy inside the repository: the comparison must be reproducible from a checkout alone, and the
-CSVs are tiny. The folder is found relative to the package (``<repo>/results/paper``) so commands work
+CSVs are tiny. The folder is found relative to the package (``<repo>/paper``) so commands work
 from any working directory; ``MOPEFT_PAPER_DIR`` or an explicit argument overrides it (tests, forks).
 """
 
@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 
 import pandas as pd
+
+from mopeft.errors import InputError, MissingInput
 
 ENV_VAR = "MOPEFT_PAPER_DIR"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -25,11 +27,11 @@ ABLATIONS: dict[str, dict[str, str]] = {
 
 
 def paper_dir(override: str | os.PathLike[str] | None = None) -> Path:
-    """Folder of the study's CSVs: the argument, else ``$MOPEFT_PAPER_DIR``, else ``<repo>/results/paper``."""
+    """Folder of the study's CSVs: the argument, else ``$MOPEFT_PAPER_DIR``, else ``<repo>/paper``."""
     if override is not None:
         return Path(override)
     env = os.environ.get(ENV_VAR)
-    return Path(env) if env else REPO_ROOT / "results" / "paper"
+    return Path(env) if env else REPO_ROOT / "paper"
 
 
 def load_paper_csv(name: str, directory: str | os.PathLike[str] | None = None) -> pd.DataFrame:
@@ -38,11 +40,11 @@ def load_paper_csv(name: str, directory: str | os.PathLike[str] | None = None) -
     try:
         return pd.read_csv(path)
     except FileNotFoundError:
-        raise FileNotFoundError(
-            f"{path}: the study's table is missing (copy it into results/paper/)"
+        raise MissingInput(
+            f"{path}: the study's table is missing (copy it into paper/)"
         ) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: not a readable CSV ({exc})") from None
+        raise InputError(f"{path}: not a readable CSV ({exc})") from None
 
 
 def _require(
@@ -50,7 +52,7 @@ def _require(
 ) -> None:
     missing = [c for c in columns if c not in df.columns]
     if missing:
-        raise ValueError(f"{paper_dir(directory) / (name + '.csv')}: missing column(s) {missing}")
+        raise InputError(f"{paper_dir(directory) / (name + '.csv')}: missing column(s) {missing}")
 
 
 def main_results(directory: str | os.PathLike[str] | None = None) -> pd.DataFrame:

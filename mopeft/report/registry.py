@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from mopeft.errors import InputError
+
 Inputs = Literal["datasets", "cells", "efficiency", "ablation", "detection"]
 
 
@@ -34,7 +36,7 @@ class TableSpec:
     methods: tuple[str, ...] = ()  # "cells": the method columns, in order
     option: str = ""  # "ablation": the ablated method option
     variant_label: str = ""  # "ablation": prefix of the cells' variant names
-    paper: tuple[str, ...] = ()  # stems of the study's CSVs (results/paper/<stem>.csv) it reads
+    paper: tuple[str, ...] = ()  # stems of the study's CSVs (paper/<stem>.csv) it reads
 
     @property
     def stem(self) -> str:
@@ -135,4 +137,4 @@ def table_spec(key: str) -> TableSpec:
     try:
         return TABLES[key]
     except KeyError:
-        raise ValueError(f"unknown table {key!r}; known: {', '.join(TABLES)}") from None
+        raise InputError(f"unknown table {key!r}; known: {', '.join(TABLES)}") from None

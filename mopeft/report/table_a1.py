@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from mopeft.detection import CATEGORIES, canonical_class
+from mopeft.errors import InputError
 from mopeft.io import read_json
 
 # our method key -> (the study's CSV column, display label)
@@ -37,7 +38,7 @@ def method_of(path: Path, data: dict[str, Any]) -> str:
     """Method key of one AP file: its ``method`` field (written by ``score-detections --method``)."""
     method = data.get("method")
     if method not in METHODS:
-        raise ValueError(f"{path}: 'method' is {method!r}; Table A.1 shows {', '.join(METHODS)}")
+        raise InputError(f"{path}: 'method' is {method!r}; Table A.1 shows {', '.join(METHODS)}")
     return str(method)
 
 
@@ -48,12 +49,12 @@ def load_ap_files(files: Iterable[str | Path]) -> dict[str, list[dict[str, float
         f = Path(f)
         data = read_json(f)
         if not isinstance(data, dict) or not isinstance(data.get("per_class_ap"), dict):
-            raise ValueError(f"{f}: not a score-detections result (no per_class_ap)")
+            raise InputError(f"{f}: not a score-detections result (no per_class_ap)")
         aps: dict[str, float | None] = {}
         for name, value in data["per_class_ap"].items():
             cls = canonical_class(name)
             if cls is None:
-                raise ValueError(f"{f}: unknown FAIR-1M class {name!r}")
+                raise InputError(f"{f}: unknown FAIR-1M class {name!r}")
             aps[cls] = None if value is None else float(value)
         out[method_of(f, data)].append(aps)
     return dict(out)
@@ -74,7 +75,7 @@ def study_values(paper_dir: str | Path | None = None) -> tuple[pd.DataFrame, pd.
     names = [canonical_class(c) for c in per_class["class"]]
     if None in names:
         bad = [c for c, n in zip(per_class["class"], names, strict=True) if n is None]
-        raise ValueError(f"fair1m_map.csv: unknown class name(s) {bad}")
+        raise InputError(f"fair1m_map.csv: unknown class name(s) {bad}")
     per_class["class"] = names
     return per_class, cats.set_index("category")
 
@@ -188,7 +189,7 @@ def build(args: argparse.Namespace) -> None:
 
     files = [Path(f) for f in args.cells]
     if not files:
-        raise ValueError("table a1 needs --cells: score-detections JSON files of the FAIR-1M cells")
+        raise InputError("table a1 needs --cells: score-detections JSON files of the FAIR-1M cells")
     df, notes = assemble(files, getattr(args, "paper_dir", None))
     prov = collect_provenance(args.config, [read_json(f) for f in files])
     write_table(df, args.out, table_spec("a1").title, prov, notes, display=display_frame(df))

@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from tabulate import tabulate
 
 from mopeft.data.folder_spec import DEFAULT_DOMAIN
+from mopeft.errors import InputError
 from mopeft.io import atomic_path, read_json, write_text
 from mopeft.methods.registry import METHOD_SPECS
 from mopeft.report.provenance import provenance_lines
@@ -56,17 +58,17 @@ def load_cell(path: str | os.PathLike[str]) -> Cell:
     path = Path(path)
     data = read_json(path)
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object (a cell's metrics.json)")
+        raise InputError(f"{path}: expected a JSON object (a cell's metrics.json)")
     missing = [k for k in ("dataset", "method", "miou") if k not in data]
     if missing:
-        raise ValueError(f"{path}: missing key(s) {missing} (expected a cell's combined metrics.json)")
+        raise InputError(f"{path}: missing key(s) {missing} (expected a cell's combined metrics.json)")
     try:
         miou = float(data["miou"])
     except (TypeError, ValueError):
-        raise ValueError(f"{path}: 'miou' is not a number ({data['miou']!r})") from None
+        raise InputError(f"{path}: 'miou' is not a number ({data['miou']!r})") from None
     options = data.get("method_options") or {}
     if not isinstance(options, dict):
-        raise ValueError(f"{path}: 'method_options' must be an object")
+        raise InputError(f"{path}: 'method_options' must be an object")
     cell = Cell(
         path=path,
         dataset=str(data["dataset"]),
@@ -84,7 +86,7 @@ def load_cell(path: str | os.PathLike[str]) -> Cell:
         says = dict(dataset=cell.dataset, method=cell.method, variant=cell.variant, seed=str(cell.seed))
         wrong = [f"{k} {says[k]!r} (folder: {folder[k]!r})" for k in folder if folder[k] != says[k]]
         if wrong:
-            raise ValueError(
+            raise InputError(
                 f"{path}: its content disagrees with its folder: {', '.join(wrong)}; it was copied or "
                 "moved into the wrong cell: delete it and rerun that cell"
             )
@@ -101,10 +103,10 @@ def load_cells(paths: Iterable[str | os.PathLike[str]]) -> list[Cell]:
         cell = load_cell(p)
         real = cell.path.resolve()
         if real in by_file:
-            raise ValueError(f"{cell.path}: given twice (also as {by_file[real]}); pass each cell once")
+            raise InputError(f"{cell.path}: given twice (also as {by_file[real]}); pass each cell once")
         key = (cell.dataset, cell.method, cell.variant, cell.seed)
         if key in by_key:
-            raise ValueError(
+            raise InputError(
                 f"{cell.path} and {by_key[key]}: two results for the same cell (dataset {key[0]}, method "
                 f"{key[1]}, variant {key[2]}, seed {key[3]}); keep one of them"
             )
@@ -204,9 +206,6 @@ def undefined_iou_note(labelled: Iterable[tuple[Cell, str]]) -> str | None:
             "of those rows average different sets of classes."
         )
     return text
-
-
-KFOLD_MARK = "†"
 
 
 KFOLD_MARK = "†"
@@ -461,18 +460,16 @@ def md_cell(text: Any) -> str:
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    """GitHub pipe table (numbers right-aligned); written by hand to keep tabulate optional. Every
-    cell and header goes through :func:`md_cell`."""
+    """GitHub pipe table by tabulate (a runtime dependency: ``mopeft plan`` prints with it too),
+    columns padded to one width so the .md reads as a table in a terminal as well; numbers
+    right-aligned. Every cell and header goes through :func:`md_cell` first (tabulate escapes
+    nothing), and tabulate is told to leave the already formatted strings alone (no number parsing).
+    """
     text = _text_frame(df)
-    header = [str(c) for c in df.columns]
-    align = ["---:" if _is_numeric_column(text[c]) else ":---" for c in df.columns]
-
-    def line(cells: Iterable[str]) -> str:
-        return "| " + " | ".join(md_cell(c) for c in cells) + " |"
-
-    out = [line(header), "|" + "|".join(align) + "|"]
-    out += [line(r) for r in text.itertuples(index=False)]
-    return "\n".join(out)
+    align = ["right" if _is_numeric_column(text[c]) else "left" for c in df.columns]
+    rows = [[md_cell(v) for v in r] for r in text.itertuples(index=False)]
+    headers = [md_cell(c) for c in df.columns]
+    return tabulate(rows, headers=headers, tablefmt="pipe", colalign=align, disable_numparse=True)
 
 
 def to_latex(df: pd.DataFrame, title: str, label: str, footer: Sequence[str]) -> str:

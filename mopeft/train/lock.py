@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from mopeft.errors import UserError
+
 log = logging.getLogger(__name__)
 
 LOCK_NAME = ".train.lock"
@@ -40,7 +42,7 @@ LOCK_NAME = ".train.lock"
 _UNSUPPORTED = {errno.ENOSYS, errno.ENOLCK, errno.EOPNOTSUPP, errno.EINVAL}
 
 
-class UnitBusy(ValueError):
+class UnitBusy(UserError, ValueError):
     """Another process holds the unit's lock; the message names it and how to stop it."""
 
 

@@ -5,10 +5,9 @@ rule examples_figure:
     """Fig. 4.1: per dataset, fixed test images (first in hashed order), ground truth and each main
     method's prediction, from the predictions `mopeft evaluate --examples` saved."""
     input:
-        cells=example_cells(),
-        examples=unit_files(example_cells(), "eval/examples"),
-        data=[meta(d) for d in SEG_DATASETS],
-        code=command_code("figure", "mopeft.report.examples"),
+        cells=wf.example_cells(),
+        examples=wf.unit_files(wf.example_cells(), "eval/examples"),
+        data=[wf.meta(d) for d in wf.seg_datasets],
     output:
         png=report(
             "results/{run}/figures/examples.png",
@@ -19,17 +18,18 @@ rule examples_figure:
         csv="results/{run}/figures/examples.csv",
     log:
         "logs/{run}/figures/examples.log",
-    params:
-        cells=figure_cell_args,
-        data=figure_meta_args,
-        out=out_prefix,
     conda:
         "../../envs/mopeft.yaml"
     resources:
-        runtime=cpu_runtime,
-        mem_mb=cpu_mem,
+        runtime=wf.cpu_runtime,
+        mem_mb=wf.cpu_mem,
+    params:
+        cells=mw.figure_cell_args,
+        data=mw.figure_meta_args,
+        out=mw.out_prefix,
+        code=wf.code("figure", "mopeft.report.examples"),
     shell:
-        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
+        'echo "=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===" >> {log:q}; '
         "mopeft figure examples {params.cells:q} {params.data:q} --out {params.out:q} >> {log:q} 2>&1"
 
 
@@ -37,9 +37,8 @@ rule training_curves:
     """Every training run's loss per step (rows: datasets, columns: methods); runs whose loss did
     not fall are outlined in red (and named in Tables 4.3/4.4)."""
     input:
-        cells=main_cells(),
-        logs=unit_files(main_cells(), "train_log.json"),
-        code=command_code("figure", "mopeft.report.curves"),
+        cells=wf.main_cells(),
+        logs=wf.unit_files(wf.main_cells(), "train_log.json"),
     output:
         png=report(
             "results/{run}/figures/training_curves.png",
@@ -51,14 +50,15 @@ rule training_curves:
         summary="results/{run}/figures/training_curves_summary.csv",
     log:
         "logs/{run}/figures/training_curves.log",
-    params:
-        cells=figure_cell_args,
-        out=out_prefix,
     conda:
         "../../envs/mopeft.yaml"
     resources:
-        runtime=cpu_runtime,
-        mem_mb=cpu_mem,
+        runtime=wf.cpu_runtime,
+        mem_mb=wf.cpu_mem,
+    params:
+        cells=mw.figure_cell_args,
+        out=mw.out_prefix,
+        code=wf.code("figure", "mopeft.report.curves"),
     shell:
-        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
+        'echo "=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===" >> {log:q}; '
         "mopeft figure training-curves {params.cells:q} --out {params.out:q} >> {log:q} 2>&1"

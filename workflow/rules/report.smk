@@ -10,4 +10,4 @@ rule config_snapshot:
     params:
         config=config,
     run:
-        write_config_snapshot(output[0], params.config, log[0])
+        mw.write_config_snapshot(output[0], params.config, log[0])

@@ -4,7 +4,7 @@
 rule table:
     """`mopeft table`: the study's values beside the thesis's, with mean ± std and n over seeds."""
     input:
-        unpack(table_inputs),
+        unpack(wf.table_inputs),
     output:
         csv=report(
             "results/{run}/tables/table_{name}.csv",
@@ -16,22 +16,23 @@ rule table:
         tex="results/{run}/tables/table_{name}.tex",
     log:
         "logs/{run}/tables/table_{name}.log",
-    params:
-        key=table_key,
-        args=table_args,
-        bootstrap=bootstrap_args,
-        losses=loss_args,
-        out=out_prefix,
-        paper=PAPER_DIR,
     wildcard_constraints:
-        name="|".join(TABLE_BY_WILDCARD),
+        name=mw.alternatives(mw.TABLE_BY_WILDCARD),
     conda:
         "../../envs/mopeft.yaml"
     resources:
-        runtime=cpu_runtime,
-        mem_mb=cpu_mem,
+        runtime=wf.cpu_runtime,
+        mem_mb=wf.cpu_mem,
+    params:
+        key=wf.table_key,
+        args=mw.table_args,
+        bootstrap=wf.bootstrap_args,
+        losses=wf.loss_args,
+        out=mw.out_prefix,
+        paper=mw.PAPER_DIR,
+        code=wf.table_code,
     shell:
-        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
+        'echo "=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===" >> {log:q}; '
         "mopeft table {params.key:q} {params.args:q} {params.bootstrap:q} {params.losses:q}"
         " --config {input.config:q} --paper-dir {params.paper:q} --out {params.out:q} >> {log:q} 2>&1"
 
@@ -39,8 +40,7 @@ rule table:
 rule gate_frequency:
     """Figure 4.2: how often each PEFT module of MoPEFT is selected during inference."""
     input:
-        cells=gate_cells(),
-        code=command_code("figure"),
+        cells=wf.gate_cells(),
     output:
         png=report(
             "results/{run}/figures/gate_frequency.png",
@@ -52,14 +52,15 @@ rule gate_frequency:
         layers="results/{run}/figures/gate_frequency_layers.csv",
     log:
         "logs/{run}/figures/gate_frequency.log",
-    params:
-        cells=gate_cell_args,
-        out=out_prefix,
     conda:
         "../../envs/mopeft.yaml"
     resources:
-        runtime=cpu_runtime,
-        mem_mb=cpu_mem,
+        runtime=wf.cpu_runtime,
+        mem_mb=wf.cpu_mem,
+    params:
+        cells=mw.cell_args,
+        out=mw.out_prefix,
+        code=wf.code("figure"),
     shell:
-        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
+        'echo "=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===" >> {log:q}; '
         "mopeft figure gate-frequency --cells {params.cells:q} --out {params.out:q} >> {log:q} 2>&1"

@@ -9,9 +9,8 @@
 rule train:
     """`mopeft train`: a method (variant = ablation option) on one unit of a prepared dataset."""
     input:
-        data=meta_of,
-        weights=weights_input,
-        code=method_code("train"),
+        data=wf.meta_of,
+        weights=wf.weights_input,
     output:
         # Both declared, so a failed (re)run leaves neither: Snakemake deletes a failed job's outputs.
         # (The resume file train_state.pt stays undeclared on purpose: a rerun continues from it.)
@@ -19,27 +18,28 @@ rule train:
         train_log=f"{CELLS}/units/{{unit}}/train_log.json",
     log:
         "logs/{run}/train/{dataset}/{method}/{variant}/seed{seed}/{unit}.log",
-    params:
-        data=data_dir,
-        out=out_dir,
-        checkpoint=checkpoint_args,
-        options=set_args,
-        hyper=train_args,
-        kfold=kfold_args,
-    threads: GPU_THREADS
     conda:
         "../../envs/mopeft.yaml"
+    threads: wf.gpu_threads
     resources:
+        **wf.gpu_constraint("train"),
         gpu=1,
-        runtime=train_runtime,
-        mem_mb=train_mem,
-        cpus_per_task=train_cpus,
-        gpu_mem_mb=train_gpu_mem,
-        **gpu_constraint("train"),
-        workers=train_workers,
-        cache_host_mb=cache_host_mb,
+        runtime=wf.train_runtime,
+        mem_mb=wf.train_mem,
+        cpus_per_task=wf.train_cpus,
+        gpu_mem_mb=wf.train_gpu_mem,
+        workers=wf.train_workers,
+        cache_host_mb=wf.cache_host_mb,
+    params:
+        data=mw.data_dir,
+        out=mw.out_dir,
+        checkpoint=wf.checkpoint_args,
+        options=wf.set_args,
+        hyper=wf.train_args,
+        kfold=wf.kfold_args,
+        code=wf.method_code("train"),
     shell:
-        "echo \"=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===\" >> {log:q}; "
+        'echo "=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===" >> {log:q}; '
         # Record which GPU the scheduler gave the job (tests/test_slurm.py checks it).
         "echo CUDA_VISIBLE_DEVICES=${{CUDA_VISIBLE_DEVICES:-unset}} >> {log:q}; "
         "OMP_NUM_THREADS={threads} mopeft train --data {params.data:q} --unit {wildcards.unit:q}"
