@@ -30,8 +30,10 @@ demo-doc: $(BIN)/mopeft
 config-docs: $(BIN)/mopeft
 	$(BIN)/python scripts/config_docs.py
 
+# Two workers by default (the CI machine's cores); each takes whole files, so a file's fixtures run once.
+TEST_WORKERS ?= 2
 test: $(BIN)/mopeft
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(BIN)/mopeft
 	$(BIN)/python -m pytest -q -m "not slow"
@@ -40,6 +42,11 @@ lint: $(BIN)/mopeft
 	$(BIN)/ruff check mopeft tests scripts
 	$(SNAKEMAKE) --lint
 	$(BIN)/snakefmt --check Snakefile workflow/rules/
+
+# How long Snakemake takes to plan the study (wall and CPU seconds, printed; a benchmark, not a test).
+.PHONY: bench-dag
+bench-dag: $(BIN)/mopeft
+	$(BIN)/python scripts/bench_dag.py
 
 # The whole study's plan (no execution): job counts per rule.
 study-dry-run: $(BIN)/mopeft

@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from mopeft.cli import main as cli
-from mopeft.compose.build import build_model
-from mopeft.data.loader import SegmentationPairs
-from mopeft.data.preprocess import preprocess_image
-from mopeft.data.units import load_unit
+from mopeft.data.loading.loader import SegmentationPairs
+from mopeft.data.loading.preprocess import preprocess_image
+from mopeft.data.prepared.units import load_unit
+from mopeft.methods.build import build_model
 from mopeft.model.weights import TINY_ASSET, TINY_SHA256
 
 SIZE = 96

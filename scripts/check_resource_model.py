@@ -25,8 +25,8 @@ import torch  # noqa: E402
 from torch._subclasses.fake_tensor import FakeTensorMode  # noqa: E402
 from torch.profiler import ProfilerActivity, profile  # noqa: E402
 
-from mopeft.compose.build import build_model  # noqa: E402
 from mopeft.measure.trace import StepCounter  # noqa: E402
+from mopeft.methods.build import build_model  # noqa: E402
 from mopeft.train.losses import segmentation_loss  # noqa: E402
 
 K, BATCH = 7, 2

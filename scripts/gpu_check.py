@@ -106,7 +106,7 @@ def write_dataset(
     encodes the class of each 32-px block, written with the project's own savers."""
     import numpy as np
 
-    from mopeft.data.common import save_image, save_label
+    from mopeft.data.datasets.common import save_image, save_label
 
     rng = np.random.default_rng(seed)
     palette = rng.integers(30, 226, size=(num_classes, 3)).astype(np.int16)

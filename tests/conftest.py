@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mopeft.data.images import save_image, save_label
-from mopeft.data.miniature import blob_label, image_for
+from mopeft.data.synthetic.miniature import blob_label, image_for
 from mopeft.io import write_json
 
 # One intra-op thread unless the caller asks for more (OMP_NUM_THREADS=2 reruns the suite with two).
@@ -140,3 +140,14 @@ def blocks():
         for p in blk.parameters():
             p.requires_grad_(False)
     return enc.blocks
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with end-to-end (``slow``) tests first, each file's tests kept together and in order.
+
+    Why: `make test` runs two workers (pytest-xdist, ``--dist loadfile``) that take whole files in
+    collection order; the demo, SLURM and own-data runs take minutes each, so they start at once and
+    the short tests fill the other worker, instead of a long run starting last.
+    """
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: order within a file kept

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from mopeft.data.common import PrepareError, PrepareOptions, extract
-from mopeft.data.miniature import read_zip, tar_gz_bytes, write_zip
-from mopeft.data.prepare import prepare_dataset
+from mopeft.data.datasets.common import PrepareError, PrepareOptions, extract
+from mopeft.data.prepared.write import prepare_dataset
 from mopeft.data.registry import dataset_module
+from mopeft.data.synthetic.miniature import read_zip, tar_gz_bytes, write_zip
 
 
 # ------------------------------------------------------------------------------------- builders

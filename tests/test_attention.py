@@ -9,8 +9,8 @@ import torch
 from test_peft import GLOBAL, WINDOWED, C, _randomise, _set_gate, _x, reference_block
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from mopeft.compose.build import build_model
 from mopeft.methods import METHODS
+from mopeft.methods.build import build_model
 from mopeft.model.arch import ARCHS, build_sam_parts
 from mopeft.model.sam_modeling import Block
 from mopeft.peft import attention as attention_ops

@@ -124,8 +124,8 @@ def test_real_evaluate_output_of_the_tiny_model_is_reproduced(tmp_path):
     import torch
     from conftest import write_blocky_dataset
 
-    from mopeft.compose.build import build_model
     from mopeft.evaluation.evaluate import evaluate_unit
+    from mopeft.methods.build import build_model
     from mopeft.model.weights import TINY_ASSET, TINY_SHA256
 
     ds = write_blocky_dataset(tmp_path / "prepared", n_test=5, train_split="none")

@@ -13,8 +13,8 @@ import torch
 from conftest import write_blocky_dataset
 
 from mopeft.cli import main
-from mopeft.compose.checkpoint import read_checkpoint
 from mopeft.io import sha256_file
+from mopeft.methods.checkpoint import read_checkpoint
 from mopeft.model.weights import load_checkpoint
 from mopeft.torch_files import UnreadableFile, load_torch, save_torch
 

@@ -17,12 +17,12 @@ import pytest
 from PIL import Image
 
 from mopeft.cli import main
-from mopeft.data.common import PrepareOptions, ensure_layout, save_image, save_label
+from mopeft.data.datasets.common import PrepareOptions, ensure_layout, save_image, save_label
 from mopeft.data.errors import PrepareError
-from mopeft.data.folder import prepare_folder
-from mopeft.data.folder_spec import resolve
-from mopeft.data.layout import list_pairs
-from mopeft.data.prepare import write_prepared
+from mopeft.data.folder.prepare import prepare_folder
+from mopeft.data.folder.spec import resolve
+from mopeft.data.prepared.layout import list_pairs
+from mopeft.data.prepared.write import write_prepared
 from mopeft.data.spec import DatasetSpec
 from mopeft.io import read_json
 
@@ -216,7 +216,7 @@ def _labels(*values: int) -> list[np.ndarray]:
 def test_a_registered_dataset_missing_a_class_is_a_warning_naming_the_preparer(tmp_path, caplog):
     """A published release cannot be changed: its absent class is logged and recorded, not refused."""
     fill = fill_with({"train": _labels(0, 1, 2), "test": _labels(0, 1)})
-    with caplog.at_level("WARNING", logger="mopeft.data.coverage"):
+    with caplog.at_level("WARNING", logger="mopeft.data.prepared.coverage"):
         meta = read_json(write_prepared(SPEC, tmp_path, fill, {}, PrepareOptions()) / "meta.json")
     (msg,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert msg.startswith("dataset toy (Toy): class 'c' has no pixel in the test split"), msg
@@ -228,7 +228,7 @@ def test_a_registered_dataset_missing_a_class_is_a_warning_naming_the_preparer(t
 def test_a_spec_can_declare_an_expected_absence_and_a_miniature_only_records_it(tmp_path, caplog):
     fill = fill_with({"train": _labels(0, 1), "test": _labels(0, 1)})
     declared = DatasetSpec(**{**SPEC.__dict__, "allow_missing_classes": ("c",)})
-    with caplog.at_level("WARNING", logger="mopeft.data.coverage"):
+    with caplog.at_level("WARNING", logger="mopeft.data.prepared.coverage"):
         meta = read_json(write_prepared(declared, tmp_path / "a", fill, {}, PrepareOptions()) / "meta.json")
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
     assert meta["missing_classes"] == {"train": ["c"], "test": ["c"]}

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from mopeft.data.common import MESS_TILE, PrepareOptions
-from mopeft.data.folder_spec import folder_spec
-from mopeft.data.prepare import prepare_dataset
+from mopeft.data.datasets.common import MESS_TILE, PrepareOptions
+from mopeft.data.folder.spec import folder_spec
+from mopeft.data.prepared.write import prepare_dataset
 from mopeft.data.registry import DATASETS, all_specs, dataset_module, get_spec
 from mopeft.data.spec import IMAGE_FORMATS, DatasetSpec
 

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mopeft.data.common import PrepareError, PrepareOptions
-from mopeft.data.prepare import prepare_dataset
+from mopeft.data.datasets.common import PrepareError, PrepareOptions
+from mopeft.data.prepared.write import prepare_dataset
 from mopeft.data.registry import dataset_module
 
 T = 64  # test tile size (the real default stays 1024)
@@ -426,7 +426,7 @@ def test_suim_train_mask_of_another_size_is_resized_and_recorded(tmp_path: Path)
 
 
 def test_suim_train_mask_of_another_shape_is_dropped_and_test_stays_strict(tmp_path: Path) -> None:
-    from mopeft.data.miniature import encode, replace_members
+    from mopeft.data.synthetic.miniature import encode, replace_members
 
     raw, out_root = make("suim", tmp_path)
     with zipfile.ZipFile(raw / "train_val.zip") as zf:
@@ -479,7 +479,7 @@ def test_colour_mapping_memory_stays_near_one_byte_per_pixel() -> None:
     each, several GB); beyond its uint8 result map_colours may only use a bounded working set."""
     import tracemalloc
 
-    from mopeft.data.common import map_colours
+    from mopeft.data.datasets.common import map_colours
 
     h, w = 2000, 2000
     rgb = np.array(list(ISAID), dtype=np.uint8)[np.random.default_rng(0).integers(0, 16, (h, w))]

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mopeft.data.common import PrepareOptions
-from mopeft.data.prepare import prepare_dataset
+from mopeft.data.datasets.common import PrepareOptions
+from mopeft.data.prepared.units import load_unit
+from mopeft.data.prepared.write import prepare_dataset
 from mopeft.data.registry import dataset_module
-from mopeft.data.units import load_unit
 from mopeft.io import read_json
 
 # key: (MESS classes, train count, test count, [(test stem, (y, x), expected id, class name)])
@@ -186,8 +186,8 @@ def test_bdd_train_pairs_by_intersection_and_records_what_it_dropped(tmp_path: P
 
 
 def test_bdd_test_split_stays_exact(tmp_path: Path) -> None:
-    from mopeft.data.common import PrepareError
-    from mopeft.data.miniature import replace_members
+    from mopeft.data.datasets.common import PrepareError
+    from mopeft.data.synthetic.miniature import replace_members
 
     raw = tmp_path / "raw" / "bdd100k"
     dataset_module("bdd100k").write_miniature(raw)

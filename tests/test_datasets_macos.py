@@ -15,10 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from mopeft.data.common import PrepareOptions
-from mopeft.data.miniature import APPLE_DOUBLE, DS_STORE, macos_junk, read_zip, tar_gz_bytes, zip_bytes
-from mopeft.data.prepare import prepare_dataset
+from mopeft.data.datasets.common import PrepareOptions
+from mopeft.data.prepared.write import prepare_dataset
 from mopeft.data.registry import DATASETS, dataset_module
+from mopeft.data.synthetic.miniature import (
+    APPLE_DOUBLE,
+    DS_STORE,
+    macos_junk,
+    read_zip,
+    tar_gz_bytes,
+    zip_bytes,
+)
 
 
 def _tar_members(data: bytes) -> dict[str, bytes]:

@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mopeft.data.common import PrepareError, PrepareOptions, pair_by_stem
-from mopeft.data.miniature import encode, replace_members
-from mopeft.data.prepare import MINIATURE_MARKER, prepare_dataset
+from mopeft.data.datasets.common import PrepareError, PrepareOptions, pair_by_stem
+from mopeft.data.prepared.units import load_unit
+from mopeft.data.prepared.write import MINIATURE_MARKER, prepare_dataset
 from mopeft.data.registry import dataset_module, get_spec
-from mopeft.data.units import load_unit
+from mopeft.data.synthetic.miniature import encode, replace_members
 
 PAXRAY_TASKS = ("lungs", "bones", "mediastinum", "diaphragm")
 PAPER_TABLE = Path(__file__).resolve().parents[1] / "paper/main_results.csv"  # the study's own

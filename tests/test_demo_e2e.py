@@ -135,7 +135,7 @@ def test_editing_a_module_fair1m_imports_replans_only_fair1ms_data_jobs(demo):
 
 @pytest.mark.slow
 def test_editing_the_miniature_helpers_replans_every_raw_job(demo):
-    with _touched(demo / "mopeft/data/miniature.py"):
+    with _touched(demo / "mopeft/data/synthetic/miniature.py"):
         plan = _snakemake(demo, "-n", "--configfile", "config/demo.yaml")
     assert plan.returncode == 0, plan.out[-3000:]
     raws = sorted(w for rule, w in _jobs(plan.out) if rule == "raw")

@@ -7,10 +7,10 @@ import json
 import torch
 
 from mopeft.cli import main
-from mopeft.compose.checkpoint import load_model
-from mopeft.data.common import PrepareOptions
-from mopeft.data.prepare import prepare_dataset
+from mopeft.data.datasets.common import PrepareOptions
+from mopeft.data.prepared.write import prepare_dataset
 from mopeft.data.registry import dataset_module
+from mopeft.methods.checkpoint import load_model
 
 
 def test_fair1m_cell_trains_the_class_mlp_and_scores(tmp_path):

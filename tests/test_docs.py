@@ -104,3 +104,20 @@ def test_readme_states_the_demo_claim_per_mean_and_dataset():
     assert "every fine-tuning method beats the frozen baseline" not in readme
     assert "on the mean over the demo's four study datasets every fine-tuning method is above" in readme
     assert "`make demo-doc`" in readme and "can differ in the last digits" in readme
+
+
+def test_architecture_package_map_lists_every_package():
+    """The map a newcomer reads first names every package of the library, and nothing that is gone."""
+    text = (ROOT / "docs/architecture.md").read_text()
+    block = text.split("<!-- package-map -->")[1].split("<!-- /package-map -->")[0]
+    stack: list[str] = []
+    mapped = set()
+    for line in block.splitlines():
+        m = re.match(r"^([│├└─\s]*)([\w]+)/\s", line)
+        if not m:
+            continue
+        depth = len(m.group(1)) // 4
+        stack[depth:] = [m.group(2)]
+        mapped.add("/".join(stack if stack[0] == "mopeft" else ["mopeft", *stack]))
+    packages = {str(p.parent.relative_to(ROOT)) for p in (ROOT / "mopeft").rglob("__init__.py")}
+    assert mapped == packages

@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import pytest
 
-from mopeft.data import download as dl
+from mopeft.data.sources import download as dl
 from mopeft.data.spec import Source
 
 BODY = bytes(range(256)) * 64  # 16 KiB
@@ -196,7 +196,7 @@ def test_failed_automatic_download_explains_the_manual_route(server: str, tmp_pa
 
 
 def test_reissued_file_matches_any_published_md5(tmp_path: Path) -> None:
-    from mopeft.data.prepare import verify_sources
+    from mopeft.data.prepared.write import verify_sources
     from mopeft.data.spec import DatasetSpec
 
     raw = tmp_path / "raw"
@@ -223,9 +223,9 @@ def test_bdd_labels_accept_both_published_md5s() -> None:
 def test_git_sources_are_pinned_to_a_commit_and_checked(tmp_path: Path) -> None:
     import subprocess
 
-    from mopeft.data.checksums import is_commit
-    from mopeft.data.prepare import verify_sources
+    from mopeft.data.prepared.write import verify_sources
     from mopeft.data.registry import all_specs
+    from mopeft.data.sources.checksums import is_commit
     from mopeft.data.spec import DatasetSpec
 
     git_sources = [s for spec in all_specs() for s in spec.sources if s.kind == "git"]

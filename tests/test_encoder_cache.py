@@ -21,9 +21,9 @@ from conftest import write_blocky_dataset
 
 import mopeft.commands.train as train_command
 from mopeft.cli import main
-from mopeft.compose.checkpoint import build_from_config, model_config
-from mopeft.data.loader import SegmentationPairs
-from mopeft.data.units import load_unit
+from mopeft.data.loading.loader import SegmentationPairs
+from mopeft.data.prepared.units import load_unit
+from mopeft.methods.checkpoint import build_from_config, model_config
 from mopeft.peft.state import trainable_state_dict
 from mopeft.train.encoder_cache import (
     MIB,

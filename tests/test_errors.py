@@ -8,10 +8,10 @@ import re
 
 import pytest
 
-from mopeft.data.download import ChecksumError, ManualDownloadRequired
 from mopeft.data.errors import PrepareError
-from mopeft.data.folder_spec import FolderSpecError
+from mopeft.data.folder.spec import FolderSpecError
 from mopeft.data.registry import UnknownDataset, dataset_module
+from mopeft.data.sources.download import ChecksumError, ManualDownloadRequired
 from mopeft.detection.xml_io import AnnotationError
 from mopeft.errors import InputError, MissingInput, UserError
 from mopeft.io import DiskFull, read_json

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from test_rar_tools import env, fake_7z  # noqa: F401 (env is a fixture)
 
-from mopeft.data.archive import (
+from mopeft.data.datasets.common import PrepareError, extract
+from mopeft.data.sources.archive import (
     GB,
     Budget,
     ExtractLimits,
@@ -21,7 +22,6 @@ from mopeft.data.archive import (
     extract_tar_stream,
     write_checked,
 )
-from mopeft.data.common import PrepareError, extract
 
 MB = 10**6
 

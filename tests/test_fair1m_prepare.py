@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mopeft.data.common import PrepareError, PrepareOptions
 from mopeft.data.datasets import fair1m
-from mopeft.data.prepare import prepare_dataset
+from mopeft.data.datasets.common import PrepareError, PrepareOptions
+from mopeft.data.prepared.write import prepare_dataset
 from mopeft.detection import SPEC_CLASSES
 from mopeft.detection.rotated import iou
 from mopeft.detection.xml_io import Obj, read_xml

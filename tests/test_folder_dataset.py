@@ -12,9 +12,9 @@ from PIL import Image
 
 from mopeft.cli import main
 from mopeft.data.errors import PrepareError
-from mopeft.data.folder import prepare_folder
-from mopeft.data.folder_spec import FolderSpecError, check_entry, folder_spec, resolve
-from mopeft.data.layout import hashed_order, list_pairs
+from mopeft.data.folder.prepare import prepare_folder
+from mopeft.data.folder.spec import FolderSpecError, check_entry, folder_spec, resolve
+from mopeft.data.prepared.layout import hashed_order, list_pairs
 from mopeft.io import read_json, sha256_file
 
 CLASSES = ["ground", "leaf", "stem"]
@@ -181,7 +181,7 @@ def test_entry_errors_name_the_config_key(change, message):
 def test_generated_scenes_have_per_shape_labels_and_the_pretraining_images():
     """The demo's folder dataset: labelled_scene adds shape-type labels to scene() without changing
     what scene() returns (the packaged tiny SAM was pretrained on those)."""
-    from mopeft.data.synthetic_scenes import SCENE_CLASSES, labelled_scene, scene
+    from mopeft.data.synthetic.scenes import SCENE_CLASSES, labelled_scene, scene
 
     kinds = set()
     for i in range(12):

@@ -18,7 +18,6 @@ LAYERS: list[tuple[str, ...]] = [
     ("mopeft.model",),
     ("mopeft.peft",),
     ("mopeft.methods",),
-    ("mopeft.compose",),  # a model with a method installed; checkpoints
     ("mopeft.train", "mopeft.evaluation"),
     ("mopeft.measure",),
     ("mopeft.report",),
@@ -91,11 +90,11 @@ def test_closure_follows_lazy_imports_and_stays_inside_the_package():
         "detection/__init__.py",
         "detection/xml_io.py",
         "detection/rotated.py",
-        "data/miniature.py",
+        "data/synthetic/miniature.py",
     } <= files
     assert not any(f.startswith(("train/", "model/", "report/")) for f in files)
     train = {
         p.relative_to(ROOT).as_posix() for p in closure(("mopeft.commands.train", "mopeft.methods.lora"))
     }
     assert "methods/lora.py" in train and "methods/vpt.py" not in train  # other methods rerun nothing
-    assert "data/archive.py" not in train  # the loader does not import the preparers' machinery
+    assert "data/sources/archive.py" not in train  # the loader does not import the preparers' machinery

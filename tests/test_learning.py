@@ -24,11 +24,11 @@ import pytest
 import torch
 from conftest import write_blob_dataset
 
-from mopeft.compose.checkpoint import build_from_config, model_config
-from mopeft.data.loader import SegmentationPairs
-from mopeft.data.units import load_unit
+from mopeft.data.loading.loader import SegmentationPairs
+from mopeft.data.prepared.units import load_unit
 from mopeft.evaluation.evaluate import predict_split
 from mopeft.methods import METHODS
+from mopeft.methods.checkpoint import build_from_config, model_config
 from mopeft.model.weights import TINY_ASSET, TINY_SHA256
 from mopeft.train.loop import TrainSettings, train
 

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from conftest import write_blocky_dataset
 
-from mopeft.data.loader import SegmentationPairs, StepBatchSampler, batch_indices, make_loader
-from mopeft.data.preprocess import (
+from mopeft.data.loading.loader import SegmentationPairs, StepBatchSampler, batch_indices, make_loader
+from mopeft.data.loading.preprocess import (
     PIXEL_MEAN,
     PIXEL_STD,
     flip_content,
@@ -15,7 +15,7 @@ from mopeft.data.preprocess import (
     preprocess_label,
     to_model_input,
 )
-from mopeft.data.units import load_unit
+from mopeft.data.prepared.units import load_unit
 
 
 def test_sampler_yields_exactly_the_step_batches_from_the_resume_step():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mopeft.compose.build import build_model
+from mopeft.methods.build import build_model
 from mopeft.peft.block import PEFTBlock
 from mopeft.peft.merge import merge_lora
 

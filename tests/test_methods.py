@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mopeft.compose.build import build_model
 from mopeft.methods import METHODS, get_method
+from mopeft.methods.build import build_model
 from mopeft.peft.state import load_trainable_state_dict, trainable_state_dict
 
 DEC = r"mask_decoder\..*"

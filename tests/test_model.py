@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from segment_anything.utils.transforms import ResizeLongestSide
 
-from mopeft.compose.build import build_model
-from mopeft.data.preprocess import postprocess, preprocess_image, preprocess_label, resized_shape
+from mopeft.data.loading.preprocess import postprocess, preprocess_image, preprocess_label, resized_shape
 from mopeft.io import sha256_file
+from mopeft.methods.build import build_model
 from mopeft.model.arch import ARCHS, build_sam_parts
 from mopeft.model.weights import VIT_B_SHA256, VIT_B_URL, load_checkpoint
 

@@ -10,7 +10,7 @@ from segment_anything.modeling.image_encoder import (
     window_unpartition,
 )
 
-from mopeft.compose.build import build_model
+from mopeft.methods.build import build_model
 from mopeft.peft.adapter import Adapter
 from mopeft.peft.block import PEFTBlock
 from mopeft.peft.lora import LoRAQV

@@ -62,7 +62,7 @@ def test_predict_then_score_reproduces_the_cells_miou(cell, tmp_path, capsys):
 def test_evaluate_writes_the_predictions_of_its_example_images(cell, tmp_path):
     """Fig. 4.1's inputs: `--examples N` saves the first N test stems in hashed order, and they are
     exactly what `mopeft predict` writes for those images."""
-    from mopeft.data.layout import hashed_order
+    from mopeft.data.prepared.layout import hashed_order
 
     ds, unit, _ = cell
     eval_dir = tmp_path / "eval"

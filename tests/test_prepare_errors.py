@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 
 from mopeft.cli import main
-from mopeft.data.common import PrepareError, PrepareOptions
-from mopeft.data.miniature import encode, replace_members
-from mopeft.data.prepare import prepare_dataset
+from mopeft.data.datasets.common import PrepareError, PrepareOptions
+from mopeft.data.prepared.write import prepare_dataset
 from mopeft.data.registry import dataset_module
+from mopeft.data.synthetic.miniature import encode, replace_members
 
 
 def _miniature(key: str, tmp_path: Path) -> Path:

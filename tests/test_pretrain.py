@@ -8,9 +8,9 @@ from dataclasses import asdict, replace
 import numpy as np
 
 from mopeft.cli import main
-from mopeft.compose.build import build_model
-from mopeft.data.synthetic_scenes import scene, scenes
+from mopeft.data.synthetic.scenes import scene, scenes
 from mopeft.io import read_json, sha256_file
+from mopeft.methods.build import build_model
 from mopeft.model.weights import TINY_ASSET, TINY_FILENAME, TINY_SHA256
 from mopeft.train.pretrain import PretrainSettings, pretrain, save_state
 

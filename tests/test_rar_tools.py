@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from mopeft.data.common import PrepareError, PrepareOptions, extract
-from mopeft.data.miniature import read_zip, write_zip
-from mopeft.data.prepare import prepare_dataset
+from mopeft.data.datasets.common import PrepareError, PrepareOptions, extract
+from mopeft.data.prepared.write import prepare_dataset
 from mopeft.data.registry import dataset_module
+from mopeft.data.synthetic.miniature import read_zip, write_zip
 
 RAR5 = b"Rar!\x1a\x07\x01\x00" + bytes(range(64))
 

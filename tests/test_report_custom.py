@@ -13,7 +13,7 @@ from PIL import Image
 from test_report_tables import TABLE_4_3, _cell, _row
 
 from mopeft.cli import main as cli_main
-from mopeft.data.layout import hashed_order
+from mopeft.data.prepared.layout import hashed_order
 from mopeft.report.curves import loss_fell, write_training_curves
 from mopeft.report.examples import write_examples
 from mopeft.report.main_tables import main_table

@@ -13,11 +13,11 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from mopeft.compose.build import build_model
 from mopeft.measure.cuda_emulation import cuda_autocast, efficient_attention
 from mopeft.measure.gpus import GPUS, get_gpu, gpu_for_device_name
 from mopeft.measure.step_model import StepSpec, trace_eval, trace_head, trace_train
 from mopeft.measure.trace import StepCounter
+from mopeft.methods.build import build_model
 from mopeft.plan.jobs import config_digest, load_config, plan_path, run_jobs
 from mopeft.train.losses import segmentation_loss
 

@@ -16,13 +16,13 @@ import torch
 from conftest import combine_args, write_blocky_dataset
 
 from mopeft.cli import main
-from mopeft.compose.checkpoint import build_from_config, load_model, model_config
-from mopeft.data.loader import SegmentationPairs
-from mopeft.data.preprocess import preprocess_image
-from mopeft.data.units import load_unit
+from mopeft.data.loading.loader import SegmentationPairs
+from mopeft.data.loading.preprocess import preprocess_image
+from mopeft.data.prepared.units import load_unit
 from mopeft.evaluation.evaluate import predict_split
 from mopeft.evaluation.metrics import ConfusionMatrix
 from mopeft.methods import METHODS
+from mopeft.methods.checkpoint import build_from_config, load_model, model_config
 from mopeft.model.weights import TINY_ASSET, TINY_SHA256
 from mopeft.peft.state import trainable_state_dict
 from mopeft.train.loop import TrainSettings, batch_indices, train

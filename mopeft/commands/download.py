@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mopeft.data.download import download_dataset
+from mopeft.data.sources.download import download_dataset
 
 HELP = "download a dataset's raw files into OUT (cached; manual sources are listed with instructions)"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mopeft.compose.checkpoint import check_trained_on, load_model, read_checkpoint, weights_label
 from mopeft.device import resolve_device
 from mopeft.evaluation.evaluate import evaluate_unit
 from mopeft.io import read_json
+from mopeft.methods.checkpoint import check_trained_on, load_model, read_checkpoint, weights_label
 
 HELP = "evaluate a trained model: OUT/metrics.json, confusion.npy, gates.npz"
 

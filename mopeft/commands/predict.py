@@ -28,9 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mopeft.compose.checkpoint import load_model, read_checkpoint
     from mopeft.device import resolve_device
     from mopeft.evaluation.predict import predict_folder, summary_line
+    from mopeft.methods.checkpoint import load_model, read_checkpoint
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")

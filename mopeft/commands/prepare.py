@@ -2,7 +2,7 @@
 
 A registered dataset is named by ``--dataset KEY --raw DIR``; a folder dataset of the config
 (``custom_datasets``) by ``--spec FILE``, the resolved entry the pipeline writes
-(:func:`mopeft.data.folder_spec.resolve`). Both end in the same atomic write with meta.json last.
+(:func:`mopeft.data.folder.spec.resolve`). Both end in the same atomic write with meta.json last.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from mopeft.data.common import MESS_TILE, PrepareOptions
-from mopeft.data.prepare import prepare_dataset
+from mopeft.data.datasets.common import MESS_TILE, PrepareOptions
+from mopeft.data.prepared.write import prepare_dataset
 from mopeft.errors import InputError
 
 HELP = "prepare a dataset (registered, or a folder dataset's --spec) into the uniform layout; meta.json last"
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     if args.spec:
         if args.dataset or args.raw:
             raise InputError("--spec names the whole folder dataset; do not also give --dataset/--raw")
-        from mopeft.data.folder_spec import PREPARER
+        from mopeft.data.folder.spec import PREPARER
         from mopeft.io import read_json
 
         # By name, like a registered dataset's module: the DAG ties folder.py to folder datasets only.

@@ -3,7 +3,7 @@
 The demo's own-data example: images no dataset registry knows, in exactly the form a user brings
 (an ``images/`` and a ``masks/`` folder, class ids 0..3 in the masks), prepared by the config's
 ``custom_datasets`` path like any user's folders. The scenes are those the tiny SAM is pretrained
-on (mopeft.data.synthetic_scenes), labelled by shape type instead of object/ground.
+on (mopeft.data.synthetic.scenes), labelled by shape type instead of object/ground.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mopeft.data.images import save_image, save_label
-    from mopeft.data.synthetic_scenes import SCENE_CLASSES, labelled_scene
+    from mopeft.data.synthetic.scenes import SCENE_CLASSES, labelled_scene
     from mopeft.io import atomic_dir
 
     if args.count < 1 or args.size < 16:

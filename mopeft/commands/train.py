@@ -12,14 +12,14 @@ import os
 from pathlib import Path
 
 from mopeft.commands.options import add_set_argument, parse_sets
-from mopeft.compose.checkpoint import build_from_config, model_config, save_model, weights_label
 from mopeft.data.images import check_label_files
-from mopeft.data.loader import SegmentationPairs
-from mopeft.data.units import load_unit
+from mopeft.data.loading.loader import SegmentationPairs
+from mopeft.data.prepared.units import load_unit
 from mopeft.device import resolve_device
 from mopeft.errors import InputError
 from mopeft.io import read_json, write_json
 from mopeft.methods import METHODS
+from mopeft.methods.checkpoint import build_from_config, model_config, save_model, weights_label
 from mopeft.model.arch import ARCHS, get_arch
 from mopeft.model.weights import VIT_B_SHA256
 from mopeft.peft.attention import attention_backend

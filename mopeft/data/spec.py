@@ -79,7 +79,7 @@ class DatasetSpec:
     citation: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
     # Classes the real release is known to lack in a split: preparation otherwise refuses a class
-    # without a single pixel in a split (mopeft.data.coverage). Say in `notes` which split and why.
+    # without a single pixel in a split (mopeft.data.prepared.coverage). Say in `notes` which split and why.
     allow_missing_classes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

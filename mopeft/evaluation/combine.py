@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mopeft.data.folder_spec import DEFAULT_DOMAIN
-from mopeft.data.units import combine_rule, unit_names
+from mopeft.data.folder.spec import DEFAULT_DOMAIN
+from mopeft.data.prepared.units import combine_rule, unit_names
 from mopeft.errors import InputError
 from mopeft.evaluation.metrics import ConfusionMatrix, combine_mean, pool
 from mopeft.io import read_json

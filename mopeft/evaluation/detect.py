@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from mopeft.data.images import load_image
-from mopeft.data.preprocess import PIXEL_MEAN, PIXEL_STD, postprocess, preprocess_image
+from mopeft.data.loading.preprocess import PIXEL_MEAN, PIXEL_STD, postprocess, preprocess_image
 from mopeft.detection.masks2boxes import masks_to_boxes
 from mopeft.errors import InputError, MissingInput
 from mopeft.io import read_json, write_json
@@ -87,8 +87,8 @@ def run_detection(
     min_size: int = 4, device: str = "auto",
 ) -> dict[str, Any]:
     """Load the model, detect over ``data_dir/split/images`` and write ``out`` atomically."""
-    from mopeft.compose.checkpoint import check_trained_on, load_model, read_checkpoint, weights_label
     from mopeft.device import resolve_device
+    from mopeft.methods.checkpoint import check_trained_on, load_model, read_checkpoint, weights_label
 
     data_dir = Path(data_dir)
     meta = read_json(data_dir / "meta.json")

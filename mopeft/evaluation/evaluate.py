@@ -16,10 +16,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from mopeft.data.images import check_label_files
-from mopeft.data.layout import hashed_order
-from mopeft.data.loader import SegmentationPairs, make_loader
-from mopeft.data.preprocess import IGNORE_INDEX, postprocess, to_model_input
-from mopeft.data.units import load_unit
+from mopeft.data.loading.loader import SegmentationPairs, make_loader
+from mopeft.data.loading.preprocess import IGNORE_INDEX, postprocess, to_model_input
+from mopeft.data.prepared.layout import hashed_order
+from mopeft.data.prepared.units import load_unit
 from mopeft.device import autocast, resolve_device
 from mopeft.errors import InputError
 from mopeft.evaluation.metrics import ConfusionMatrix
@@ -141,7 +141,7 @@ def evaluate_unit(
     """Evaluate and write ``metrics.json``, ``confusion.npy``, ``gates.npz`` and ``per_image.npz``
     (the test images' names and their K x (tp, fp, fn) counts) into ``out_dir``; with ``examples``
     > 0 also ``examples/<stem>.png``, the predictions of the unit's first ``examples`` test images
-    in :func:`~mopeft.data.layout.hashed_order` (Fig. 4.1 shows them beside the ground truth)."""
+    in :func:`~mopeft.data.prepared.layout.hashed_order` (Fig. 4.1 shows them beside the ground truth)."""
     out_dir = Path(out_dir)
     data = load_unit(dataset_dir, unit, kfold)
     if data.num_classes != model.num_classes:

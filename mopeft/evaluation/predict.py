@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from mopeft.data.colours import overlay
 from mopeft.data.images import files_by_stem, load_image, save_image
-from mopeft.data.loader import ImageFiles, make_loader
+from mopeft.data.loading.loader import ImageFiles, make_loader
 from mopeft.evaluation.evaluate import predicted_labels, save_class_ids
 from mopeft.io import write_json
 from mopeft.model.semantic_sam import SemanticSAM

@@ -152,7 +152,7 @@ _KEYS = ("fwd", "bwd", "opt", "train")
 
 
 def _build(cfg: BenchConfig, name: str) -> _Entry:
-    from mopeft.compose.build import build_model
+    from mopeft.methods.build import build_model
     from mopeft.train.optim import make_optimizer
 
     torch.manual_seed(cfg.seed)

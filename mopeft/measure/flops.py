@@ -332,7 +332,7 @@ def model_flops(
     num_classes: int = 2,
 ) -> dict[str, Any]:
     """Build a method's model (random weights: FLOPs do not depend on values) and count one image."""
-    from mopeft.compose.build import build_model
+    from mopeft.methods.build import build_model
     from mopeft.peft.state import fold_prefixes
 
     model = build_model(arch, num_classes, method, dict(method_options or {}), image_size=image_size)

@@ -1,7 +1,7 @@
 """How many images per second the training input pipeline delivers, and how many workers a GPU needs.
 
 A GPU step of ViT-B at 1024² takes a fraction of a second; if the host cannot decode the next batch
-in that time, the GPU waits. This measures the real loader (:func:`mopeft.data.loader.make_loader`:
+in that time, the GPU waits. This measures the real loader (:func:`mopeft.data.loading.loader.make_loader`:
 decode, resize when needed, collate uint8) on generated 1024² pairs, JPEG and PNG, for several
 worker counts, and derives the per-worker rate that sizes ``--workers`` for a target throughput.
 """
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mopeft.data.images import save_image, save_label
-from mopeft.data.loader import SegmentationPairs, StepBatchSampler, make_loader
+from mopeft.data.loading.loader import SegmentationPairs, StepBatchSampler, make_loader
 
 
 def write_pairs(

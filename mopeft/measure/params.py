@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mopeft.compose.build import build_model
+from mopeft.methods.build import build_model
 from mopeft.model.arch import build_sam_parts, get_arch
 from mopeft.peft.prefix import DeepPrompt
 

@@ -31,11 +31,11 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.nn import Embedding
 
-from mopeft.compose.build import build_model
-from mopeft.data.preprocess import flip_content, postprocess, to_model_input
+from mopeft.data.loading.preprocess import flip_content, postprocess, to_model_input
 from mopeft.measure.cuda_emulation import cuda_autocast
 from mopeft.measure.gpus import GPU
 from mopeft.measure.trace import CUDA_BLOCK, StepCounter
+from mopeft.methods.build import build_model
 from mopeft.peft.attention import attention_backend
 from mopeft.train.encoder_cache import encoder_is_frozen
 from mopeft.train.losses import presence_loss, presence_targets, segmentation_loss

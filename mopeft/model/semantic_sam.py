@@ -89,7 +89,7 @@ class SemanticSAM(nn.Module):
         self.method = "baseline"
         self.method_options: dict = {}
         # Optional class MLP on the class tokens (FAIR-1M detection track, Appendix A); set by
-        # mopeft.compose.checkpoint when the model config asks for it, trained with every method.
+        # mopeft.methods.checkpoint when the model config asks for it, trained with every method.
         self.presence_head: nn.Module | None = None
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), persistent=False)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mopeft.data.folder_spec import lookup_spec
+from mopeft.data.folder.spec import lookup_spec
 from mopeft.data.spec import DatasetSpec
 from mopeft.errors import InputError
 from mopeft.io import read_json
@@ -76,7 +76,7 @@ def units(spec: DatasetSpec, kfold: int) -> list[str]:
 def folder_sizes(key: str, entry: Mapping[str, Any], raw_dir: str) -> tuple[int, int]:
     """(train, test) items of a config folder dataset before it is prepared: the images in its
     folders (or the count it generates), split by its ``test_fraction``."""
-    from mopeft.data.folder_spec import resolve
+    from mopeft.data.folder.spec import resolve
 
     resolved = resolve(key, entry, raw_dir)
 

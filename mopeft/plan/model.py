@@ -42,7 +42,7 @@ class Assumptions:
     # One DataLoader worker (forked; its decode buffers and prefetched batches). Measured on the CPU:
     # 485 MiB RSS / 287 MiB PSS with 1024² PNG pairs; the rest is margin for larger source images.
     worker_host_bytes: int = 700 * MiB
-    prefetch_batches: int = 4  # per worker (mopeft.data.loader.make_loader)
+    prefetch_batches: int = 4  # per worker (mopeft.data.loading.loader.make_loader)
     startup_s: float = 180.0  # imports, CUDA init, weights, worker start-up, the final save
     cache_device_bytes: int = 8 * GiB  # the embedding cache's GPU share (mopeft train's default)
     cache_host_cap_bytes: int = 64 * GiB  # the most host memory a job's cache may ask for

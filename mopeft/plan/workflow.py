@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mopeft import codedeps
-from mopeft.data import folder_spec
+from mopeft.data.folder import spec as folder_spec
 from mopeft.data.registry import DATASETS as REGISTRY
 from mopeft.data.spec import DatasetSpec
 from mopeft.errors import InputError
@@ -154,7 +154,7 @@ class Workflow:
 
     def _check_folder_datasets(self) -> None:
         """Each custom_datasets entry names its files one way, has a colour per class, ...
-        (mopeft.data.folder_spec.check_entry), under a key no registered dataset has."""
+        (mopeft.data.folder.spec.check_entry), under a key no registered dataset has."""
         for key, entry in self.custom.items():
             if key in REGISTRY:
                 raise ConfigError(

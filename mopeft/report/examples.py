@@ -2,7 +2,7 @@
 
 Why these images and not the "best" ones: picking examples after seeing the predictions flatters
 whichever method was looked at. ``mopeft evaluate --examples N`` saves the predictions of the first
-N test stems of each unit in :func:`~mopeft.data.layout.hashed_order` (seed 0), a rule that does
+N test stems of each unit in :func:`~mopeft.data.prepared.layout.hashed_order` (seed 0), a rule that does
 not know the model; this figure shows, per dataset, the first of them over all units, for every
 method, from the cells' ``eval/examples/`` folders. Panels are cropped to the labelled region (the
 demo's tiled miniatures are mostly padding) and scaled down to keep the PDF small.
@@ -22,7 +22,7 @@ import pandas as pd
 
 from mopeft.data.colours import IGNORE, class_colours, colourize
 from mopeft.data.images import files_by_stem, load_image
-from mopeft.data.layout import hashed_order
+from mopeft.data.prepared.layout import hashed_order
 from mopeft.errors import InputError, MissingInput
 from mopeft.evaluation.evaluate import EXAMPLES_SEED
 from mopeft.evaluation.metrics import ConfusionMatrix

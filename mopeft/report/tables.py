@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from tabulate import tabulate
 
-from mopeft.data.folder_spec import DEFAULT_DOMAIN
+from mopeft.data.folder.spec import DEFAULT_DOMAIN
 from mopeft.errors import InputError
 from mopeft.io import atomic_path, read_json, write_text
 from mopeft.methods.registry import METHOD_SPECS

@@ -2,7 +2,7 @@
 written so that a GPU spends its time computing.
 
 Determinism is built from the step index, not from iterator state: the batch of step ``t`` is a
-slice of a permutation seeded by (seed, epoch) (:class:`mopeft.data.loader.StepBatchSampler`), and
+slice of a permutation seeded by (seed, epoch) (:class:`mopeft.data.loading.loader.StepBatchSampler`), and
 its flip augmentation is seeded by (seed, t). Together with the optimiser state saved in the resume
 file, a run killed at any point and started again reaches bit-identical final weights on the CPU,
 with or without DataLoader workers.
@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from mopeft.data.loader import SegmentationPairs, StepBatchSampler, batch_indices, make_loader
-from mopeft.data.preprocess import flip_content, to_model_input
+from mopeft.data.loading.loader import SegmentationPairs, StepBatchSampler, batch_indices, make_loader
+from mopeft.data.loading.preprocess import flip_content, to_model_input
 from mopeft.device import autocast, configure, resolve_device
 from mopeft.model.semantic_sam import SemanticSAM
 from mopeft.peft.state import load_trainable_state_dict, trainable_state_dict

@@ -4,7 +4,7 @@ learnt something, as the study fine-tunes SAM's pretrained ViT-B.
 A randomly initialised tiny SAM has gradients of ~1e-7: fine-tuning it at the study's optimiser
 settings (Adam 1e-4, weight decay 1e-4) moves nothing, and a frozen baseline cannot be told from a
 fine-tuned encoder. Here the whole tiny SAM learns class-agnostic foreground segmentation
-(:mod:`mopeft.data.synthetic_scenes`) with one mask token, then the weights are written in the
+(:mod:`mopeft.data.synthetic.scenes`) with one mask token, then the weights are written in the
 official checkpoint layout (``image_encoder.*``, ``prompt_encoder.*``, ``mask_decoder.*``), so
 they load through exactly the code path of ``sam_vit_b_01ec64.pth``.
 
@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from mopeft.data.preprocess import PIXEL_MEAN, PIXEL_STD
-from mopeft.data.synthetic_scenes import scenes
+from mopeft.data.loading.preprocess import PIXEL_MEAN, PIXEL_STD
+from mopeft.data.synthetic.scenes import scenes
 from mopeft.io import atomic_path, sha256_file
 from mopeft.model.arch import build_sam_parts, get_arch
 from mopeft.model.semantic_sam import SemanticSAM

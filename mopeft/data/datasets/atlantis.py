@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     PrepareError,
     PrepareOptions,
     copy_or_convert,
@@ -26,8 +26,8 @@ from mopeft.data.common import (
     save_label,
     visible,
 )
-from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_files
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import encode, mark_miniature, random_block_ids, write_files
 
 CLONE = "atlantis"
 REPO = "https://github.com/smhassanerfani/atlantis.git"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     CITYSCAPES_CLASSES,
     PrepareError,
     PrepareOptions,
@@ -32,8 +32,8 @@ from mopeft.data.common import (
     scratch_dir,
     visible,
 )
-from mopeft.data.miniature import encode, mark_miniature, random_block_label, write_zip
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import encode, mark_miniature, random_block_label, write_zip
 
 IMAGES_ZIP = "bdd100k_images_10k.zip"
 LABELS_ZIP = "bdd100k_sem_seg_labels_trainval.zip"

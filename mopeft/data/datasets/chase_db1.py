@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     PrepareError,
     PrepareOptions,
     check_same_size,
@@ -29,8 +29,8 @@ from mopeft.data.common import (
     scratch_dir,
     visible,
 )
-from mopeft.data.miniature import blob_label, encode, image_for, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import blob_label, encode, image_for, mark_miniature, write_zip
 
 ZIP = "CHASEDB1.zip"
 TRAIN_LEN = 8  # MESS: the first 8 sorted images are "train", the other 20 the test set

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     PrepareOptions,
     check_same_size,
     extract,
@@ -30,8 +30,15 @@ from mopeft.data.common import (
     scratch_dir,
     single_channel,
 )
-from mopeft.data.miniature import blob_label, encode, image_for, macos_junk, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import (
+    blob_label,
+    encode,
+    image_for,
+    macos_junk,
+    mark_miniature,
+    write_zip,
+)
 
 ZIP = "31729733"
 ROOT = "Corrosion Condition State Classification"

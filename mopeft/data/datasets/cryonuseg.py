@@ -4,7 +4,7 @@ The Kaggle download (``archive.zip``) holds 30 H&E images ``tissue images/<id>.t
 annotators' masks; MESS uses ``Annotator 1 (biologist second round of manual marks up)/<same name
 again>/mask binary/<id>.png`` (0/255) and computes ``uint8(mask / 255)``. There is no labelled
 train split: all 30 images go to ``test/`` and training uses k-fold units over them
-(:mod:`mopeft.data.units`).
+(:mod:`mopeft.data.prepared.units`).
 
 Checksums: the publisher gives none for the Kaggle ``archive.zip``, so nothing is pinned here; the
 sha256 of the file actually used is recorded in ``meta.json`` (``sources``) when it is prepared.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     PrepareError,
     PrepareOptions,
     check_same_size,
@@ -30,8 +30,15 @@ from mopeft.data.common import (
     scratch_dir,
     single_channel,
 )
-from mopeft.data.miniature import blob_label, encode, image_for, macos_junk, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import (
+    blob_label,
+    encode,
+    image_for,
+    macos_junk,
+    mark_miniature,
+    write_zip,
+)
 
 ZIP = "archive.zip"
 KAGGLE = "ipateam/segmentation-of-nuclei-in-cryosectioned-he-images"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     PrepareError,
     PrepareOptions,
     extract,
@@ -24,8 +24,8 @@ from mopeft.data.common import (
     save_label,
     scratch_dir,
 )
-from mopeft.data.miniature import encode, mark_miniature, write_tar_gz
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import encode, mark_miniature, write_tar_gz
 
 CLASSES = (
     "background", "Black-footed Albatross", "Laysan Albatross", "Sooty Albatross", "Groove billed Ani",

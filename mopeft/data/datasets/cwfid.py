@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     PrepareError,
     PrepareOptions,
     copy_or_convert,
@@ -26,8 +26,8 @@ from mopeft.data.common import (
     map_colours,
     save_label,
 )
-from mopeft.data.miniature import encode, mark_miniature
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import encode, mark_miniature
 
 CLONE = "cwfid"
 REPO = "https://github.com/cwfid/dataset.git"

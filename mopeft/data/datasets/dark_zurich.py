@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     CITYSCAPES_CLASSES,
     IGNORE,
     PrepareError,
@@ -30,8 +30,8 @@ from mopeft.data.common import (
     scratch_dir,
     visible,
 )
-from mopeft.data.miniature import encode, mark_miniature, random_block_label, write_zip
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import encode, mark_miniature, random_block_label, write_zip
 
 ARCHIVE = "Dark_Zurich_val_anon.zip"
 URL = "https://data.vision.ee.ethz.ch/csakarid/shared/GCMA_UIoU/Dark_Zurich_val_anon.zip"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     PrepareError,
     PrepareOptions,
     check_same_size,
@@ -28,8 +28,15 @@ from mopeft.data.common import (
     save_label,
     scratch_dir,
 )
-from mopeft.data.miniature import blob_label, encode, image_for, macos_junk, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import (
+    blob_label,
+    encode,
+    image_for,
+    macos_junk,
+    mark_miniature,
+    write_zip,
+)
 
 REPO = "DeepCrack"  # git clone of https://github.com/yhlleo/DeepCrack.git
 COMMIT = "8202a60701068645c883ed68b95fd3f30914d90c"  # pinned: the branch tip (2023-05-08, README update)

@@ -1,8 +1,8 @@
 """DRAM (MESS ``dram_sem_seg_test``): paintings labelled with Pascal VOC ids, 718 test images.
 
 The download is a zip that contains ``DRAM_processed.rar``. Python cannot read RAR, so
-:func:`~mopeft.data.common.extract` hands it to the installed tools in turn (``bsdtar`` from the
-conda env, ``unrar``, ``unar``, 7-Zip; :mod:`mopeft.data.rar`) and names what to install when none
+:func:`~mopeft.data.datasets.common.extract` hands it to the installed tools in turn (``bsdtar`` from the
+conda env, ``unrar``, ``unar``, 7-Zip; :mod:`mopeft.data.sources.rar`) and names what to install when none
 works; an inner archive that is really a zip or tar (the miniature: no free tool writes RAR) is
 unpacked directly.
 VOC ids are mapped with MESS's table (11 VOC classes kept, the other VOC classes and background ->
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     PrepareError,
     PrepareOptions,
     copy_or_convert,
@@ -31,8 +31,8 @@ from mopeft.data.common import (
     scratch_dir,
     visible,
 )
-from mopeft.data.miniature import encode, mark_miniature, random_block_label, write_zip, zip_bytes
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import encode, mark_miniature, random_block_label, write_zip, zip_bytes
 
 ARCHIVE = "DRAM_processed.zip"
 INNER = "DRAM_processed.rar"
@@ -93,7 +93,7 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
         inner = next(iter(visible(scratch / "outer", f"**/{INNER}")), None)
         if inner is None:
             raise PrepareError(f"{raw_dir / ARCHIVE}: no {INNER} inside")
-        extract(inner, scratch / "inner")  # RAR: the installed tools in turn (mopeft.data.rar)
+        extract(inner, scratch / "inner")  # RAR: the installed tools in turn (mopeft.data.sources.rar)
         roots = [p.parent for p in visible(scratch / "inner", "**/test") if (p.parent / "labels").is_dir()]
         if len(roots) != 1:
             raise PrepareError(

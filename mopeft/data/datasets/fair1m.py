@@ -41,9 +41,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mopeft.data.common import PrepareError, PrepareOptions, save_image, save_label
-from mopeft.data.miniature import encode, mark_miniature, write_zip
+from mopeft.data.datasets.common import PrepareError, PrepareOptions, save_image, save_label
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import encode, mark_miniature, write_zip
 from mopeft.detection import CLASSES, SPEC_CLASSES
 from mopeft.detection.rotated import area, clip_to_window, convex_hull, min_area_rect
 from mopeft.detection.xml_io import Annotation, AnnotationError, Obj, read_xml, to_xml_string

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     MESS_TILE,
     PrepareError,
     PrepareOptions,
@@ -26,8 +26,8 @@ from mopeft.data.common import (
     tile,
     visible,
 )
-from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_files
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import encode, mark_miniature, random_block_ids, write_files
 
 CLASSES = (
     "background", "building-flooded", "building-non-flooded", "road-flooded", "road-non-flooded",

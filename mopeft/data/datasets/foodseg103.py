@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.archive import check_zip_sizes
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     PrepareError,
     PrepareOptions,
     copy_or_convert,
@@ -31,8 +30,9 @@ from mopeft.data.common import (
     scratch_dir,
     visible,
 )
-from mopeft.data.miniature import encode, mark_miniature
+from mopeft.data.sources.archive import check_zip_sizes
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import encode, mark_miniature
 
 ARCHIVE = "FoodSeg103.zip"
 URL = "https://research.larc.smu.edu.sg/downloads/datarepo/FoodSeg103.zip"
@@ -174,7 +174,7 @@ SPEC = DatasetSpec(
 def _extract_encrypted(archive: Path, dest: Path) -> None:
     """``unzip -P`` when available (Python's ZipCrypto decoder is pure Python and slow on 1 GB);
     ``unzip`` writes the files itself, so the declared sizes are checked against the extraction
-    limits first (:func:`mopeft.data.archive.check_zip_sizes`)."""
+    limits first (:func:`mopeft.data.sources.archive.check_zip_sizes`)."""
     if shutil.which("unzip") and (archive.stat().st_size > 50 << 20):
         check_zip_sizes(archive)
         res = subprocess.run(

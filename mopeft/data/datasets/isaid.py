@@ -5,7 +5,7 @@ official train split (1411 images) is tiled the same way so that fine-tuning see
 The raw layout mirrors the Google-Drive folders MESS downloads (``part*.zip`` hold
 ``images/P*.png``; the semantic masks archive holds ``images/P*_instance_color_RGB.png``).
 Source images reach ~20000² px, so colours are mapped in row blocks of uint32 codes into a uint8
-label (:func:`~mopeft.data.common.map_colours`), never through an int64 array of the whole mask.
+label (:func:`~mopeft.data.datasets.common.map_colours`), never through an int64 array of the whole mask.
 
 Checksums: the publisher gives none for any of the Drive archives, so nothing is pinned here; the
 sha256 of the file actually used is recorded in ``meta.json`` (``sources``) when it is prepared.
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     IGNORE,
     MESS_TILE,
     PrepareError,
@@ -34,8 +34,8 @@ from mopeft.data.common import (
     tile,
     visible,
 )
-from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_zip
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import encode, mark_miniature, random_block_ids, write_zip
 
 CLASSES = (
     "others", "boat", "storage tank", "baseball diamond", "tennis court", "basketball court",

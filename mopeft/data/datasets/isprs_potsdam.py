@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     IGNORE,
     MESS_TILE,
     PrepareError,
@@ -35,8 +35,8 @@ from mopeft.data.common import (
     tile,
     visible,
 )
-from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_zip, zip_bytes
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import encode, mark_miniature, random_block_ids, write_zip, zip_bytes
 
 CLASSES = ("road", "building", "grass", "tree", "car", "others")
 COLOURS: dict[tuple[int, int, int], int] = {

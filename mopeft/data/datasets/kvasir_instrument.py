@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     PrepareError,
     PrepareOptions,
     check_same_size,
@@ -29,8 +29,15 @@ from mopeft.data.common import (
     save_label,
     scratch_dir,
 )
-from mopeft.data.miniature import blob_label, encode, image_for, mark_miniature, tar_gz_bytes, write_zip
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import (
+    blob_label,
+    encode,
+    image_for,
+    mark_miniature,
+    tar_gz_bytes,
+    write_zip,
+)
 
 ZIP = "kvasir-instrument.zip"
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import ImageFile
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     PrepareError,
     PrepareOptions,
     extract,
@@ -29,8 +29,8 @@ from mopeft.data.common import (
     scratch_dir,
     visible,
 )
-from mopeft.data.miniature import encode, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import encode, mark_miniature, write_zip
 
 ARCHIVE = "LV-MHP-v1.zip"
 GDRIVE_ID = "1hTS8QJBuGdcppFAr_bvW2tsD9hW_ptr5"

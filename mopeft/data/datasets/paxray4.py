@@ -26,9 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mopeft.data.common import PrepareError, PrepareOptions, save_image, save_label
-from mopeft.data.miniature import blob_label, encode, image_for, mark_miniature, write_zip
+from mopeft.data.datasets.common import PrepareError, PrepareOptions, save_image, save_label
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import blob_label, encode, image_for, mark_miniature, write_zip
 
 ZIP = "paxray_dataset.zip"
 GDRIVE_ID = "19HPPhKf9TDv4sO3UV-nI3Jhi4nCv_Zyc"

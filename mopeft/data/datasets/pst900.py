@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     PrepareError,
     PrepareOptions,
     check_same_size,
@@ -30,8 +30,15 @@ from mopeft.data.common import (
     scratch_dir,
     single_channel,
 )
-from mopeft.data.miniature import blob_label, encode, image_for, macos_junk, mark_miniature, write_zip
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import (
+    blob_label,
+    encode,
+    image_for,
+    macos_junk,
+    mark_miniature,
+    write_zip,
+)
 
 ZIP = "PST900_RGBT_Dataset.zip"
 GDRIVE_ID = "1hZeM-MvdUC_Btyok7mdF00RV-InbAadm"

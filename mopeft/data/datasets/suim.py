@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     PrepareError,
     PrepareOptions,
     extract,
@@ -29,8 +29,8 @@ from mopeft.data.common import (
     scratch_dir,
     visible,
 )
-from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_zip
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import encode, mark_miniature, random_block_ids, write_zip
 
 ASPECT_TOLERANCE = 0.02  # a train mask this close to its image's aspect ratio is resized, else dropped
 

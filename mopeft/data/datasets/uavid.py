@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     IGNORE,
     MESS_TILE,
     PrepareError,
@@ -31,8 +31,8 @@ from mopeft.data.common import (
     tile,
     visible,
 )
-from mopeft.data.miniature import encode, mark_miniature, random_block_ids, write_zip
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import encode, mark_miniature, random_block_ids, write_zip
 
 CLASSES = ("others", "building", "road", "tree", "grass", "moving car", "parked car", "humans")
 COLOURS: dict[tuple[int, int, int], int] = {

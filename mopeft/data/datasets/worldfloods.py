@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     MESS_TILE,
     PrepareError,
     PrepareOptions,
@@ -32,8 +32,8 @@ from mopeft.data.common import (
     tile,
     visible,
 )
-from mopeft.data.miniature import mark_miniature, random_block_ids, write_files, write_zip
 from mopeft.data.spec import DatasetSpec, Source
+from mopeft.data.synthetic.miniature import mark_miniature, random_block_ids, write_files, write_zip
 
 CLASSES = ("land", "water and flood", "cloud")
 

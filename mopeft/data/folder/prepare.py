@@ -1,14 +1,14 @@
-"""Prepare a folder dataset (config ``custom_datasets``, :mod:`mopeft.data.folder_spec`).
+"""Prepare a folder dataset (config ``custom_datasets``, :mod:`mopeft.data.folder.spec`).
 
 The images and masks are checked file by file, then written through
-:func:`mopeft.data.prepare.write_prepared`, the path every registered dataset takes: the layout is
+:func:`mopeft.data.prepared.write.write_prepared`, the path every registered dataset takes: the layout is
 validated, ``meta.json`` (with the sha256 of every source file) is written last and the folder is
 moved into place atomically. Every refusal names the source file and what to change, because the
 person reading it made the folders and can fix them; and every problem of the folders is reported
-in one error (:class:`~mopeft.data.problems.Problems`), so one run shows all there is to fix.
+in one error (:class:`~mopeft.data.prepared.problems.Problems`), so one run shows all there is to fix.
 
 A class that no mask labels (in a split) is refused too, with its likely cause worked out from the
-raw mask values (:mod:`mopeft.data.folder_coverage`): most often 0/255 masks whose 255 is the
+raw mask values (:mod:`mopeft.data.folder.coverage`): most often 0/255 masks whose 255 is the
 default ``ignore`` value.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mopeft.data.common import (
+from mopeft.data.datasets.common import (
     IGNORE,
     PrepareError,
     PrepareOptions,
@@ -31,12 +31,12 @@ from mopeft.data.common import (
     save_label,
     single_channel,
 )
-from mopeft.data.folder_coverage import MaskStats, coverage_rules
-from mopeft.data.folder_spec import IGNORE_COLOUR_KEY, IGNORE_VALUE_KEY, spec_from_resolved
+from mopeft.data.folder.coverage import MaskStats, coverage_rules
+from mopeft.data.folder.spec import IGNORE_COLOUR_KEY, IGNORE_VALUE_KEY, spec_from_resolved
 from mopeft.data.images import files_by_stem
-from mopeft.data.layout import hashed_order
-from mopeft.data.prepare import write_prepared
-from mopeft.data.problems import Problems
+from mopeft.data.prepared.layout import hashed_order
+from mopeft.data.prepared.problems import Problems
+from mopeft.data.prepared.write import write_prepared
 from mopeft.io import sha256_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -95,7 +95,7 @@ def pair_files(images_dir: str | Path, masks_dir: str | Path, problems: Problems
 
 def split_pairs(pairs: Sequence[Pair], test_fraction: float, seed: int) -> tuple[list[Pair], list[Pair]]:
     """(train, test): the test images are the first ``round(fraction · n)`` stems in
-    :func:`~mopeft.data.layout.hashed_order`, so an image keeps its side when others are added
+    :func:`~mopeft.data.prepared.layout.hashed_order`, so an image keeps its side when others are added
     and the split does not depend on a random generator's version."""
     if len(pairs) < 2:
         raise PrepareError(f"{pairs[0][0].parent if pairs else '?'}: needs at least two images to split")
@@ -208,7 +208,7 @@ def _splits(resolved: Mapping[str, Any], problems: Problems) -> tuple[dict[str, 
 
 
 def prepare_folder(resolved: Mapping[str, Any], out_root: str | Path) -> Path:
-    """Prepare a resolved entry (:func:`mopeft.data.folder_spec.resolve`) into ``out_root/<key>``."""
+    """Prepare a resolved entry (:func:`mopeft.data.folder.spec.resolve`) into ``out_root/<key>``."""
     spec = spec_from_resolved(resolved)
     problems = Problems(f"config custom_datasets.{resolved['dataset']}")
     splits, named = _splits(resolved, problems)

@@ -6,13 +6,13 @@ none works the error lists what each one did and what to install. None of them i
 the target folder:
 
 * ``bsdtar`` (libarchive, in ``envs/mopeft.yaml``) only *reads* the RAR: it rewrites it as a tar
-  stream on a pipe, which :func:`mopeft.data.archive.extract_tar_stream` checks and writes itself;
+  stream on a pipe, which :func:`mopeft.data.sources.archive.extract_tar_stream` checks and writes itself;
 * ``unrar``, ``unar`` and 7-Zip write files themselves, so the tool's own listing is checked first
   (relative names, no ``..``, no links, no special files), the tool unpacks into an empty private
   folder, and that folder is scanned (regular files and folders only) before its content is moved
   into the target.
 
-Either way the extraction limits of :class:`mopeft.data.archive.ExtractLimits` hold: the tar stream
+Either way the extraction limits of :class:`mopeft.data.sources.archive.ExtractLimits` hold: the tar stream
 is counted as it is written; for the other tools the sizes in their listing are checked before
 they run and what they wrote is summed before it is moved into the target.
 
@@ -32,8 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from mopeft.data.archive import Budget, ExtractLimits, Member, Plan, extract_tar_stream, normalise
 from mopeft.data.errors import PrepareError
+from mopeft.data.sources.archive import Budget, ExtractLimits, Member, Plan, extract_tar_stream, normalise
 
 RAR_MAGIC = (b"Rar!\x1a\x07\x00", b"Rar!\x1a\x07\x01\x00")  # RAR 1.5-4.x, RAR 5
 INSTALL_HINT = (

@@ -4,7 +4,7 @@ Why a second kind of dataset beside the registry: researchers bring their own im
 and asking them to write a dataset module for a pair of folders would put their data in the
 package. A ``custom_datasets`` entry is declared once, in the config; this module turns it into
 the :class:`~mopeft.data.spec.DatasetSpec` the DAG reads (units, classes) and into the resolved
-JSON that ``mopeft prepare --spec`` prepares (:mod:`mopeft.data.folder`).
+JSON that ``mopeft prepare --spec`` prepares (:mod:`mopeft.data.folder.prepare`).
 
 Standard library only: the Snakemake DAG imports it at start-up.
 
@@ -20,7 +20,7 @@ images; an ``ignore`` colour may be listed under the name ``ignore``), optional 
 name -> mask value, for masks that do not number the classes 0..K-1, e.g. 0/255 binary masks:
 ``{background: 0, object: 255}``; an unlabelled value may be listed under ``ignore``), optional
 ``allow_missing_classes`` (class names that may have no pixel in a split: preparation otherwise
-refuses that, see :mod:`mopeft.data.coverage`), ``domain`` (default "Custom") and ``name``
+refuses that, see :mod:`mopeft.data.prepared.coverage`), ``domain`` (default "Custom") and ``name``
 (default: the key).
 """
 
@@ -41,8 +41,8 @@ IGNORE_COLOUR_KEY = "ignore"  # palette entry for the colour of unlabelled pixel
 IGNORE_VALUE_KEY = "ignore"  # `values` entry for the mask value of unlabelled pixels
 # The preparer module, imported by name by `mopeft prepare --spec` (the DAG names it as the folder
 # datasets' code input, so editing it reruns their preparation only).
-PREPARER = "mopeft.data.folder"
-GENERATORS = ("scenes",)  # `source.generate` values: mopeft.data.synthetic_scenes via `mopeft scenes`
+PREPARER = "mopeft.data.folder.prepare"
+GENERATORS = ("scenes",)  # `source.generate` values: mopeft.data.synthetic.scenes via `mopeft scenes`
 _LAYOUTS = ("images/masks", "train/test", "source")
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mopeft.data.archive import ExtractLimits, extract_tar, extract_zip
 from mopeft.data.errors import PrepareError
 
 # Re-exported: the dataset modules take every helper from here.
@@ -30,8 +29,9 @@ from mopeft.data.images import image_size as image_size
 from mopeft.data.images import load_image as load_image
 from mopeft.data.images import save_image as save_image
 from mopeft.data.images import save_label as save_label
-from mopeft.data.layout import kfold_assignment as kfold_assignment
-from mopeft.data.rar import extract_rar, is_rar
+from mopeft.data.prepared.layout import kfold_assignment as kfold_assignment
+from mopeft.data.sources.archive import ExtractLimits, extract_tar, extract_zip
+from mopeft.data.sources.rar import extract_rar, is_rar
 
 MESS_TILE = 1024
 
@@ -240,7 +240,7 @@ def extract(
     archive: str | Path, dest: str | Path, password: str | None = None, limits: ExtractLimits | None = None
 ) -> Path:
     """Extract a zip, tar(.gz|.bz2|.xz) or RAR archive below ``dest``, refusing any member that
-    could land outside it (see :mod:`mopeft.data.archive`; RAR via :mod:`mopeft.data.rar`) and
+    could land outside it (see :mod:`mopeft.data.sources.archive`; RAR via :mod:`mopeft.data.sources.rar`) and
     any archive that would write more than ``limits`` (default: :meth:`ExtractLimits.from_env`)."""
     archive, dest = Path(archive), Path(dest)
     require(archive)

@@ -1,6 +1,6 @@
 """Run one dataset's preparer safely: verify sources, prepare into a temporary folder, validate the
 layout (and count the pixels of every class per split, refusing a class that never occurs:
-:mod:`mopeft.data.coverage`), write ``meta.json`` last and move the folder into place atomically.
+:mod:`mopeft.data.prepared.coverage`), write ``meta.json`` last and move the folder into place atomically.
 
 A folder under the prepared root either is complete (it has ``meta.json``) or does not exist, so
 Snakemake can use ``<root>/<key>/meta.json`` as the rule's output.
@@ -18,11 +18,11 @@ import numpy as np
 from PIL import Image
 
 from mopeft import __version__
-from mopeft.data.checksums import checksum_problem, file_digest, git_head, is_commit
-from mopeft.data.common import IGNORE, PrepareError, PrepareOptions
-from mopeft.data.coverage import CoverageRules, check_coverage, histogram, pixels_meta
-from mopeft.data.layout import list_pairs
+from mopeft.data.datasets.common import IGNORE, PrepareError, PrepareOptions
+from mopeft.data.prepared.coverage import CoverageRules, check_coverage, histogram, pixels_meta
+from mopeft.data.prepared.layout import list_pairs
 from mopeft.data.registry import dataset_module
+from mopeft.data.sources.checksums import checksum_problem, file_digest, git_head, is_commit
 from mopeft.data.spec import DatasetSpec, Source
 from mopeft.io import atomic_dir, write_json
 

@@ -1,7 +1,7 @@
 """Feeding (image, label) pairs of the prepared layout to a GPU without making it wait.
 
 The host only decodes and, when the size differs, resizes uint8 pixels; normalisation, padding to
-SAM's square and the flip run on the device (:func:`mopeft.data.preprocess.to_model_input`). Items
+SAM's square and the flip run on the device (:func:`mopeft.data.loading.preprocess.to_model_input`). Items
 are uint8, a quarter of the float bytes to pin and copy. Batches come from a ``DataLoader`` with
 worker processes, pinned memory and persistent workers, driven by :class:`StepBatchSampler`, which
 yields exactly ``batch_indices(step)`` for the remaining steps: a run resumed at step t sees the
@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from mopeft.data.images import load_image, load_label
-from mopeft.data.preprocess import IGNORE_INDEX, pad_to_square, resize_image, resize_label
+from mopeft.data.loading.preprocess import IGNORE_INDEX, pad_to_square, resize_image, resize_label
 from mopeft.errors import InputError
 
 

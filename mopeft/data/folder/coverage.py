@@ -1,6 +1,6 @@
 """Why a folder dataset's class has no pixel, worked out from its masks, for the coverage error.
 
-:mod:`mopeft.data.coverage` refuses a class without pixels in a split; for a registered dataset
+:mod:`mopeft.data.prepared.coverage` refuses a class without pixels in a split; for a registered dataset
 the cause is the project's preparer, but a folder dataset's masks were made by the person reading
 the error, so the message says what in *their* masks or config causes it and the exact fix. The
 commonest case by far: binary masks saved as 0/255, whose 255 is also the default ``ignore`` value,
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from mopeft.data.coverage import CoverageRules, Missing, histogram
+from mopeft.data.prepared.coverage import CoverageRules, Missing, histogram
 
 _PLAIN = re.compile(r"[A-Za-z_][A-Za-z0-9_ .-]*")
 _YAML_WORDS = {"yes", "no", "y", "n", "true", "false", "on", "off", "null", "~"}
@@ -35,7 +35,7 @@ class MaskStats:
         self.images: dict[str, int] = {}
 
     def raw(self, split: str) -> np.ndarray:
-        """The split's 256-bin raw-value histogram, for :func:`mopeft.data.folder.read_mask` to fill."""
+        """The split's 256-bin raw-value histogram (filled by `folder.prepare.read_mask`)."""
         return self.raw_values.setdefault(split, np.zeros(256, dtype=np.int64))
 
     def add(self, split: str, label: np.ndarray) -> None:
@@ -123,7 +123,7 @@ def explain(missing: Sequence[Missing], resolved: Mapping[str, Any], stats: Mask
 
 
 def coverage_rules(resolved: Mapping[str, Any], stats: MaskStats) -> CoverageRules:
-    """How :func:`mopeft.data.prepare.write_prepared` judges this folder dataset's coverage."""
+    """How :func:`mopeft.data.prepared.write.write_prepared` judges this folder dataset's coverage."""
     key = resolved["dataset"]
     return CoverageRules(
         allow=frozenset(resolved.get("allow_missing_classes") or ()),

@@ -24,9 +24,9 @@ import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 
-from mopeft.data.checksums import checksum_problem, file_digest, git_head, is_commit
-from mopeft.data.common import PrepareError
+from mopeft.data.datasets.common import PrepareError
 from mopeft.data.registry import get_spec
+from mopeft.data.sources.checksums import checksum_problem, file_digest, git_head, is_commit
 from mopeft.data.spec import Source
 from mopeft.io import atomic_dir
 

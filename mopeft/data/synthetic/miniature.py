@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from mopeft.data.prepare import MINIATURE_MARKER
+from mopeft.data.prepared.write import MINIATURE_MARKER
 
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # earliest DOS timestamp: members carry no wall-clock time
 

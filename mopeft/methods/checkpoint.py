@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from mopeft import __version__
-from mopeft.compose.build import build_model
 from mopeft.errors import InputError, MissingInput
+from mopeft.methods.build import build_model
 from mopeft.model.semantic_sam import SemanticSAM
 from mopeft.peft.state import load_trainable_state_dict, trainable_state_dict
 from mopeft.torch_files import load_torch, save_torch

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from mopeft.data.layout import kfold_assignment, list_pairs
+from mopeft.data.prepared.layout import kfold_assignment, list_pairs
 from mopeft.errors import InputError
 from mopeft.io import read_json
 

@@ -1,0 +1,1 @@
+"""Feeding a prepared dataset to the model: image/label pairs, step batches, SAM's input convention."""

@@ -1,0 +1,1 @@
+"""Getting raw releases: downloads with checksums, safe extraction of zip/tar/rar archives."""

@@ -1,0 +1,1 @@
+"""Generated data: miniatures of the registered datasets' raw layouts and the synthetic scenes."""
