@@ -195,6 +195,65 @@ def test_failed_automatic_download_explains_the_manual_route(server: str, tmp_pa
     assert "Mirror: example.org/gone." in msg
 
 
+def _offline(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make every HTTP and Drive download fail as it does without a network; return the names tried."""
+    tried: list[str] = []
+
+    def fail(what: str, dest: Path, *args, **kwargs) -> Path:
+        tried.append(dest.name)
+        raise dl.PrepareError(f"{dest.name}: cannot reach {what} (offline)")
+
+    monkeypatch.setattr(dl, "http_download", fail)
+    monkeypatch.setattr(dl, "gdrive_download", fail)
+    return tried
+
+
+@pytest.mark.parametrize(
+    ("key", "names"),
+    [("suim", ("TEST.zip", "train_val.zip")), ("cub_200", ("CUB_200_2011.tgz", "segmentations.tgz"))],
+)
+def test_offline_download_reports_every_missing_source_at_once(
+    key: str, names: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first failure used to end the run, so the user learned of the second file only after
+    fetching the first by hand; now every source is tried and all are named in one error."""
+    tried = _offline(monkeypatch)
+    raw = tmp_path / "raw"
+    with pytest.raises(dl.ManualDownloadRequired) as err:
+        dl.download_dataset(key, raw, cache=tmp_path / "cache")
+    msg = str(err.value)
+    assert sorted(tried) == sorted(names)
+    for name in names:
+        assert f"{name}: cannot reach" in msg, "the reason of each failure is kept"
+        assert f"{name}: put it at {raw / name}" in msg
+
+
+def test_what_can_be_downloaded_is_placed_before_the_error(server: str, tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    sources = [
+        Source("gone.zip", "http", url=f"{server}/gone.zip"),
+        Source("file.bin", "http", url=f"{server}/file.bin", sha256=SHA),
+        Source("hand.zip", "manual", instructions="ask the authors"),
+        Source("extra.zip", "http", url=f"{server}/extra.zip", required=False),
+    ]
+    with pytest.raises(dl.ManualDownloadRequired) as err:
+        dl.download_sources(sources, raw, "toy", tmp_path / "cache")
+    msg = str(err.value)
+    assert (raw / "file.bin").read_bytes() == BODY, "a failure before it did not stop this download"
+    assert "gone.zip: HTTP 404" in msg and f"hand.zip: put it at {raw / 'hand.zip'}" in msg
+    assert "extra.zip" not in msg, "an optional source that cannot be downloaded is not required"
+
+
+def test_checksum_mismatch_is_reported_with_the_missing_files(server: str, tmp_path: Path) -> None:
+    sources = [
+        Source("file.bin", "http", url=f"{server}/file.bin", sha256="0" * 64),
+        Source("hand.zip", "manual", instructions="ask the authors"),
+    ]
+    with pytest.raises(dl.ChecksumError) as err:
+        dl.download_sources(sources, tmp_path / "raw", "toy", tmp_path / "cache")
+    assert "file.bin: sha256" in str(err.value) and "hand.zip: put it at" in str(err.value)
+
+
 def test_reissued_file_matches_any_published_md5(tmp_path: Path) -> None:
     from mopeft.data.prepared.write import verify_sources
     from mopeft.data.spec import DatasetSpec

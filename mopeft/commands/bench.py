@@ -74,5 +74,11 @@ def run(args: argparse.Namespace) -> int:
     result = run_bench(cfg, progress=log.info)
     print(format_table(result))
     if args.json:
+        from pathlib import Path
+
+        from mopeft.environment import record_environment
+
+        # The timings' machine: Table 4.5 marks timings from more than one GPU model.
+        result["environment"] = record_environment(Path(args.json).resolve().parent)
         write_json(args.json, result)
     return 0

@@ -1,4 +1,9 @@
-"""``mopeft download``: fetch a dataset's raw sources (or say exactly which to fetch by hand)."""
+"""``mopeft download``: fetch a dataset's raw sources (or say exactly which to fetch by hand).
+
+Every source is tried before anything is reported, so one run lists all the files still to fetch
+by hand (manual sources and failed downloads alike) in one error, and what could be downloaded is
+already in OUT.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,10 @@ import argparse
 
 from mopeft.data.sources.download import download_dataset
 
-HELP = "download a dataset's raw files into OUT (cached; manual sources are listed with instructions)"
+HELP = (
+    "download a dataset's raw files into OUT (cached); every file still missing (manual sources, "
+    "failed downloads) is listed in one error with instructions"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 
-from mopeft.data.datasets.common import MESS_TILE, PrepareOptions
+from mopeft.data.datasets.common import MESS_TILE, TEST_IMAGE_MODES, PrepareOptions
 from mopeft.data.prepared.write import prepare_dataset
 from mopeft.errors import InputError
 
@@ -27,6 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="prepared root; the dataset lands in OUT/KEY")
     parser.add_argument("--tile-size", type=int, default=MESS_TILE, help="tile size for tiled datasets")
+    parser.add_argument(
+        "--test-images",
+        choices=TEST_IMAGE_MODES,
+        default="bytes",
+        help="bytes (default): copy 8-bit RGB test images as published; mess: encode them exactly as "
+        "MESS's prepare scripts do (CHASE DB1, ATLANTIS: JPEG re-save at quality 75; FoodSeg103: raw "
+        "even when not RGB), for bit-identical inputs in a comparison with MESS",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.tile_size < 1:
         raise InputError("--tile-size must be positive")
-    options = PrepareOptions(tile_size=args.tile_size)
+    options = PrepareOptions(tile_size=args.tile_size, test_images=args.test_images)
     target = prepare_dataset(args.dataset, args.raw, args.out, options)
     print(target)
     return 0

@@ -29,11 +29,11 @@ def run(args: argparse.Namespace) -> int:
     if not 0.0 < args.iou <= 1.0:
         raise InputError(f"--iou must be in (0, 1], got {args.iou}")
     result = score_detections(args.pred, args.gt, args.iou)
-    # Carry the provenance `mopeft detect` recorded (base weights, synthetic data) into the AP file:
-    # Table A.1 reads only these files and must say when its numbers come from a demo.
+    # Carry the provenance `mopeft detect` recorded (base weights, synthetic data, environment) into
+    # the AP file: Table A.1 reads only these files and must say when its numbers come from a demo.
     pred = read_json(args.pred)
     if isinstance(pred, dict):
-        result |= {k: pred[k] for k in ("weights", "synthetic") if k in pred}
+        result |= {k: pred[k] for k in ("weights", "synthetic", "environment") if k in pred}
     if args.method:
         result["method"] = args.method
     print(json.dumps(result, indent=2, sort_keys=True))

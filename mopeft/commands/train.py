@@ -16,6 +16,7 @@ from mopeft.data.images import check_label_files
 from mopeft.data.loading.loader import SegmentationPairs
 from mopeft.data.prepared.units import load_unit
 from mopeft.device import resolve_device
+from mopeft.environment import record_environment
 from mopeft.errors import InputError
 from mopeft.io import read_json, write_json
 from mopeft.methods import METHODS
@@ -248,7 +249,9 @@ def _run_locked(
         "num_train_images": len(dataset),
         "synthetic": bool(meta.get("synthetic")),
     }
-    write_json(args.out / "train_log.json", {**train_info, "losses": result.losses, "timing": result.timing})
+    log_json = {**train_info, "losses": result.losses, "timing": result.timing}
+    log_json["environment"] = record_environment(args.out)  # the package list beside it
+    write_json(args.out / "train_log.json", log_json)
     # Inference needs only the prefix tokens, not their reparametrisation MLP: fold before saving.
     fold_prefixes(model)
     save_model(args.out / "model.pt", model.cpu(), cfg, {"train": train_info})

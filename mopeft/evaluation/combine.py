@@ -12,10 +12,12 @@ refusal names the file at fault.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from mopeft.data.folder.spec import DEFAULT_DOMAIN
 from mopeft.data.prepared.units import combine_rule, unit_names
+from mopeft.environment import record_environment
 from mopeft.errors import InputError
 from mopeft.evaluation.metrics import ConfusionMatrix, combine_mean, pool
 from mopeft.io import read_json
@@ -114,4 +116,17 @@ def combine_units(
         "num_images": sum(m["num_images"] for m in metrics.values()),
         "gates": [str((Path(d) / "gates.npz").resolve().relative_to(cell_dir.resolve())) for d in unit_dirs],
         "synthetic": bool(meta.get("synthetic", False)),
+        # Where the units were evaluated (what the tables' provenance lists; None: a unit written
+        # before environments were recorded), and where they were combined.
+        "unit_environments": _distinct(m.get("environment") for m in metrics.values()),
+        "environment": record_environment(cell_dir),
     }
+
+
+def _distinct(records: Iterable[dict | None]) -> list[dict | None]:
+    """The distinct records, in first-seen order (equal units list their common record once)."""
+    out: list[dict | None] = []
+    for r in records:
+        if r not in out:
+            out.append(r)
+    return out

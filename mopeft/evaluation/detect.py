@@ -19,6 +19,7 @@ import torch
 from mopeft.data.images import load_image
 from mopeft.data.loading.preprocess import PIXEL_MEAN, PIXEL_STD, postprocess, preprocess_image
 from mopeft.detection.masks2boxes import masks_to_boxes
+from mopeft.environment import record_environment
 from mopeft.errors import InputError, MissingInput
 from mopeft.io import read_json, write_json
 
@@ -115,5 +116,6 @@ def run_detection(
         "num_detections": len(dets),
         "detections": dets,
     }
+    result["environment"] = record_environment(Path(out).parent)  # its package list beside it
     write_json(out, result, indent=None)
     return result

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from tqdm import tqdm
 
 from mopeft.data.images import check_label_files
 from mopeft.data.loading.loader import SegmentationPairs, make_loader
@@ -21,11 +20,13 @@ from mopeft.data.loading.preprocess import IGNORE_INDEX, postprocess, to_model_i
 from mopeft.data.prepared.layout import hashed_order
 from mopeft.data.prepared.units import load_unit
 from mopeft.device import autocast, resolve_device
+from mopeft.environment import record_environment
 from mopeft.errors import InputError
 from mopeft.evaluation.metrics import ConfusionMatrix
 from mopeft.io import atomic_dir, atomic_path, write_json, write_npz
 from mopeft.model.semantic_sam import SemanticSAM
 from mopeft.peft.recorder import GateRecorder
+from mopeft.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +108,7 @@ def predict_split(
         keep_raw_labels=True,
     )
     with GateRecorder(model) as rec:
-        for batch in tqdm(loader, desc="evaluate", mininterval=2):
+        for batch in progress(loader, desc="evaluate", unit="batch", mininterval=2):
             preds = predicted_labels(model, batch, device)
             for i, (pred, label) in enumerate(zip(preds, batch["raw_labels"], strict=True)):
                 gt = torch.from_numpy(np.ascontiguousarray(label)).to(device, non_blocking=True)
@@ -187,6 +188,7 @@ def evaluate_unit(
     names = np.array([img.name for img, _ in data.test])
     write_npz(out_dir / "per_image.npz", images=names, counts=per_image)
     write_npz(out_dir / "gates.npz", **gates)
+    result["environment"] = record_environment(out_dir)  # after the scores: no rerun differs by it
     write_json(out_dir / "metrics.json", result)  # last: its presence means the unit is done
     log.info("%s/%s: mIoU %.2f over %d images", Path(dataset_dir).name, unit, result["miou"], len(data.test))
     return result

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from mopeft.data.colours import overlay
 from mopeft.data.images import files_by_stem, load_image, save_image
@@ -22,6 +21,7 @@ from mopeft.data.loading.loader import ImageFiles, make_loader
 from mopeft.evaluation.evaluate import predicted_labels, save_class_ids
 from mopeft.io import write_json
 from mopeft.model.semantic_sam import SemanticSAM
+from mopeft.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def predict_folder(
     model.to(device).eval()
     dataset = ImageFiles(files, model.image_size)
     loader = make_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=device.type == "cuda")
-    with tqdm(total=len(files), desc="predict", unit="image", mininterval=2) as bar:
+    with progress(total=len(files), desc="predict", unit="image", mininterval=2) as bar:
         for batch in loader:
             for index, pred in zip(
                 batch["indices"].tolist(), predicted_labels(model, batch, device), strict=True

@@ -13,7 +13,8 @@ from the registry's published split sizes (``DatasetSpec.expected_train`` / ``ex
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -284,10 +285,57 @@ def validate_config(config: dict[str, Any], schema: Path | Mapping[str, Any], wh
         yield from properties(validator, props, instance, subschema)
 
     validator = jsonschema.validators.extend(base, {"properties": set_defaults})(doc)
+    for _ in range(100):  # each pass fixes every value it can see; defaults can reveal more
+        if not _coerce_scalar_strings(config, validator.iter_errors(config)):
+            break
     error = jsonschema.exceptions.best_match(validator.iter_errors(config))
     if error is not None:
         key = ".".join(str(p) for p in error.absolute_path) or "(top level)"
         raise InputError(f"{where} key {key}: {error.message}")
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+_INTEGER = re.compile(r"[+-]?\d+")
+
+
+def _scalar(text: str, types: list[str]) -> Any:
+    """``text`` as the first of ``types`` it spells (integer, number, boolean), else None."""
+    word = text.strip()
+    if "integer" in types and _INTEGER.fullmatch(word):
+        return int(word)
+    if "number" in types and _NUMBER.fullmatch(word):
+        return int(word) if _INTEGER.fullmatch(word) else float(word)
+    if "boolean" in types and word.lower() in ("true", "false"):
+        return word.lower() == "true"
+    return None
+
+
+def _coerce_scalar_strings(config: dict[str, Any], errors: Iterable[Any]) -> bool:
+    """Turn strings into the numbers (or booleans) the schema asks for, in place; True if any.
+
+    Why: Snakemake's ``--config 'training={lr: 0.002}'`` hands nested values over as strings
+    ('0.002'), which the schema would refuse. Only a value whose schema type excludes strings and
+    that spells a number is changed, so string settings stay strings. Errors inside ``oneOf`` and
+    ``anyOf`` branches (``error.context``) are looked at too."""
+    changed = False
+    pending = list(errors)
+    while pending:
+        error = pending.pop()
+        pending.extend(error.context or ())
+        if error.validator != "type" or not isinstance(error.instance, str):
+            continue
+        wanted = error.validator_value
+        types = [wanted] if isinstance(wanted, str) else list(wanted)
+        path = list(error.absolute_path)
+        if "string" in types or not path or (value := _scalar(error.instance, types)) is None:
+            continue
+        parent: Any = config
+        for key in path[:-1]:
+            parent = parent[key]
+        if parent[path[-1]] == error.instance:  # not already changed through another branch
+            parent[path[-1]] = value
+            changed = True
+    return changed
 
 
 def load_config(paths: list[Path], schema: Path | None = None) -> dict[str, Any]:

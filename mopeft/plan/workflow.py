@@ -655,6 +655,15 @@ class Workflow:
     def cpu_mem(self, wildcards: Any, attempt: int) -> int:
         return 4000 * attempt
 
+    # The datasets whose test images `data.test_images: mess` changes (the others ignore it, so the
+    # flag is passed only to these: switching it re-prepares nothing else).
+    MESS_REENCODED = frozenset({"chase_db1", "atlantis", "foodseg103"})
+
+    def test_images(self, wildcards: Any) -> str:
+        """`mopeft prepare --test-images`: the config's mode for the datasets it changes, else bytes."""
+        mode = self.config["data"].get("test_images", "bytes")
+        return mode if wildcards.dataset in self.MESS_REENCODED else "bytes"
+
     def prepare_runtime(self, wildcards: Any, attempt: int) -> int:
         return self._prepare_minutes * attempt
 

@@ -1,9 +1,11 @@
 """Training curves: every run's loss per step, per dataset and method, and which runs did not learn.
 
 Why a figure and a flag: a table value means little if its training run never converged, and with
-one number per cell nobody can tell. Each unit's ``train_log.json`` (``losses``: one per step) is
-read for every cell of the main tables; the figure shows them as small multiples (rows: datasets,
-columns: methods; every unit and seed one line), and a run whose loss did not fall is named in a
+one number per cell nobody can tell. Each unit's live ``metrics.csv`` (one row per step, written as
+training goes: :mod:`mopeft.train.metrics_log`) is read for every cell of the main tables, or, for
+units trained before that file existed, its ``train_log.json`` (``losses``: one per step); the
+figure shows them as small multiples (rows: datasets, columns: methods; every unit and seed one
+line), and a run whose loss did not fall is named in a
 note of Tables 4.3/4.4 and outlined in red in the figure.
 
 "Did not fall" (:func:`loss_fell`): the mean loss of the last 10 % of steps is not at least 1 %
@@ -30,6 +32,7 @@ from mopeft.errors import InputError, MissingInput
 from mopeft.io import atomic_path, read_json
 from mopeft.report.figure_files import save_png_pdf
 from mopeft.report.tables import METHOD_LABELS, Cell, load_cells
+from mopeft.train.metrics_log import METRICS_FILE, read_metrics
 
 WINDOW = 0.10  # the first / last fraction of the steps compared
 MIN_DROP = 0.01  # the last window's mean must be this fraction below the first's
@@ -47,6 +50,11 @@ class Run:
     unit: str
     losses: tuple[float, ...]
     path: Path
+    steps: tuple[int, ...] | None = None  # each loss's step (1-based); None: 1..len(losses)
+
+    @property
+    def step_numbers(self) -> tuple[int, ...]:
+        return self.steps if self.steps is not None else tuple(range(1, len(self.losses) + 1))
 
     @property
     def label(self) -> str:
@@ -71,13 +79,29 @@ def loss_fell(losses: Sequence[float]) -> bool:
     return bool(last < (1 - MIN_DROP) * first)
 
 
+def _metrics_csv_losses(path: Path) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
+    """Steps and losses of a unit's ``metrics.csv``, or None if it has no loss rows (then the
+    caller falls back to ``train_log.json``)."""
+    rows = [r for r in read_metrics(path) if r["loss"] is not None]
+    if not rows:
+        return None
+    return tuple(int(r["step"] or 0) for r in rows), tuple(float(r["loss"] or 0.0) for r in rows)
+
+
 def cell_runs(cell: Cell) -> list[Run]:
-    """The runs of a cell, from ``units/<unit>/train_log.json`` beside its metrics.json."""
+    """The runs of a cell, from ``units/<unit>/metrics.csv`` beside its metrics.json where the unit
+    has one (the live per-step log), else from ``units/<unit>/train_log.json``."""
     units = cell.raw.get("units") or {}
     if not units:
         raise InputError(f"{cell.path}: no 'units' (expected a combined cell metrics.json)")
     runs = []
     for unit in units:
+        live = cell.folder / "units" / unit / METRICS_FILE
+        got = _metrics_csv_losses(live) if live.is_file() else None
+        if got is not None:
+            steps, losses = got
+            runs.append(Run(cell.dataset, cell.method, cell.variant, cell.seed, unit, losses, live, steps))
+            continue
         path = cell.folder / "units" / unit / "train_log.json"
         try:
             log = read_json(path)
@@ -126,7 +150,7 @@ def flat_cells(runs: Iterable[Run]) -> set[tuple[str, str]]:
 
 # ------------------------------------------------------------------------------------------ figure
 def curves_frame(runs: Iterable[Run]) -> pd.DataFrame:
-    """Long frame: dataset, method, variant, seed, unit, step, loss (the figure's data)."""
+    """Long frame: dataset, method, variant, seed, unit, step (1-based), loss (the figure's data)."""
     rows = [
         {
             "dataset": r.dataset,
@@ -134,11 +158,11 @@ def curves_frame(runs: Iterable[Run]) -> pd.DataFrame:
             "variant": r.variant,
             "seed": r.seed,
             "unit": r.unit,
-            "step": i,
+            "step": step,
             "loss": loss,
         }
         for r in runs
-        for i, loss in enumerate(r.losses)
+        for step, loss in zip(r.step_numbers, r.losses, strict=True)
     ]
     return pd.DataFrame(rows)
 
@@ -206,7 +230,8 @@ def training_curves_figure(runs: Sequence[Run], title: str = "") -> Any:
             ax = axes[i][j]
             mine = [r for r in runs if r.dataset == dataset and r.method == method]
             for run in mine:
-                ax.plot(run.losses, lw=0.9, color=colour[_line_key(run, several_seeds)], alpha=0.85)
+                line_colour = colour[_line_key(run, several_seeds)]
+                ax.plot(run.step_numbers, run.losses, lw=0.9, color=line_colour, alpha=0.85)
             ax.tick_params(labelsize=6)
             if i == 0:
                 ax.set_title(METHOD_LABELS.get(method, method), fontsize=8)

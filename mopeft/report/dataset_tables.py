@@ -126,4 +126,5 @@ def build(args: argparse.Namespace) -> None:
         notes.append(f"Dataset modules not importable (rows omitted): {', '.join(unavailable)}.")
     prov = collect_provenance(args.config, metas)
     prov["weights"] = "not used (dataset facts)"
+    del prov["environments"]  # facts of the data, not of a run: no training or timing environment
     write_table(df, args.out, table_spec(name).title, prov, notes)

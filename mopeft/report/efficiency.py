@@ -13,6 +13,7 @@ from the encoder-PEFT share when the params JSON gives it.
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -24,9 +25,11 @@ import pandas as pd
 from mopeft.errors import InputError
 from mopeft.io import read_json
 from mopeft.report import paper
-from mopeft.report.provenance import collect_provenance, efficiency_data
+from mopeft.report.provenance import collect_provenance, efficiency_data, environments
 from mopeft.report.registry import table_spec
 from mopeft.report.tables import METHOD_LABELS, MISSING, write_table
+
+log = logging.getLogger(__name__)
 
 
 def _number(data: Mapping[str, Any], key: str, path: Path) -> float:
@@ -160,22 +163,63 @@ def efficiency_table(
     return pd.DataFrame.from_records(records), pd.DataFrame.from_records(display), notes
 
 
+def _bench_paths(bench: Any) -> list[Path]:
+    """``--bench``: one file (the pipeline's) or several (a list); none when not given."""
+    if not bench:
+        return []
+    return [Path(p) for p in ([bench] if isinstance(bench, (str, os.PathLike)) else bench)]
+
+
+def timing_device(raw: Mapping[str, Any]) -> str:
+    """The device a ``bench.json``'s timings ran on: its environment's GPU model for a CUDA run,
+    else the ``device_name`` `mopeft bench` records (the CPU); "unknown" for neither."""
+    env = raw.get("environment")
+    on_cpu = (raw.get("config") or {}).get("device") == "cpu"
+    if isinstance(env, Mapping) and env.get("gpu_name") and not on_cpu:
+        return str(env["gpu_name"])
+    return str(raw.get("device_name") or "unknown")
+
+
+def timing_notes(benches: Mapping[Path, Mapping[str, Any]]) -> list[str]:
+    """The notes naming the timings' device; a loud mark (and a log warning) when the files were
+    timed on more than one device model: times relative to full FT from two GPUs do not compare,
+    and refusing would block the whole report, so the table says it instead."""
+    devices: dict[str, list[str]] = {}
+    for path, raw in benches.items():
+        devices.setdefault(timing_device(raw), []).append(path.name)
+    if not devices:
+        return []
+    if len(devices) == 1:
+        return [f"Timings measured on: {next(iter(devices))}."]
+    listed = "; ".join(f"{d} ({', '.join(files)})" for d, files in devices.items())
+    log.warning("Table 4.5: timings from %d different devices: %s", len(devices), listed)
+    return [
+        f"WARNING: MIXED DEVICES — the timings come from {len(devices)} different device models: {listed}. "
+        "Times are % of full FT measured on the same device; rows from different devices do not compare."
+    ]
+
+
 def build_4_5(args: argparse.Namespace) -> None:
     params = [load_params(p) for p in (args.params or [])]
-    bench = load_bench(args.bench) if args.bench else {}
+    bench_paths = _bench_paths(args.bench)
+    bench: dict[str, dict[str, float]] = {}
+    for p in bench_paths:  # several files: a later file's row for a method replaces an earlier one
+        bench |= load_bench(p)
     flops = dict(load_flops(p) for p in (args.flops or []))
     df, display, notes = efficiency_table(params, bench, flops, getattr(args, "paper_dir", None))
     raw = [read_json(p) for p in (args.params or [])]
-    if args.bench:
-        bench_raw = read_json(args.bench)
-        raw.append(bench_raw if isinstance(bench_raw, dict) else {})
+    bench_raw = {p: read_json(p) for p in bench_paths}
+    bench_raw = {p: r if isinstance(r, dict) else {} for p, r in bench_raw.items()}
+    raw += list(bench_raw.values())
     prov = collect_provenance(
         args.config,
         [{"weights": r.get("weights"), "synthetic": r.get("synthetic")} for r in raw if isinstance(r, dict)],
     )
+    # Parameter and FLOP counts do not depend on the machine: the environments are the timings'.
+    prov["environments"] = environments(bench_raw.values())
     prov["weights"] = prov["weights"] if prov["weights"] != "n/a" else "not used (counts and timings)"
     prov["data"] = efficiency_data(args.config, [r for r in raw if isinstance(r, dict)])
-    notes = notes + full_ft_note(raw)
+    notes = notes + full_ft_note(raw) + timing_notes(bench_raw)
     write_table(df, args.out, table_spec("4.5").title, prov, notes, display=display)
 
 

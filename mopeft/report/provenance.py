@@ -7,34 +7,16 @@ one for the other.
 
 from __future__ import annotations
 
+import json
 import os
-import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from mopeft.environment import REPO_ROOT, describe, git_state
 from mopeft.io import sha256_file
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def git_state(repo: str | os.PathLike[str] = REPO_ROOT) -> tuple[str, bool | None]:
-    """(commit, dirty) of ``repo``; ("unknown", None) when it is not a git checkout or git is missing."""
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True, timeout=10
-        ).stdout.strip()
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=30,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return "unknown", None
-    return (commit or "unknown"), bool(status.strip())
+__all__ = ["REPO_ROOT", "collect_provenance", "environments", "git_state", "provenance_lines"]
 
 
 def summarise(values: Iterable[Any], empty: str = "n/a") -> str:
@@ -95,7 +77,48 @@ def collect_provenance(
         "weights": summarise((c.get("weights") for c in cells), empty="n/a"),
         "data": data_kind(c.get("synthetic") for c in cells),
         "num_inputs": len(cells),
+        "environments": environments(cells),
     }
+
+
+def cell_environments(cell: Mapping[str, Any]) -> list[Any]:
+    """The environment records one input came from: a combined cell's units' records when it has
+    them (the evaluations ran there, not where they were combined), else its own; [None] when it
+    was written before environments were recorded."""
+    units = cell.get("unit_environments")
+    if isinstance(units, list) and units:
+        return list(units)
+    return [cell.get("environment")]
+
+
+def environments(cells: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The distinct environments of ``cells``, each as {"record", "inputs"} (how many inputs used
+    it), in first-seen order; a cell without a record counts under record None ("unknown")."""
+    seen: dict[str, dict[str, Any]] = {}
+    for cell in cells:
+        keys = set()
+        for record in cell_environments(cell):
+            key = json.dumps(record, sort_keys=True)
+            entry = seen.setdefault(key, {"record": record, "inputs": 0})
+            if key not in keys:
+                entry["inputs"] += 1
+                keys.add(key)
+    return list(seen.values())
+
+
+def environment_lines(envs: list[Mapping[str, Any]]) -> list[str]:
+    """``Environment: ...`` for one environment, one line each (with its input count) for several:
+    a table whose cells ran on two machines or software stacks must say so."""
+    if not envs:
+        return ["Environment: n/a (no inputs)"]
+    if len(envs) == 1:
+        return [f"Environment: {describe(envs[0]['record'])}"]
+    lines = [f"Environments: {len(envs)} distinct (the inputs were produced on different setups)"]
+    lines += [
+        f"Environment {i} (used by {e['inputs']} inputs): {describe(e['record'])}"
+        for i, e in enumerate(envs, 1)
+    ]
+    return lines
 
 
 def provenance_lines(prov: Mapping[str, Any]) -> list[str]:
@@ -110,10 +133,12 @@ def provenance_lines(prov: Mapping[str, Any]) -> list[str]:
         f"Base weights: {prov.get('weights', 'n/a')}",
         f"Data: {prov.get('data', 'unknown')}",
     ]
+    if "environments" in prov:
+        lines += environment_lines(prov["environments"])
     extra = {
         k: v
         for k, v in prov.items()
-        if k not in {"config", "config_sha256", "git_commit", "git_dirty", "weights", "data"}
+        if k not in {"config", "config_sha256", "git_commit", "git_dirty", "weights", "data", "environments"}
     }
     lines += [f"{k.replace('_', ' ').capitalize()}: {v}" for k, v in extra.items()]
     return lines

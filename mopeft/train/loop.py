@@ -9,9 +9,11 @@ with or without DataLoader workers.
 
 Speed: a DataLoader with workers and pinned memory decodes the next batches while the device works;
 uint8 pixels are normalised, padded and flipped on the device; the loss is read back only every
-``log_every`` steps (no host-device sync per step); methods whose encoder is frozen train from
-cached image embeddings (:mod:`mopeft.train.encoder_cache`, within host/device memory budgets past
-which embeddings are recomputed, bit-identically). ``timing`` in the returned
+``log_every`` steps (no host-device sync per step), and with it each step's row of the live
+``metrics.csv`` (:mod:`mopeft.train.metrics_log`: loss, lr, gradient norm, throughput, data wait,
+peak GPU memory; appended and flushed, so it can be watched during the run); methods whose encoder
+is frozen train from cached image embeddings (:mod:`mopeft.train.encoder_cache`, within host/device
+memory budgets past which embeddings are recomputed, bit-identically). ``timing`` in the returned
 :class:`TrainResult` says how long the loop waited for data.
 """
 
@@ -28,15 +30,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm import tqdm
 
 from mopeft.data.loading.loader import SegmentationPairs, StepBatchSampler, batch_indices, make_loader
 from mopeft.data.loading.preprocess import flip_content, to_model_input
 from mopeft.device import autocast, configure, resolve_device
 from mopeft.model.semantic_sam import SemanticSAM
 from mopeft.peft.state import load_trainable_state_dict, trainable_state_dict
+from mopeft.progress import progress
 from mopeft.train.encoder_cache import CACHE_DTYPES, DEFAULT_DEVICE_MB, MIB, EncoderCache, encoder_is_frozen
 from mopeft.train.losses import presence_loss, presence_targets, segmentation_loss
+from mopeft.train.metrics_log import METRICS_FILE, MetricsLog
 from mopeft.train.optim import make_optimizer
 from mopeft.train.resume import data_digest, digest, discard, read_resume, write_resume
 
@@ -151,12 +154,15 @@ def train(
     resume_path: str | Path,
     on_step: Callable[[int, torch.Tensor], None] | None = None,
     base: Mapping[str, Any] | None = None,
+    metrics_path: str | Path | None = None,
 ) -> TrainResult:
     """Train in place; returns the loss of every step and the loop's timing. Saves a resume file
     every ``checkpoint_every`` steps and at the end (atomically), and resumes from it only if it
     belongs to this run (:mod:`mopeft.train.resume`); ``base``: the model's provenance for the
-    fingerprint (see :func:`fingerprint_parts`)."""
+    fingerprint (see :func:`fingerprint_parts`). Writes one row per step to ``metrics_path``
+    (default: ``metrics.csv`` beside the resume file, i.e. in the unit's output folder) as it goes."""
     resume_path = Path(resume_path)
+    metrics = MetricsLog(resume_path.with_name(METRICS_FILE) if metrics_path is None else metrics_path)
     device = resolve_device(settings.device)
     configure(device)
     model.to(device).train()
@@ -185,7 +191,6 @@ def train(
             discard(resume_path, f"its tensors do not fit this run ({why})")
         else:
             log.info("resuming from %s at step %d/%d", resume_path, start, settings.steps)
-    frozen = encoder_is_frozen(model)
     cache = None
     if use_encoder_cache(model, settings):
         device_mb = DEFAULT_DEVICE_MB if settings.cache_device_mb is None else settings.cache_device_mb
@@ -201,15 +206,59 @@ def train(
     if settings.compile:
         forward = torch.compile(forward, backend=settings.compile)
         encode = torch.compile(encode, backend=settings.compile)
-    decode = model.decode_with_tokens
     loader = make_loader(
         dataset,
         StepBatchSampler(len(dataset), settings.batch_size, settings.seed, start, settings.steps),
         workers=settings.workers,
         pin_memory=device.type == "cuda",
     )
-    bar = tqdm(total=settings.steps, initial=start, desc="train", mininterval=2)
+    metrics.start(start)  # after the resume decision: truncates, or drops the rows after `start`
+    try:
+        return _loop(
+            model, dataset, settings, device, opt, params, cache, forward, encode, loader,
+            start, losses, resume_path, fp, parts, metrics, on_step,
+        )  # fmt: skip
+    finally:
+        metrics.close()
+
+
+def _grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """Total L2 norm of the trainable gradients, left on the device (read back with the losses):
+    one fused multi-tensor kernel plus a norm of the per-tensor norms, no sync."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=params[0].device)
+    return torch.linalg.vector_norm(torch.stack([n.float() for n in torch._foreach_norm(grads)]))
+
+
+def _loop(
+    model: SemanticSAM,
+    dataset: SegmentationPairs,
+    settings: TrainSettings,
+    device: torch.device,
+    opt: torch.optim.Optimizer,
+    params: list[torch.nn.Parameter],
+    cache: EncoderCache | None,
+    forward: Callable[..., Any],
+    encode: Callable[..., Any],
+    loader: Any,
+    start: int,
+    losses: list[float],
+    resume_path: Path,
+    fp: str,
+    parts: Mapping[str, Any],
+    metrics: MetricsLog,
+    on_step: Callable[[int, torch.Tensor], None] | None,
+) -> TrainResult:
+    """The steps ``start``..``settings.steps`` of :func:`train` (split off so that the metrics
+    file is closed however the loop ends)."""
+    frozen = encoder_is_frozen(model)
+    decode = model.decode_with_tokens
+    bar = progress(total=settings.steps, initial=start, desc="train", unit="step", mininterval=2)
     pending: list[torch.Tensor] = []
+    pending_norms: list[torch.Tensor] = []
+    rows: list[dict[str, Any]] = []  # this log interval's rows, completed at its read-back
+    interval_images, t_interval = 0, time.perf_counter()
     waited = timed = 0.0
     timed_steps, warmup = 0, 2  # the first batches include worker start-up
     batches = iter(loader)
@@ -247,13 +296,28 @@ def train(
             loss = loss + settings.presence_weight * presence_loss(presence, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        pending_norms.append(_grad_norm(params))  # before the step: the gradient it applies
         opt.step()
         pending.append(loss.detach())
         done = step + 1
+        interval_images += len(batch["indices"])
+        rows.append({"step": done, "lr": opt.param_groups[0]["lr"], "data_wait_s": t_got - t_wait})
         save = done % settings.checkpoint_every == 0 or done == settings.steps
         if save or done % settings.log_every == 0:
-            losses.extend(torch.stack(pending).float().cpu().tolist())  # one sync per log interval
+            new = torch.stack(pending).float().cpu().tolist()  # one sync per log interval
+            norms = torch.stack(pending_norms).cpu().tolist()
+            losses.extend(new)
             pending.clear()
+            pending_norms.clear()
+            t_now = time.perf_counter()  # after the sync: the interval's device work is done
+            for row, value, norm in zip(rows, new, norms, strict=True):
+                row.update(loss=value, grad_norm=norm)
+            # Throughput and peak memory are interval quantities: on the interval's last row only.
+            rows[-1]["images_per_s"] = interval_images / max(t_now - t_interval, 1e-9)
+            if device.type == "cuda":
+                rows[-1]["gpu_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+            metrics.append(rows)  # before the resume file: the rows of every saved step are on disk
+            rows, interval_images, t_interval = [], 0, t_now
             bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
         if save:
             _save_resume(resume_path, model, opt, done, losses, fp, parts)

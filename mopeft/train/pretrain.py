@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from mopeft.data.loading.preprocess import PIXEL_MEAN, PIXEL_STD
 from mopeft.data.synthetic.scenes import scenes
 from mopeft.io import atomic_path, sha256_file
 from mopeft.model.arch import build_sam_parts, get_arch
 from mopeft.model.semantic_sam import SemanticSAM
+from mopeft.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def pretrain(settings: PretrainSettings) -> tuple[dict[str, torch.Tensor], dict[
         model.train()
         losses: list[float] = []
         per_epoch = settings.pool // settings.batch_size
-        for step in tqdm(range(settings.steps), desc="pretrain", mininterval=5):
+        for step in progress(range(settings.steps), desc="pretrain", unit="step", mininterval=5):
             epoch, pos = divmod(step, per_epoch)
             perm = torch.randperm(
                 settings.pool, generator=torch.Generator().manual_seed(settings.seed + epoch)

@@ -64,6 +64,8 @@ rule prepare:
     params:
         root=mw.prepared_root,
         code=wf.dataset_code("prepare"),
+        test_images=wf.test_images,
     shell:
         'echo "=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===" >> {log:q}; '
-        "mopeft prepare --dataset {wildcards.dataset:q} --raw {input.raw:q} --out {params.root:q} >> {log:q} 2>&1"
+        "mopeft prepare --dataset {wildcards.dataset:q} --raw {input.raw:q} --out {params.root:q} "
+        "--test-images {params.test_images} >> {log:q} 2>&1"

@@ -3,9 +3,18 @@
 The data lives in the git repository (``atlantis/atlantis/{images,masks}/{train,val,test}/<class
 folder>/``). MESS flattens the test class folders into one directory, so an image name occurring in
 two class folders is written twice and only one survives (a plausible reason for 1295 images vs the
-README's 1296); we reproduce that deterministically (the last in sorted order wins) and report the
-dropped duplicates. Mask values 1..56 -> 0..55, 0 (unlabelled) -> 255, anything else -> 255.
-Train = official train + val (3364 + 535), names prefixed by split and class folder so none clash.
+README's 1296). Which one survives in MESS is the file its unsorted ``glob('*/*.jpg')`` visits
+last, i.e. directory order, which depends on the file system (ext4 hash order, not creation or
+name order). We keep the last in sorted order, so our choice is deterministic and the same on every
+machine, but it equals MESS's only where directory order happens to be sorted; the test *names*
+(and so the count) are reproduced everywhere, the image and mask chosen for a duplicated name are
+not guaranteed to be. ``meta.json`` reports how many duplicates were dropped. Mask values 1..56 ->
+0..55, 0 (unlabelled) -> 255, anything else -> 255. Train = official train + val (3364 + 535), names
+prefixed by split and class folder so none clash.
+
+Test images: MESS re-saves each JPEG with ``img.convert('RGB').save(...)`` (PIL's default JPEG
+quality 75); by default we copy the published bytes instead, and ``test_images="mess"``
+(:class:`PrepareOptions`) reproduces MESS's re-encoding. Train images are always copied.
 
 Source: a git clone pinned to commit ``COMMIT`` (checked by ``mopeft prepare``; ``meta.json``
 records the commit).
@@ -23,6 +32,7 @@ from mopeft.data.datasets.common import (
     copy_or_convert,
     load_image,
     map_ids,
+    mess_resave,
     save_label,
     visible,
 )
@@ -139,14 +149,18 @@ def _pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _write(img: Path, mask: Path, out_dir: Path, split: str, stem: str) -> None:
+def _write(img: Path, mask: Path, out_dir: Path, split: str, stem: str, mess_bytes: bool = False) -> None:
+    """One image/label pair; ``mess_bytes``: re-encode the image as MESS does (:func:`mess_resave`)."""
     image = load_image(img)
     raw = load_image(mask)
     if raw.ndim == 3:
         raw = raw[..., 0]
     if raw.shape != image.shape[:2]:
         raise PrepareError(f"{mask}: size {raw.shape} differs from image {image.shape[:2]}")
-    copy_or_convert(img, image, out_dir / split / "images" / f"{stem}.jpg")
+    if mess_bytes:
+        mess_resave(img, out_dir / split / "images" / f"{stem}.jpg")
+    else:
+        copy_or_convert(img, image, out_dir / split / "images" / f"{stem}.jpg")
     save_label(out_dir / split / "labels" / f"{stem}.png", map_ids(raw, LUT), SPEC.num_classes)
 
 
@@ -160,13 +174,14 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
         latest[img.stem] = (img, mask)
     n_test = len(_pairs(root, "test"))
     for stem, (img, mask) in sorted(latest.items()):
-        _write(img, mask, out_dir, "test", stem)
+        _write(img, mask, out_dir, "test", stem, mess_bytes=options.test_images == "mess")
     for split in ("train", "val"):
         for img, mask in _pairs(root, split):
             _write(img, mask, out_dir, "train", f"{split}_{img.parent.name}_{img.stem}")
     return {
         "split_protocol": "official: train = train + val, test = test flattened as MESS does",
         "test_duplicates_dropped": n_test - len(latest),
+        "test_images": options.test_images,
     }
 
 

@@ -8,6 +8,11 @@ PNG as 1-bit; some CHASE PNGs are 8-bit 0/255, which that rule would turn into 2
 therefore threshold explicitly (>= 128 -> vessel, after decoding as 8-bit grey), which gives the
 intended {0, 1} for both encodings.
 
+Test images: MESS re-saves each JPEG with ``img.convert('RGB').save(...)`` (PIL's default JPEG
+quality 75); by default we copy the published bytes instead, and ``test_images="mess"``
+(:class:`PrepareOptions`) reproduces MESS's re-encoding. Train images are always copied (MESS
+prepares no train split).
+
 Checksums: the publisher gives none for ``CHASEDB1.zip``, so nothing is pinned here; the sha256 of
 the file actually used is recorded in ``meta.json`` (``sources``) when it is prepared.
 """
@@ -24,6 +29,7 @@ from mopeft.data.datasets.common import (
     check_same_size,
     extract,
     load_image,
+    mess_resave,
     put_image,
     save_label,
     scratch_dir,
@@ -80,7 +86,11 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
             raise PrepareError(f"{archive}: {len(images)} images; the MESS split needs more than {TRAIN_LEN}")
         for i, img_path in enumerate(images):
             split = "train" if i < TRAIN_LEN else "test"
-            hw = put_image(img_path, out_dir / split / "images", img_path.stem)
+            if split == "test" and options.test_images == "mess":
+                hw = load_image(img_path).shape[:2]  # decoded first: a truncated file fails here
+                mess_resave(img_path, out_dir / split / "images" / img_path.name)
+            else:
+                hw = put_image(img_path, out_dir / split / "images", img_path.stem)
             mask_path = img_path.with_name(f"{img_path.stem}_1stHO.png")
             grey = load_image(mask_path, "L")  # 1-bit -> 0/255, 8-bit stays 0/255
             check_same_size(grey, hw, mask_path)
@@ -89,6 +99,7 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
         "split_protocol": f"MESS: first {TRAIN_LEN} sorted images = train, remaining = test",
         "train_images": [p.stem for p in images[:TRAIN_LEN]],
         "mask_rule": "1stHO >= 128 -> vessel",
+        "test_images": options.test_images,
     }
 
 

@@ -63,11 +63,22 @@ COPYABLE_SUFFIXES = (".jpg", ".jpeg", ".png")  # formats copied byte for byte wh
 log = logging.getLogger(__name__)
 
 
+TEST_IMAGE_MODES = ("bytes", "mess")  # PrepareOptions.test_images; see mess_resave
+
+
 @dataclass
 class PrepareOptions:
     tile_size: int = MESS_TILE  # MESS tiles large images to 1024x1024
     miniature: bool = False  # raw input is a generated miniature: skip count assertions
     extra: dict = field(default_factory=dict)
+    # "bytes": 8-bit RGB test images are copied byte for byte (no generation loss); "mess": encoded
+    # exactly as MESS's prepare scripts do (CHASE DB1, ATLANTIS re-save as JPEG quality 75;
+    # FoodSeg103 raw even when not RGB), for bit-identical inputs when comparing against MESS.
+    test_images: str = "bytes"
+
+    def __post_init__(self) -> None:
+        if self.test_images not in TEST_IMAGE_MODES:
+            raise PrepareError(f"test_images must be one of {TEST_IMAGE_MODES}, not {self.test_images!r}")
 
 
 # ---------------------------------------------------------------------------------------------- I/O
@@ -89,6 +100,22 @@ def copy_or_convert(src: str | Path, image: np.ndarray, dst: str | Path) -> None
         shutil.copyfile(src, dst)
     else:
         save_image(dst, load_image(src, "RGB"))
+
+
+def mess_resave(src: str | Path, dst: str | Path) -> None:
+    """MESS's ``Image.open(src).convert('RGB').save(dst)``: the format comes from ``dst``'s suffix
+    with PIL's defaults (JPEG: quality 75, 4:2:0), which is lossy for a JPEG source; used only when
+    :attr:`PrepareOptions.test_images` asks for MESS's exact bytes. Results match MESS's when both
+    use the same Pillow/libjpeg version."""
+    from PIL import Image
+
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with Image.open(src) as img:
+            img.convert("RGB").save(dst)
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise PrepareError(f"{src}: cannot re-encode image ({exc})") from None
 
 
 def put_image(

@@ -6,6 +6,10 @@ public password (printed in the MESS and FoodSeg103 code). MESS's count check sa
 images while the dataset documents 2135; the count is therefore a warning, not a failure, and
 images are paired by stem (intersection, as MESS's loader falls back to).
 
+Test images: MESS reads ``img_dir/test`` as published. We copy 8-bit RGB JPEGs byte for byte too,
+but re-encode any other (a non-RGB JPEG) as RGB; ``test_images="mess"`` (:class:`PrepareOptions`)
+copies every test image raw, as MESS uses it (the loader converts to RGB when reading).
+
 Checksums: the publisher gives none for ``FoodSeg103.zip``, so nothing is pinned here; the sha256 of
 the file actually used is recorded in ``meta.json`` (``sources``) when it is prepared.
 """
@@ -212,9 +216,17 @@ def prepare(raw_dir: Path, out_dir: Path, options: PrepareOptions) -> dict:
                     raise PrepareError(
                         f"{anns[stem]}: expected single-channel {image.shape[:2]}, got {label.shape}"
                     )
-                copy_or_convert(imgs[stem], image, out_dir / split / "images" / f"{stem}.jpg")
+                dst = out_dir / split / "images" / f"{stem}.jpg"
+                if split == "test" and options.test_images == "mess":
+                    shutil.copyfile(imgs[stem], dst)  # MESS: the published file, whatever its mode
+                else:
+                    copy_or_convert(imgs[stem], image, dst)
                 save_label(out_dir / split / "labels" / f"{stem}.png", label, SPEC.num_classes)
-    return {"split_protocol": "official: Images/{img,ann}_dir/{train,test}", "unpaired_files": unpaired}
+    return {
+        "split_protocol": "official: Images/{img,ann}_dir/{train,test}",
+        "unpaired_files": unpaired,
+        "test_images": options.test_images,
+    }
 
 
 # ------------------------------------------------------------------------------------- miniature

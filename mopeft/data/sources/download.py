@@ -4,9 +4,10 @@ Downloads are the fragile part of a benchmark (multi-GB files, Google-Drive quot
 that drop connections), so every HTTP/Drive file goes through one cache folder (``$MOPEFT_CACHE`` or
 ``~/.cache/mopeft``): a ``.part`` file is resumed with a ``Range`` request, the checksum is checked
 before the file is renamed into the cache, and a cached file whose checksum matches is reused
-instead of downloaded again. Manual and Kaggle sources cannot be automated; they are collected and
-reported in one :class:`ManualDownloadRequired` error naming every missing file, where to put it
-and where to get it.
+instead of downloaded again. Manual and Kaggle sources cannot be automated; they are collected,
+together with every automatic download that failed (offline, Drive quota) or did not match its
+checksum, and reported in one error naming every missing file, why, where to put it and where to
+get it; what could be downloaded is in place by then.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from mopeft.data.registry import get_spec
 from mopeft.data.sources.checksums import checksum_problem, file_digest, git_head, is_commit
 from mopeft.data.spec import Source
 from mopeft.io import atomic_dir
+from mopeft.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +90,14 @@ def http_download(
             log.info("resuming %s at byte %d", dest.name, have)
         total = resp.headers.get("Content-Length")
         written = 0
+        start = have if mode == "ab" else 0  # the bar counts the whole file, resumed bytes included
+        size = start + int(total) if total is not None else None
         try:
-            with open(part, mode) as f:
+            with open(part, mode) as f, progress(total=size, initial=start, desc=dest.name, unit="B") as bar:
                 while block := resp.read(CHUNK):
                     f.write(block)
                     written += len(block)
+                    bar.update(len(block))
         except (OSError, TimeoutError) as exc:
             raise PrepareError(
                 f"{dest.name}: download interrupted after {written} bytes ({exc}); run again to resume"
@@ -221,32 +226,47 @@ def fetch_source(src: Source, raw_dir: Path, key: str, cache: Path | None = None
 def download_sources(
     sources: Iterable[Source], raw_dir: Path, key: str, cache: Path | None = None
 ) -> list[Path]:
-    """Fetch every automatic source, then report all missing manual ones in one error."""
+    """Fetch every source that can be fetched, then report every one still missing in one error.
+
+    A failed automatic download (offline, Drive quota, moved file) or a checksum mismatch does not
+    stop the loop: the user who must fetch files by hand should learn about all of them in one run,
+    not one per attempt, and whatever can be downloaded is already in place when they come back. An
+    optional source (``required=False``) that cannot be downloaded is only a warning.
+    The error is a :class:`ChecksumError` when a file arrived but does not match (something to
+    investigate, not just to fetch), else :class:`ManualDownloadRequired`.
+    """
     raw_dir = Path(raw_dir)
     raw_dir.mkdir(parents=True, exist_ok=True)
-    done, missing = [], []
+    done: list[Path] = []
+    missing: list[tuple[Source, Path]] = []
+    reasons: list[str] = []  # why each automatic or present-but-wrong source is missing
+    bad_checksum = False
     for src in sources:
+        path = raw_dir / src.filename
         if src.kind in ("manual", "kaggle"):
-            path = raw_dir / src.filename
             if path.exists():
                 if not path.is_dir() and (problem := checksum_problem(path, src)):
-                    raise ChecksumError(problem)
-                done.append(path)
+                    reasons.append(problem)
+                    missing.append((src, path))
+                    bad_checksum = True
+                else:
+                    done.append(path)
             elif src.required:
                 missing.append((src, path))
             continue
         try:
             done.append(fetch_source(src, raw_dir, key, cache))
-        except ChecksumError:
-            raise
         except PrepareError as exc:
+            if not src.required and not isinstance(exc, ChecksumError):
+                log.warning("%s (optional source, skipped)", exc)
+                continue
             # Mirrors fail (Drive quotas, moved files): say how to place the file by hand instead.
-            raise PrepareError(
-                f"{exc}\n{key}: automatic download failed; "
-                + manual_message([(src, raw_dir / src.filename)])
-            ) from None
+            reasons.append(str(exc))
+            missing.append((src, path))
+            bad_checksum = bad_checksum or isinstance(exc, ChecksumError)
     if missing:
-        raise ManualDownloadRequired(f"{key}: " + manual_message(missing))
+        message = "".join(f"{reason}\n" for reason in reasons) + f"{key}: " + manual_message(missing)
+        raise (ChecksumError if bad_checksum else ManualDownloadRequired)(message)
     return done
 
 
