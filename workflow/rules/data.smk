@@ -68,4 +68,4 @@ rule prepare:
     shell:
         'echo "=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===" >> {log:q}; '
         "mopeft prepare --dataset {wildcards.dataset:q} --raw {input.raw:q} --out {params.root:q} "
-        "--test-images {params.test_images} >> {log:q} 2>&1"
+        "--test-images {params.test_images:q} >> {log:q} 2>&1"
