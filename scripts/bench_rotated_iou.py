@@ -24,75 +24,30 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 
 from mopeft.detection import ap
-from mopeft.detection.ap import Detection, GTBox, evaluate, voc_ap
-from mopeft.detection.rotated import area, clip_convex, iou, iou_pairs
+from mopeft.detection.ap import Detection, GTBox, evaluate
+from mopeft.detection.rotated import iou, iou_pairs
 
-
-def old_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """``rotated.iou`` before shapely: bounding-box rejection, then the hand-written clip."""
-    pa, pb = np.asarray(a, float).reshape(-1, 2), np.asarray(b, float).reshape(-1, 2)
-    if (
-        pa[:, 0].max() <= pb[:, 0].min()
-        or pb[:, 0].max() <= pa[:, 0].min()
-        or pa[:, 1].max() <= pb[:, 1].min()
-        or pb[:, 1].max() <= pa[:, 1].min()
-    ):
-        return 0.0
-    inter = area(clip_convex(pa, pb))
-    union = area(pa) + area(pb) - inter
-    return float(inter / union) if union > 1e-12 else 0.0
-
-
-def old_class_ap(
-    detections: Iterable[Detection], gt: Mapping[str, list[GTBox]], iou_thr: float = 0.5
-) -> float | None:
-    """``ap.class_ap`` before shapely: one ``old_iou`` call per detection/GT pair of an image."""
-    npos = sum(not g.difficult for boxes in gt.values() for g in boxes)
-    if npos == 0:
-        return None
-    dets = sorted(detections, key=lambda d: -d.score)
-    matched = {img: np.zeros(len(boxes), dtype=bool) for img, boxes in gt.items()}
-    tp, fp = np.zeros(len(dets)), np.zeros(len(dets))
-    for i, d in enumerate(dets):
-        boxes = gt.get(d.image, [])
-        if not boxes:
-            fp[i] = 1
-            continue
-        overlaps = np.array([old_iou(d.poly, g.poly) for g in boxes])
-        j = int(np.argmax(overlaps))
-        if overlaps[j] >= iou_thr:
-            if boxes[j].difficult:
-                continue
-            if not matched[d.image][j]:
-                tp[i], matched[d.image][j] = 1, True
-            else:
-                fp[i] = 1
-        else:
-            fp[i] = 1
-    tp_c, fp_c = np.cumsum(tp), np.cumsum(fp)
-    return voc_ap(tp_c / npos, tp_c / np.maximum(tp_c + fp_c, np.finfo(float).eps))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from detection_reference import box, reference_class_ap
+from detection_reference import clip_iou as old_iou
 
 
 def old_evaluate(detections: list[Detection], gt: Mapping[str, list[tuple[str, GTBox]]]) -> dict:
     """``evaluate`` with the old ``class_ap`` (the grouping and means are unchanged code)."""
     new = ap.class_ap
-    ap.class_ap = old_class_ap
+    ap.class_ap = reference_class_ap
     try:
         return evaluate(detections, gt)
     finally:
         ap.class_ap = new
-
-
-def box(cx: float, cy: float, w: float, h: float, angle: float) -> np.ndarray:
-    c, s = np.cos(angle), np.sin(angle)
-    corners = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
-    return corners @ np.array([[c, s], [-s, c]]) + [cx, cy]
 
 
 def random_pairs(

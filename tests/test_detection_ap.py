@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from test_rotated_iou import box, clip_iou
+from detection_reference import box, reference_class_ap
 
 from mopeft.cli import main
 from mopeft.detection import CLASSES, TABLE_A1_CLASSES
@@ -80,34 +80,6 @@ def test_voc_ap_against_independent_formula():
         prec = tp / np.arange(1, len(hits) + 1)
         expected = sum(prec[k:].max() for k in np.flatnonzero(hits)) / npos
         assert voc_ap(tp / npos, prec) == pytest.approx(expected)
-
-
-def reference_class_ap(detections, gt, iou_thr=0.5):
-    """class_ap as it was before the shapely IoU: one clip_iou call per detection/GT pair."""
-    npos = sum(not g.difficult for boxes in gt.values() for g in boxes)
-    if npos == 0:
-        return None
-    dets = sorted(detections, key=lambda d: -d.score)
-    matched = {img: np.zeros(len(boxes), dtype=bool) for img, boxes in gt.items()}
-    tp, fp = np.zeros(len(dets)), np.zeros(len(dets))
-    for i, d in enumerate(dets):
-        boxes = gt.get(d.image, [])
-        if not boxes:
-            fp[i] = 1
-            continue
-        overlaps = np.array([clip_iou(d.poly, g.poly) for g in boxes])
-        j = int(np.argmax(overlaps))
-        if overlaps[j] >= iou_thr:
-            if boxes[j].difficult:
-                continue
-            if not matched[d.image][j]:
-                tp[i], matched[d.image][j] = 1, True
-            else:
-                fp[i] = 1
-        else:
-            fp[i] = 1
-    tp_c, fp_c = np.cumsum(tp), np.cumsum(fp)
-    return voc_ap(tp_c / npos, tp_c / np.maximum(tp_c + fp_c, np.finfo(float).eps))
 
 
 def random_scene(rng, images=12, classes=("Small Car", "Bus", "Tennis Court")):

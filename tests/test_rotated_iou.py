@@ -5,35 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from detection_reference import box, clip_iou
 from shapely.geometry import MultiPoint, Polygon
 
 from mopeft.detection.rotated import area, clip_convex, convex_hull, iou, iou_matrix, iou_pairs, min_area_rect
 
 
-def box(cx, cy, w, h, angle):
-    c, s = np.cos(angle), np.sin(angle)
-    corners = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
-    return corners @ np.array([[c, s], [-s, c]]) + [cx, cy]
-
-
 def shapely_iou(a, b):
     pa, pb = Polygon(a), Polygon(b)
     return pa.intersection(pb).area / pa.union(pb).area
-
-
-def clip_iou(a, b):
-    """The IoU as computed before shapely: bounding-box rejection, Sutherland–Hodgman clip, shoelace."""
-    pa, pb = np.asarray(a, float).reshape(-1, 2), np.asarray(b, float).reshape(-1, 2)
-    if (
-        pa[:, 0].max() <= pb[:, 0].min()
-        or pb[:, 0].max() <= pa[:, 0].min()
-        or pa[:, 1].max() <= pb[:, 1].min()
-        or pb[:, 1].max() <= pa[:, 1].min()
-    ):
-        return 0.0
-    inter = area(clip_convex(pa, pb))
-    union = area(pa) + area(pb) - inter
-    return float(inter / union) if union > 1e-12 else 0.0
 
 
 def shift(poly, dx, dy):
