@@ -38,12 +38,23 @@ class DiskFull(UserError, OSError, ValueError):
     def __str__(self) -> str:  # the message alone, not OSError's "[Errno 28] None: <filename>"
         return str(self.args[0]) if self.args else super().__str__()
 
+    @classmethod
+    def at(cls, path: Path, what: str, code: int = errno.ENOSPC) -> DiskFull:
+        """The one message every writer gives: ``<path>: <what>; nothing was replaced: ...``."""
+        full = cls(
+            f"{path}: {what}; nothing was replaced: free space there (or move the outputs to a larger "
+            "file system) and rerun"
+        )
+        full.errno, full.filename = code, str(path)
+        return full
+
 
 # The messages torch's C++ stream writer raises (as RuntimeError) when a write to a file fails.
 _TORCH_WRITE_FAILED = ("iostream error", "file write failed", "unexpected pos")
 
 
-def _free_space(folder: Path) -> str:
+def free_space(folder: Path) -> str:
+    """``<N> MiB free in <folder>``, for messages about a full disk."""
     try:
         return f"{shutil.disk_usage(folder).free / 2**20:.0f} MiB free in {folder}"
     except OSError:
@@ -62,13 +73,8 @@ def _disk_full(path: Path, exc: BaseException) -> DiskFull | None:
         reason = f"no space left on device, most likely (the write failed: {str(exc).splitlines()[0][:120]})"
     else:
         return None
-    full = DiskFull(
-        f"{path}: {reason} while writing it ({_free_space(path.parent)}); nothing was replaced: free "
-        "space there (or move the outputs to a larger file system) and rerun"
-    )
-    full.errno = errno.ENOSPC if reason.startswith("no space") else errno.EDQUOT
-    full.filename = str(path)
-    return full
+    code = errno.ENOSPC if reason.startswith("no space") else errno.EDQUOT
+    return DiskFull.at(path, f"{reason} while writing it ({free_space(path.parent)})", code)
 
 
 def _sibling(path: Path, suffix: str) -> Path:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from mopeft.errors import InputError, MissingInput
-from mopeft.io import DiskFull, _free_space, atomic_path
+from mopeft.io import DiskFull, atomic_path, free_space
 
 
 class UnreadableFile(InputError):
@@ -60,13 +60,8 @@ def save_torch(path: str | os.PathLike[str], obj: Any) -> None:
     except OSError:
         free = None
     if free is not None and need > free:
-        full = DiskFull(
-            f"{path}: no space left on device: it needs at least {need / 2**20:.0f} MiB, "
-            f"{_free_space(path.parent)}; nothing was replaced: free space there (or move the outputs to "
-            "a larger file system) and rerun"
-        )
-        full.errno, full.filename = errno.ENOSPC, str(path)
-        raise full
+        what = f"no space left on device: it needs at least {need / 2**20:.0f} MiB, {free_space(path.parent)}"
+        raise DiskFull.at(path, what)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
         f.flush()
