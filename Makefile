@@ -8,10 +8,21 @@ SNAKEMAKE := $(BIN)/snakemake --workflow-profile none
 
 .PHONY: demo test test-fast lint dag study-dry-run plan clean-demo
 
-$(BIN)/mopeft: pyproject.toml
+# The environment is the lock's exact versions (Linux x86-64, CPython 3.11), then the checkout
+# without its dependencies; pyproject.toml keeps the ranges. `make lock` re-resolves the lock from
+# pyproject.toml with EXTRAS (LOCK_ARGS=--upgrade: newest allowed versions); tests/test_lock.py reads both.
+EXTRAS := dev,pipeline,peft,tensorboard
+LOCK   := requirements/lock-linux-x86_64-py311.txt
+
+$(BIN)/mopeft: pyproject.toml $(LOCK)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev,pipeline]'
+	$(BIN)/pip install -q -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
+
+.PHONY: lock
+lock:
+	PYTHON=$(PYTHON) bash scripts/lock.sh $(LOCK) $(EXTRAS) $(LOCK_ARGS)
 
 demo: $(BIN)/mopeft
 	$(SNAKEMAKE) --cores $(CORES) --configfile config/demo.yaml --rerun-incomplete

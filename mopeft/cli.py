@@ -50,6 +50,7 @@ COMMANDS: dict[str, str] = {
     "score-detections": "mopeft.commands.score_detections",
     "detect": "mopeft.commands.detect",
     "plan": "mopeft.commands.plan",
+    "export": "mopeft.commands.export",
 }
 
 

@@ -27,6 +27,7 @@ from mopeft.data.loading.loader import SegmentationPairs
 from mopeft.data.loading.preprocess import preprocess_image
 from mopeft.data.prepared.units import load_unit
 from mopeft.methods.build import build_model
+from mopeft.methods.checkpoint import read_checkpoint
 from mopeft.model.weights import TINY_ASSET, TINY_SHA256
 
 SIZE = 96
@@ -79,13 +80,11 @@ def trained_cell(prepared: Path, work: Path, method: str, dtype: str, steps: int
         "--cache-dtype", dtype, "--seed", str(seed), "--out", str(out),
     ]  # fmt: skip
     assert cli(args) == 0
-    assert (
-        cli(["evaluate", "--model", str(out / "model.pt"), "--data", str(prepared), "--out", str(out / "e")])
-        == 0
-    )
+    model = str(out / "model.safetensors")
+    assert cli(["evaluate", "--model", model, "--data", str(prepared), "--out", str(out / "e")]) == 0
     metrics = json.loads((out / "e" / "metrics.json").read_text())
     log = json.loads((out / "train_log.json").read_text())
-    weights = torch.load(out / "model.pt", weights_only=True)["trainable"]
+    weights = read_checkpoint(out / "model.safetensors")["trainable"]
     return {"miou": metrics["miou"], "final_loss": log["losses"][-1], "weights": weights}
 
 

@@ -26,15 +26,17 @@ def _state() -> dict[str, torch.Tensor]:
 
 
 def test_two_saves_of_the_same_tensors_are_byte_identical(tmp_path):
-    save_torch(tmp_path / "one" / "model.pt", _state())
-    save_torch(tmp_path / "two" / "model.pt", _state())
-    assert sha256_file(tmp_path / "one" / "model.pt") == sha256_file(tmp_path / "two" / "model.pt")
-    names = zipfile.ZipFile(tmp_path / "one" / "model.pt").namelist()
+    one, two = tmp_path / "one" / "train_state.pt", tmp_path / "two" / "train_state.pt"
+    save_torch(one, _state())
+    save_torch(two, _state())
+    assert sha256_file(one) == sha256_file(two)
+    names = zipfile.ZipFile(one).namelist()
     assert all(n.startswith("archive/") for n in names), names  # no temporary file name inside
-    assert torch.equal(torch.load(tmp_path / "one" / "model.pt", weights_only=True)["a"], _state()["a"])
+    loaded = torch.load(one, weights_only=True)
+    assert torch.equal(loaded["a"], _state()["a"])
 
 
-def test_two_identical_trainings_write_the_same_model_pt(tmp_path):
+def test_two_identical_trainings_write_the_same_model_file(tmp_path):
     ds = write_blocky_dataset(tmp_path / "prepared", n_train=2, n_test=1)
     for name in ("a", "b"):
         argv = [
@@ -50,7 +52,8 @@ def test_two_identical_trainings_write_the_same_model_pt(tmp_path):
             str(tmp_path / name),
         ]
         assert main(argv) == 0
-    assert sha256_file(tmp_path / "a" / "model.pt") == sha256_file(tmp_path / "b" / "model.pt")
+    a, b = tmp_path / "a" / "model.safetensors", tmp_path / "b" / "model.safetensors"
+    assert sha256_file(a) == sha256_file(b)
 
 
 def _truncated(path: Path) -> Path:
@@ -96,7 +99,7 @@ def test_cli_refuses_a_hostile_base_checkpoint_and_a_truncated_model(tmp_path, c
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(hostile) in err and "mopeft weights" in err, err
     assert "weights_only" not in err and "pwned" not in err
-    model = _truncated(tmp_path / "model.pt")
+    model = _truncated(tmp_path / "model.pt")  # a model file of older mopeft versions (torch format)
     assert main(["evaluate", "--model", str(model), "--data", str(ds), "--out", str(tmp_path / "eval")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(model) in err and "truncated" in err, err

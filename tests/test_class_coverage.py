@@ -261,10 +261,8 @@ def test_fixed_binary_masks_give_the_foreground_a_numeric_iou(tmp_path):
         main(["train", "--data", str(ds), "--method", "decoder_ft", "--steps", "2", *args, "--out", str(out)])
         == 0
     )
-    assert (
-        main(["evaluate", "--model", str(out / "model.pt"), "--data", str(ds), "--out", str(out / "eval")])
-        == 0
-    )
+    model = str(out / "model.safetensors")
+    assert main(["evaluate", "--model", model, "--data", str(ds), "--out", str(out / "eval")]) == 0
     metrics = json.loads((out / "eval/metrics.json").read_text())
     assert isinstance(metrics["per_class_iou"]["bright"], float)
     assert isinstance(metrics["per_class_iou"]["background"], float)

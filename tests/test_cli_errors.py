@@ -219,7 +219,7 @@ def test_combine_missing_unit_folder(tmp_path, capsys) -> None:
 
 
 def test_predict_not_a_checkpoint(tmp_path, capsys) -> None:
-    model = tmp_path / "model.pt"
+    model = tmp_path / "model.safetensors"
     model.write_bytes(b"not a torch file")
     images = tmp_path / "images"
     images.mkdir()

@@ -10,7 +10,7 @@ from mopeft.cli import main
 from mopeft.data.datasets.common import PrepareOptions
 from mopeft.data.prepared.write import prepare_dataset
 from mopeft.data.registry import dataset_module
-from mopeft.methods.checkpoint import load_model
+from mopeft.methods.checkpoint import load_model, read_checkpoint
 
 
 def test_fair1m_cell_trains_the_class_mlp_and_scores(tmp_path):
@@ -21,15 +21,16 @@ def test_fair1m_cell_trains_the_class_mlp_and_scores(tmp_path):
     args = ["train", "--data", str(ds), "--method", "lora", "--arch", "tiny", "--steps", "3",
             "--batch-size", "2", "--lr", "1e-2", "--weight-decay", "0", "--out", str(cell)]
     assert main(args) == 0
-    payload = torch.load(cell / "model.pt", weights_only=True)
+    payload = read_checkpoint(cell / "model.safetensors")
     head_keys = [k for k in payload["trainable"] if k.startswith("presence_head.")]
     assert payload["config"]["presence_head"] and head_keys  # the class MLP is trained and saved
-    model = load_model(cell / "model.pt")
+    model = load_model(cell / "model.safetensors")
     assert model.presence_head is not None
     for k in head_keys:  # and reloaded exactly
         assert torch.equal(dict(model.named_parameters())[k], payload["trainable"][k])
     dets = tmp_path / "dets.json"
-    assert main(["detect", "--model", str(cell / "model.pt"), "--data", str(ds), "--out", str(dets)]) == 0
+    model_file = str(cell / "model.safetensors")
+    assert main(["detect", "--model", model_file, "--data", str(ds), "--out", str(dets)]) == 0
     out = json.loads(dets.read_text())
     assert out["scoring"] == "mask×presence"
     ap = tmp_path / "ap.json"

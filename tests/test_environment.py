@@ -68,7 +68,8 @@ def test_train_log_and_metrics_carry_the_record_and_a_table_lists_it(tmp_path):
     record = environment_record()
     assert json.loads((out / "train_log.json").read_text())["environment"] == record
     assert (out / f"packages-{record['packages_sha256'][:12]}.txt").is_file()
-    evaluate = ["evaluate", "--model", str(out / "model.pt"), "--data", str(ds), "--out", str(out / "eval")]
+    model = str(out / "model.safetensors")
+    evaluate = ["evaluate", "--model", model, "--data", str(ds), "--out", str(out / "eval")]
     assert main(evaluate) == 0
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert set(metrics["environment"]) == set(KEYS) and metrics["environment"] == record
@@ -120,6 +121,21 @@ def test_table_4_5_marks_timings_from_two_gpu_models(tmp_path, caplog):
     assert "Timings measured on: NVIDIA H100." in md and "MIXED" not in md
 
 
+def test_table_cli_takes_several_bench_files_and_marks_mixed_devices(tmp_path):
+    from mopeft.cli import main
+
+    a = _bench(tmp_path / "a.json", "NVIDIA H100", 50.0)
+    b = _bench(tmp_path / "b.json", "NVIDIA A100", 60.0)
+    config = tmp_path / "config.yaml"
+    config.write_text("run: t\n")
+    common = ["--config", str(config), "--out"]
+    assert main(["table", "4.5", "--bench", str(a), str(b), *common, str(tmp_path / "t")]) == 0
+    md = (tmp_path / "t.md").read_text()
+    assert "MIXED DEVICES" in md and "NVIDIA A100 (b.json)" in md
+    assert main(["table", "4.5", "--bench", str(a), *common, str(tmp_path / "u")]) == 0
+    assert "MIXED" not in (tmp_path / "u.md").read_text()
+
+
 def test_bench_json_and_detections_carry_the_record(tmp_path):
     out = tmp_path / "bench" / "bench.json"
     argv = ["bench", "--arch", "tiny", "--methods", "lora,full_ft", "--steps", "1", "--warmup", "0"]
@@ -151,5 +167,6 @@ def test_bench_json_and_detections_carry_the_record(tmp_path):
     ]
     assert main([*args, "--batch-size", "2"]) == 0
     dets = tmp_path / "dets" / "dets.json"
-    assert main(["detect", "--model", str(cell / "model.pt"), "--data", str(ds), "--out", str(dets)]) == 0
+    model = str(cell / "model.safetensors")
+    assert main(["detect", "--model", model, "--data", str(ds), "--out", str(dets)]) == 0
     assert json.loads(dets.read_text())["environment"] == record

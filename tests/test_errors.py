@@ -47,9 +47,9 @@ def test_user_errors_keep_their_builtin_base(cls: type, bases: tuple[type, ...])
 def test_missing_input_and_disk_full_print_the_message_not_oserror_form() -> None:
     err = MissingInput("data/raw/x.zip: not found")
     assert str(err) == "data/raw/x.zip: not found" and "Errno" not in str(err)
-    full = DiskFull("out/model.pt: no space left on device")
+    full = DiskFull("out/model.safetensors: no space left on device")
     full.errno = errno.ENOSPC
-    assert str(full) == "out/model.pt: no space left on device"
+    assert str(full) == "out/model.safetensors: no space left on device"
 
 
 def test_library_readers_raise_user_errors_naming_the_file(tmp_path) -> None:

@@ -56,7 +56,7 @@ def test_enospc_inside_atomic_path_names_the_destination(tmp_path):
 
 @pytest.mark.parametrize("failure", [_enospc, _torch_write_failed])
 def test_torch_save_on_a_full_disk_names_the_file(tmp_path, monkeypatch, failure):
-    path = tmp_path / "model.pt"
+    path = tmp_path / "train_state.pt"
     save_torch(path, {"w": torch.zeros(3)})
     old = path.read_bytes()
     monkeypatch.setattr(torch, "save", failure)

@@ -4,6 +4,7 @@ the training-curves figure (mopeft.train.metrics_log, mopeft.train.loop, mopeft.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -163,3 +164,67 @@ def test_training_curves_read_metrics_csv_where_a_unit_has_one(tmp_path):
     theirs = curves[curves["method"] == "baseline"]  # no metrics.csv: its train_log.json
     assert list(theirs["loss"]) == [0.8] * 10 and list(theirs["step"]) == list(range(1, 11))
     assert summary.set_index("method")["fell"].to_dict() == {"mopeft": True, "baseline": False}
+
+
+def _tensorboard_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar of the event files in ``log_dir``, read by TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_tensorboard_events_equal_metrics_csv_and_a_resume_purges_the_killed_steps(tmp_path):
+    pytest.importorskip("tensorboard")  # the `tensorboard` extra; `make test` installs it
+    cfg, data, settings = _setup(tmp_path)
+    settings = dataclasses.replace(settings, tensorboard=True)
+    resume = tmp_path / "unit" / "train_state.pt"
+    resume.parent.mkdir()
+
+    class Killed(Exception):
+        pass
+
+    def kill(step: int, loss: torch.Tensor) -> None:
+        if step + 1 == 6:  # rows 5 and 6 reach the events, the resume file holds step 4
+            raise Killed
+
+    with pytest.raises(Killed):
+        train(build_from_config(cfg), data, settings, resume, on_step=kill)
+    train(build_from_config(cfg), data, settings, resume)
+
+    rows = read_metrics(resume.with_name(METRICS_FILE))
+    events = _tensorboard_scalars(resume.with_name("tensorboard"))
+    for key in ("loss", "lr", "grad_norm", "images_per_s", "data_wait_s"):
+        expected = [(r["step"], r[key]) for r in rows if r[key] is not None]
+        got = events[f"train/{key}"]
+        # One event per step (the killed run's steps 5 and 6 purged), float32 in the event file.
+        assert [s for s, _ in got] == [s for s, _ in expected], key
+        assert [v for _, v in got] == pytest.approx([v for _, v in expected], rel=1e-6), key
+    assert "train/gpu_mem_mb" not in events  # the CPU: nothing to report, nothing written
+
+
+def test_tensorboard_without_the_package_is_one_clear_error(tmp_path, monkeypatch):
+    import sys
+
+    from mopeft.errors import InputError
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails as if absent
+    log = MetricsLog(tmp_path / METRICS_FILE, tmp_path / "tensorboard")
+    with pytest.raises(InputError, match=r"pip install 'mopeft\[tensorboard\]'"):
+        log.start(0)
+
+
+@pytest.mark.parametrize("on", [False, True])
+def test_config_training_log_tensorboard_reaches_mopeft_train(tmp_path, on):
+    import copy
+
+    import yaml
+
+    from mopeft.plan.workflow import Workflow
+
+    root = Path(__file__).resolve().parents[1]
+    config = copy.deepcopy(yaml.safe_load((root / "config/demo.yaml").read_text()))
+    config["training"]["log"] = {"tensorboard": on}
+    wf = Workflow(config, schema=root / "workflow/schemas/config.schema.yaml", root=tmp_path)
+    assert ("--tensorboard" in wf.train_args(None)) is on

@@ -126,11 +126,14 @@ def test_a_study_keeps_its_listed_datasets_and_the_resource_plan_agrees(tmp_path
     _, outputs = _jobs(res.out)
     assert _tables(outputs, "own_data") == BUILT_TABLES | {"4_6"}
     cells = "results/own_data/cells/{dataset}/{method}/{variant}/seed{seed}"
-    paths = {"train": cells + "/units/{unit}/model.pt", "evaluate": cells + "/units/{unit}/eval/metrics.json"}
+    paths = {
+        "train": cells + "/units/{unit}/model.safetensors",
+        "evaluate": cells + "/units/{unit}/eval/metrics.json",
+    }
     monkeypatch.chdir(wf)  # the folder dataset's files are counted where the config names them
     config = load_config([Path("config/config.yaml"), Path("config/own-data-cpu.yaml"), Path(user)])
     planned = {paths[j.rule].format(**j.__dict__) for j in run_jobs(config)}
-    in_dag = {p for p in outputs if p.endswith(("/model.pt", "/eval/metrics.json"))}
+    in_dag = {p for p in outputs if p.endswith(("/model.safetensors", "/eval/metrics.json"))}
     assert planned == in_dag, (sorted(planned - in_dag)[:5], sorted(in_dag - planned)[:5])
     assert any("/my_cells/mopeft/r16/" in p for p in in_dag)
 

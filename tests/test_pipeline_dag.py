@@ -272,12 +272,13 @@ def test_resource_plan_lists_exactly_the_dags_gpu_jobs(study_plan):
     _, outputs = study_plan
     cells = "results/study/cells/{dataset}/{method}/{variant}/seed{seed}"
     paths = {
-        "train": cells + "/units/{unit}/model.pt",
+        "train": cells + "/units/{unit}/model.safetensors",
         "evaluate": cells + "/units/{unit}/eval/metrics.json",
         "detect": cells + "/detections.json",
     }
     planned = {paths[j.rule].format(**j.__dict__) for j in run_jobs(STUDY)}
-    in_dag = {p for p in outputs if p.endswith(("/model.pt", "/eval/metrics.json", "/detections.json"))}
+    ends = ("/model.safetensors", "/eval/metrics.json", "/detections.json")
+    in_dag = {p for p in outputs if p.endswith(ends)}
     assert planned == in_dag, (sorted(planned - in_dag)[:5], sorted(in_dag - planned)[:5])
 
 

@@ -27,10 +27,8 @@ def cell(tmp_path_factory):
     ds = write_blocky_dataset(root / "prepared", n_train=4, n_test=5, size=(40, 56))
     unit = root / "cell/units/main"
     assert main(["train", "--data", str(ds), "--method", "lora", *TRAIN, "--out", str(unit)]) == 0
-    assert (
-        main(["evaluate", "--model", str(unit / "model.pt"), "--data", str(ds), "--out", str(unit / "eval")])
-        == 0
-    )
+    model = str(unit / "model.safetensors")
+    assert main(["evaluate", "--model", model, "--data", str(ds), "--out", str(unit / "eval")]) == 0
     cell_metrics = root / "cell/metrics.json"
     assert main(combine_args([unit / "eval"], ds / "meta.json", cell_metrics)) == 0
     return ds, unit, json.loads(cell_metrics.read_text())
@@ -39,7 +37,7 @@ def cell(tmp_path_factory):
 def test_predict_then_score_reproduces_the_cells_miou(cell, tmp_path, capsys):
     ds, unit, metrics = cell
     pred = tmp_path / "pred"
-    args = ["predict", "--model", str(unit / "model.pt"), "--images", str(ds / "test/images")]
+    args = ["predict", "--model", str(unit / "model.safetensors"), "--images", str(ds / "test/images")]
     assert main([*args, "--out", str(pred), "--overlay"]) == 0
     for image in sorted((ds / "test/images").iterdir()):
         with Image.open(pred / f"{image.stem}.png") as p, Image.open(image) as i:
@@ -66,7 +64,7 @@ def test_evaluate_writes_the_predictions_of_its_example_images(cell, tmp_path):
 
     ds, unit, _ = cell
     eval_dir = tmp_path / "eval"
-    model = str(unit / "model.pt")
+    model = str(unit / "model.safetensors")
     assert (
         main(["evaluate", "--model", model, "--data", str(ds), "--examples", "2", "--out", str(eval_dir)])
         == 0
@@ -84,7 +82,7 @@ def test_predict_names_a_bad_images_folder(cell, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "notes.txt").write_text("not an image")
-    args = ["predict", "--model", str(unit / "model.pt"), "--out", str(tmp_path / "out")]
+    args = ["predict", "--model", str(unit / "model.safetensors"), "--out", str(tmp_path / "out")]
     assert main([*args, "--images", str(empty)]) == 2
     assert f"{empty}: no image files" in capsys.readouterr().err
     assert main([*args, "--images", str(tmp_path / "missing")]) == 2

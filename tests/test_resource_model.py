@@ -193,7 +193,7 @@ def test_snakemake_takes_gpu_job_resources_from_the_plan(tmp_path):
             doc = {"config_digest": digest, "gpu": {"label": "test GPU"}, "jobs": {job.key: record}}
             path.write_text(json.dumps(doc))
             cell = f"results/{run}/cells/{job.dataset}/{job.method}/{job.variant}/seed{job.seed}"
-            target = f"{cell}/units/{job.unit}/model.pt"
+            target = f"{cell}/units/{job.unit}/model.safetensors"
             res = subprocess.run(
                 [sys.executable, "-m", "snakemake", "-n", "--forceall", "--cores", "1", "--configfile",
                  "config/demo.yaml", "--config", f"run={run}", "gpu_constraints={40: gpu40, 80: gpu80}",

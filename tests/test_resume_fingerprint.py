@@ -113,11 +113,11 @@ def test_a_resume_file_of_another_run_is_moved_aside_naming_what_changed(
     assert str(state) in warned and "different run" in warned and field in warned, warned
     (stale,) = _stale(out)
     assert sha256_file(stale) == before  # moved aside, not deleted
-    assert not state.exists() and (out / "model.pt").exists()
+    assert not state.exists() and (out / "model.safetensors").exists()
     if change == "labels":
         # Started over for real: the same bytes as a run that only ever saw the inverted labels.
         _train(monkeypatch, _argv(ds, tmp_path / "fresh"))
-        assert sha256_file(out / "model.pt") == sha256_file(tmp_path / "fresh" / "model.pt")
+        assert sha256_file(out / "model.safetensors") == sha256_file(tmp_path / "fresh" / "model.safetensors")
 
 
 def _hostile(path: Path) -> None:
@@ -151,7 +151,7 @@ def test_an_unreadable_resume_file_is_moved_aside_and_training_starts_over(
     warned = _warnings(caplog)
     assert str(state) in warned and "training starts over" in warned, warned
     assert "weights_only" not in warned and "pwned" not in capsys.readouterr().out
-    assert len(_stale(out)) == 1 and (out / "model.pt").exists()
+    assert len(_stale(out)) == 1 and (out / "model.safetensors").exists()
 
 
 def test_a_resume_file_whose_tensors_do_not_fit_leaves_the_model_untouched(tmp_path, monkeypatch, caplog):
@@ -170,7 +170,7 @@ def test_a_resume_file_whose_tensors_do_not_fit_leaves_the_model_untouched(tmp_p
         assert _train(monkeypatch, _argv(ds, out)) == list(range(STEPS))
     assert "do not fit this run" in _warnings(caplog) and len(_stale(out)) == 1
     _train(monkeypatch, _argv(ds, tmp_path / "fresh"))
-    assert sha256_file(out / "model.pt") == sha256_file(tmp_path / "fresh" / "model.pt")
+    assert sha256_file(out / "model.safetensors") == sha256_file(tmp_path / "fresh" / "model.safetensors")
 
 
 def test_differences_name_the_changed_fields_with_short_digests():

@@ -118,15 +118,15 @@ def test_a_pipeline_runs_files_are_readable_by_other_users(cell):
 def test_deleting_a_cells_model_reruns_nothing_and_forcerun_rebuilds_it(cell):
     """What README 'Working with the pipeline' says about deleting and forcing a cell."""
     wf, env = cell
-    model = wf / CELL / "units/main/model.pt"
+    model = wf / CELL / "units/main/model.safetensors"
     saved = model.read_bytes()
     model.unlink()
     try:
         plan = _snakemake(wf, env, "-n", "--configfile", "config/demo.yaml", "--", f"{CELL}/metrics.json")
         assert plan.returncode == 0 and "Nothing to be done" in plan.out, plan.out[-3000:]
         plan = _snakemake(
-            wf, env, "-n", "--configfile", "config/demo.yaml", "--forcerun", f"{CELL}/units/main/model.pt",
-            "--", f"{CELL}/metrics.json",
+            wf, env, "-n", "--configfile", "config/demo.yaml",
+            "--forcerun", f"{CELL}/units/main/model.safetensors", "--", f"{CELL}/metrics.json",
         )  # fmt: skip
         assert plan.returncode == 0, plan.out[-3000:]
         rules = re.findall(r"^(?:local)?rule (\w+):$", plan.out, flags=re.M)
@@ -153,7 +153,7 @@ def _bad_label(folder: Path) -> tuple[Path, bytes]:
             "test",
             [f"units/main/eval/{f}" for f in ("metrics.json", "confusion.npy", "gates.npz", "per_image.npz")],
         ),
-        ("train", "train", ["units/main/model.pt", "units/main/train_log.json"]),
+        ("train", "train", ["units/main/model.safetensors", "units/main/train_log.json"]),
     ],
 )
 def test_a_failed_rerun_leaves_none_of_its_outputs_and_names_the_bad_file(cell, rule, split, outputs):

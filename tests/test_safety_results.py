@@ -9,10 +9,10 @@ import re
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import write_blocky_dataset
 
 from mopeft.cli import main
+from mopeft.methods.checkpoint import read_checkpoint
 from mopeft.report.tables import load_cells
 
 FAST = ["--arch", "tiny", "--batch-size", "2", "--lr", "1e-2", "--weight-decay", "0"]
@@ -30,12 +30,12 @@ def trained(tmp_path_factory) -> tuple[Path, Path]:
     ds = write_blocky_dataset(root / "prepared", n_train=2, n_test=2, key="toy")
     out = root / "cell"
     assert main(_train(ds, out)) == 0
-    return out / "model.pt", ds
+    return out / "model.safetensors", ds
 
 
 def test_checkpoint_records_the_dataset_and_its_classes(trained):
     model, _ = trained
-    cfg = torch.load(model, weights_only=True)["config"]
+    cfg = read_checkpoint(model)["config"]
     assert cfg["dataset"] == "toy" and cfg["classes"] == ["c0", "c1", "c2"]
 
 

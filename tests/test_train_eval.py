@@ -22,7 +22,7 @@ from mopeft.data.prepared.units import load_unit
 from mopeft.evaluation.evaluate import predict_split
 from mopeft.evaluation.metrics import ConfusionMatrix
 from mopeft.methods import METHODS
-from mopeft.methods.checkpoint import build_from_config, load_model, model_config
+from mopeft.methods.checkpoint import build_from_config, load_model, model_config, read_checkpoint
 from mopeft.model.weights import TINY_ASSET, TINY_SHA256
 from mopeft.peft.state import trainable_state_dict
 from mopeft.train.loop import TrainSettings, batch_indices, train
@@ -45,11 +45,9 @@ def test_every_method_trains_and_evaluates_through_the_cli(tmp_path, method):
     assert main(args) == 0
     losses = json.loads((out / "train_log.json").read_text())["losses"]
     assert len(losses) == 20 and all(np.isfinite(losses))
-    assert not (out / "train_state.pt").exists()  # the resume file is removed once model.pt exists
-    assert (
-        main(["evaluate", "--model", str(out / "model.pt"), "--data", str(ds), "--out", str(out / "eval")])
-        == 0
-    )
+    assert not (out / "train_state.pt").exists()  # the resume file is removed once the model exists
+    model_file = str(out / "model.safetensors")
+    assert main(["evaluate", "--model", model_file, "--data", str(ds), "--out", str(out / "eval")]) == 0
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["method"] == method and metrics["num_images"] == 2
     assert metrics["weights"] == TINY_SHA256
@@ -67,8 +65,8 @@ def test_checkpoint_holds_only_trainable_tensors_and_reloads_exactly(tmp_path):
     ds = write_blocky_dataset(tmp_path / "prepared", n_train=2, n_test=1)
     out = tmp_path / "cell"
     main(["train", "--data", str(ds), "--method", "lora", "--steps", "3", *FAST, "--out", str(out)])
-    payload = torch.load(out / "model.pt", weights_only=True)
-    model = load_model(out / "model.pt")
+    payload = read_checkpoint(out / "model.safetensors")
+    model = load_model(out / "model.safetensors")
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert set(payload["trainable"]) == trainable
     for name, value in trainable_state_dict(model).items():
@@ -149,7 +147,8 @@ def test_cached_and_uncached_decoder_ft_train_the_same_weights_and_metrics(tmp_p
 
 
 def test_sigkilled_training_process_resumes_to_identical_weights(tmp_path):
-    """A real SIGKILL of `mopeft train` mid-run, restarted: same model.pt tensors as an uninterrupted run."""
+    """A real SIGKILL of `mopeft train` mid-run, restarted: same model.safetensors tensors as an
+    uninterrupted run."""
     ds = write_blocky_dataset(tmp_path / "prepared", n_train=6, n_test=1)
     args = [
         sys.executable,
@@ -178,12 +177,12 @@ def test_sigkilled_training_process_resumes_to_identical_weights(tmp_path):
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (killed / "model.pt").exists(), "the run finished before it could be killed"
+    assert not (killed / "model.safetensors").exists(), "the run finished before it could be killed"
     state = torch.load(killed / "train_state.pt", weights_only=True)
     assert 0 < state["step"] < 40
     subprocess.run([*args, "--out", str(killed)], check=True, env=env, capture_output=True)
-    a = torch.load(tmp_path / "ref" / "model.pt", weights_only=True)["trainable"]
-    b = torch.load(killed / "model.pt", weights_only=True)["trainable"]
+    a = read_checkpoint(tmp_path / "ref" / "model.safetensors")["trainable"]
+    b = read_checkpoint(killed / "model.safetensors")["trainable"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -268,22 +267,22 @@ def test_train_rejects_bad_input_with_a_clear_error(tmp_path, capsys):
         == 2
     )
     assert "nope/meta.json" in capsys.readouterr().err
-    bad = tmp_path / "model.pt"
+    bad = tmp_path / "model.safetensors"
     bad.write_bytes(b"not a checkpoint")
     ds = write_blocky_dataset(tmp_path / "p", n_train=1, n_test=1)
     assert main(["evaluate", "--model", str(bad), "--data", str(ds), "--out", str(tmp_path / "e")]) == 2
-    assert "model.pt" in capsys.readouterr().err
+    assert "model.safetensors" in capsys.readouterr().err
 
 
 def test_vpt_deep_checkpoint_ships_folded_tokens_and_reloads(tmp_path):
     ds = write_blocky_dataset(tmp_path / "prepared", n_train=2, n_test=1)
     out = tmp_path / "cell"
     main(["train", "--data", str(ds), "--method", "vpt_deep", "--steps", "2", *FAST, "--out", str(out)])
-    trainable = torch.load(out / "model.pt", weights_only=True)["trainable"]
+    trainable = read_checkpoint(out / "model.safetensors")["trainable"]
     assert not any(".reparam." in k for k in trainable)  # the training-only MLP is not shipped
     folded = [k for k in trainable if k.endswith("prefix.folded_tokens")]
     assert len(folded) == 4 and all(trainable[k].shape == (20, 64) for k in folded)  # L x C per block
-    model = load_model(out / "model.pt")
+    model = load_model(out / "model.safetensors")
     image, _ = SegmentationPairs(load_unit(ds, "main").test, 96).load_raw(0)
     with torch.no_grad():
         logits = model(preprocess_image(image, 96)[0][None])

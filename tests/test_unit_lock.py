@@ -62,12 +62,12 @@ def test_a_second_training_of_a_held_unit_fails_naming_the_holder(tmp_path, caps
         assert len(err.splitlines()) == 1 and "Traceback" not in err, err
         assert str(out) in err and f"pid {holder.pid}" in err and socket.gethostname() in err
         assert (f"SLURM job {job}" in err and f"scancel {job}" in err) if job else f"kill {holder.pid}" in err
-        assert not (out / "model.pt").exists() and not (out / "train_state.pt").exists()
+        assert not (out / "model.safetensors").exists() and not (out / "train_state.pt").exists()
     finally:
         holder.kill()  # dies holding the lock: the kernel releases it
         holder.wait()
     assert main(_argv(ds, out)) == 0
-    assert (out / "model.pt").exists()
+    assert (out / "model.safetensors").exists()
     assert (out / LOCK_NAME).read_text() == ""  # released: no stale holder record
 
 

@@ -9,8 +9,19 @@ HELP = "time methods' train steps and inference side by side vs full_ft; MFU (1 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", default="tiny", choices=["vit_b", "tiny"], help="architecture")
+    from mopeft.model.arch import ARCHS
+
+    parser.add_argument("--arch", default="tiny", choices=sorted(ARCHS), help="architecture")
     parser.add_argument("--methods", default="all", help="'all' or a comma list, e.g. lora,full_ft")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="METHOD:KEY=VALUE",
+        help="an option of one method, e.g. lora:r=16 or peft_dora:tuner=LORA (repeatable; a peft_<x> "
+        "method needs its tuner, see `mopeft train --set`)",
+    )
     parser.add_argument("--image-size", type=int, default=None, help="input side (default: the arch's)")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--steps", type=int, default=20, help="timed repetitions per method (median)")
@@ -42,6 +53,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", metavar="OUT", help="also write the results as JSON to OUT (atomically)")
 
 
+def method_sets(items: list[str] | None) -> dict[str, dict[str, str]]:
+    """``["peft_dora:tuner=LORA", "lora:r=8"]`` -> {"peft_dora": {"tuner": "LORA"}, "lora": {"r": "8"}}:
+    one bench job times several methods, so each option names its method (the rule passes the
+    config's peft methods' options this way)."""
+    from mopeft.commands.options import parse_sets
+    from mopeft.errors import InputError
+
+    by_method: dict[str, list[str]] = {}
+    for item in items or []:
+        method, sep, option = item.partition(":")
+        if not sep or not method.strip() or "=" in method:
+            raise InputError(f"--set expects METHOD:KEY=VALUE (e.g. lora:r=8), got {item!r}")
+        by_method.setdefault(method.strip(), []).append(option)
+    return {method: parse_sets(options) for method, options in by_method.items()}
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -59,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = BenchConfig(
         arch=args.arch,
         methods=methods,
+        method_options=method_sets(args.sets),
         image_size=args.image_size,
         batch_size=args.batch_size,
         steps=args.steps,

@@ -11,7 +11,7 @@ HELP = "detect oriented boxes with a trained semantic model (Masks2Boxes) and wr
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="trained checkpoint (DIR/model.pt)")
+    parser.add_argument("--model", required=True, help="trained checkpoint (DIR/model.safetensors)")
     parser.add_argument("--data", required=True, help="prepared FAIR-1M folder (with meta.json)")
     parser.add_argument("--split", default="test", choices=("train", "test"), help="split to run on")
     parser.add_argument("--min-size", type=int, default=4, help="smallest component kept, in pixels")

@@ -14,7 +14,12 @@ HELP = "evaluate a trained model: OUT/metrics.json, confusion.npy, gates.npz"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, type=Path, help="model.pt written by mopeft train")
+    p.add_argument(
+        "--model",
+        required=True,
+        type=Path,
+        help="model.safetensors written by mopeft train (or an older model.pt)",
+    )
     p.add_argument("--data", required=True, type=Path, help="prepared dataset folder")
     p.add_argument("--unit", default=None, help="default: the unit the model was trained on")
     p.add_argument("--kfold", type=int, default=2)

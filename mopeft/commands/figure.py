@@ -39,6 +39,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", nargs="*", default=[], metavar="META", help="examples: the prepared datasets' meta.json"
     )
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="YAML",
+        help="examples, training-curves: the run config (the labels of its peft_methods)",
+    )
     parser.add_argument("--per-dataset", type=int, default=2, help="examples: images shown per dataset")
     parser.add_argument("--out", required=True, metavar="STEM", help="output stem; writes STEM.png/.pdf/.csv")
 

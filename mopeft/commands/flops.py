@@ -12,7 +12,9 @@ HELP = "count multiply-adds in GMAC (1 multiply-add (MAC) = 2 FLOP; fvcore) of o
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", default="vit_b", choices=["vit_b", "tiny"], help="architecture")
+    from mopeft.model.arch import ARCHS
+
+    parser.add_argument("--arch", default="vit_b", choices=list(ARCHS), help="architecture")
     parser.add_argument("--method", default="baseline", help="method name (see `mopeft methods`)")
     add_set_argument(parser)
     parser.add_argument("--image-size", type=int, default=None, help="input side (default: the arch's)")

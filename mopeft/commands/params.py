@@ -11,7 +11,9 @@ HELP = "exact parameter counts of a method (trainable, PEFT, gates, decoder, rep
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", default="vit_b", choices=["vit_b", "tiny"], help="architecture")
+    from mopeft.model.arch import ARCHS
+
+    parser.add_argument("--arch", default="vit_b", choices=list(ARCHS), help="architecture")
     parser.add_argument("--method", required=True)
     add_set_argument(parser)
     parser.add_argument("--num-classes", type=int, default=2)

@@ -15,7 +15,9 @@ HELP = "apply a trained model to a folder of images: OUT/<stem>.png class ids (+
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, type=Path, help="CELL/units/<unit>/model.pt from mopeft train")
+    p.add_argument(
+        "--model", required=True, type=Path, help="CELL/units/<unit>/model.safetensors from mopeft train"
+    )
     p.add_argument("--images", required=True, type=Path, help="folder of images (png, jpg, tif, bmp)")
     p.add_argument("--out", required=True, type=Path, help="output folder of class-id PNGs")
     p.add_argument("--overlay", action="store_true", help="also write colour overlays to OUT/overlay/")

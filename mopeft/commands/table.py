@@ -23,7 +23,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--params", nargs="*", default=[], metavar="FILE", help="`mopeft params --json` files (4.5)"
     )
-    parser.add_argument("--bench", metavar="FILE", help="`mopeft bench --json` file (4.5)")
+    parser.add_argument(
+        "--bench",
+        nargs="*",
+        default=[],
+        metavar="FILE",
+        help="`mopeft bench --json` files (4.5); several (e.g. one per machine) are combined, a later "
+        "file's row for a method replacing an earlier one, and timings from different device models "
+        "are marked in the table",
+    )
     parser.add_argument(
         "--flops", nargs="*", default=[], metavar="FILE", help="`mopeft flops --json` files (4.5)"
     )

@@ -19,17 +19,16 @@ from mopeft.device import resolve_device
 from mopeft.environment import record_environment
 from mopeft.errors import InputError
 from mopeft.io import read_json, write_json
-from mopeft.methods import METHODS
+from mopeft.methods import METHODS, method_spec
 from mopeft.methods.checkpoint import build_from_config, model_config, save_model, weights_label
 from mopeft.model.arch import ARCHS, get_arch
-from mopeft.model.weights import VIT_B_SHA256
 from mopeft.peft.attention import attention_backend
 from mopeft.peft.state import fold_prefixes
 from mopeft.train.encoder_cache import CACHE_DTYPES, DEFAULT_DEVICE_MB
 from mopeft.train.lock import unit_lock
 from mopeft.train.loop import TrainSettings, steps_for_epochs, train
 
-HELP = "fine-tune SAM with one method on one prepared dataset unit; writes OUT/model.pt"
+HELP = "fine-tune SAM with one method on one prepared dataset unit; writes OUT/model.safetensors"
 log = logging.getLogger(__name__)
 
 
@@ -37,13 +36,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, type=Path, help="prepared dataset folder (with meta.json)")
     p.add_argument("--unit", default="main", help="main, a PAXRay-4 task, or fold<i>")
     p.add_argument("--kfold", type=int, default=2, help="folds for datasets without a train split")
-    p.add_argument("--method", required=True, choices=sorted(METHODS))
+    p.add_argument(
+        "--method", required=True, help=f"{', '.join(METHODS)}, or peft_<name> (HF peft: --set tuner=...)"
+    )
     add_set_argument(p)
     p.add_argument(
         "--arch",
         default="vit_b",
         choices=sorted(ARCHS),
-        help="SAM variant: vit_b (the study's ViT-B) or tiny (few small blocks: CPU tests, the demo)",
+        help="SAM variant: vit_b (the study's ViT-B), vit_l, vit_h, or tiny (few small blocks: CPU tests, "
+        "the demo)",
     )
     p.add_argument(
         "--image-size", type=int, default=None, help="input side in pixels (default: the architecture's own)"
@@ -89,6 +91,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     speed.add_argument("--log-every", type=int, default=25, help="read the loss back every N steps")
     speed.add_argument(
+        "--tensorboard",
+        action="store_true",
+        help="also write metrics.csv's rows as TensorBoard event files in the unit's tensorboard/ folder "
+        "(needs the tensorboard extra: pip install 'mopeft[tensorboard]')",
+    )
+    speed.add_argument(
         "--encoder-cache",
         choices=["auto", "off"],
         default="auto",
@@ -120,7 +128,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     speed.add_argument(
         "--attention", choices=["sdpa", "flex"], default="sdpa", help="attention kernel of the encoder"
     )
-    p.add_argument("--out", required=True, type=Path, help="output folder: model.pt, train_log.json")
+    p.add_argument("--out", required=True, type=Path, help="output folder: model.safetensors, train_log.json")
 
 
 def _usable_cpus() -> int:
@@ -194,8 +202,9 @@ def _run_locked(
             args.method,
             args.arch,
         )
-    options = METHODS[args.method].options(parse_sets(args.sets))  # validated, typed
-    sha = args.checkpoint_sha256 or (VIT_B_SHA256 if args.checkpoint is not None else None)
+    options = method_spec(args.method).options(parse_sets(args.sets))  # validated, typed
+    official = get_arch(args.arch).checkpoint  # no --checkpoint-sha256: the arch's official digest
+    sha = args.checkpoint_sha256 or (official.sha256 if args.checkpoint is not None and official else None)
     cfg = model_config(
         args.arch,
         unit.num_classes,
@@ -230,6 +239,7 @@ def _run_locked(
         cache_host_mb=cache_host_mb,
         cache_device_mb=cache_device_mb,
         cache_dtype=args.cache_dtype,
+        tensorboard=args.tensorboard,
     )
     log.info(
         "training %s on %s/%s: %d images, %d steps",
@@ -254,6 +264,6 @@ def _run_locked(
     write_json(args.out / "train_log.json", log_json)
     # Inference needs only the prefix tokens, not their reparametrisation MLP: fold before saving.
     fold_prefixes(model)
-    save_model(args.out / "model.pt", model.cpu(), cfg, {"train": train_info})
+    save_model(args.out / "model.safetensors", model.cpu(), cfg, {"train": train_info})
     (args.out / "train_state.pt").unlink(missing_ok=True)
     return 0

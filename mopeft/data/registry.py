@@ -13,6 +13,10 @@ from types import ModuleType
 from mopeft.data.spec import DatasetSpec
 from mopeft.errors import UserError
 
+# `mopeft prepare --from-mess` imports this by name (the DAG adds it to the prepare jobs' code hash
+# only when config `data.mess_root` is set, so editing it re-prepares nothing else).
+MESS_IMPORTER = "mopeft.data.prepared.mess_tree"
+
 DATASETS: dict[str, str] = {
     # General
     "bdd100k": "mopeft.data.datasets.bdd100k",

@@ -66,6 +66,8 @@ FLOPS_NOTE = (
 class BenchConfig:
     arch: str = "tiny"
     methods: list[str] = field(default_factory=list)  # empty = every registered method
+    # method -> its options (`mopeft train --set` values); a peft method's are its whole definition
+    method_options: dict[str, dict[str, str]] = field(default_factory=dict)
     image_size: int | None = None
     batch_size: int = 2
     steps: int = 20
@@ -83,6 +85,7 @@ class BenchConfig:
 def resolve(cfg: BenchConfig) -> BenchConfig:
     """Fill defaults and validate, naming the bad option."""
     from mopeft.methods import METHODS
+    from mopeft.methods.registry import is_peft_method
 
     device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device not in ("cpu", "cuda"):
@@ -93,12 +96,18 @@ def resolve(cfg: BenchConfig) -> BenchConfig:
     if dtype not in ("bf16", "fp32"):
         raise InputError(f"--dtype must be bf16 or fp32, got {dtype!r}")
     methods = list(cfg.methods) or list(METHODS)
-    unknown = [m for m in methods if m not in METHODS]
+    unknown = [m for m in methods if m not in METHODS and not is_peft_method(m)]
     if unknown:
-        raise InputError(f"unknown method(s) {unknown}; known: {sorted(METHODS)}")
+        raise InputError(
+            f"unknown method(s) {unknown}; known: {sorted(METHODS)}, or peft_<name> (an HF peft tuner)"
+        )
     if REFERENCE not in methods:
         methods.append(REFERENCE)  # every ratio is relative to full fine-tuning
     methods = list(dict.fromkeys(methods))
+    if stray := sorted(set(cfg.method_options) - set(methods)):
+        raise InputError(
+            f"--set names method(s) {stray} that --methods does not list; add them or drop the --set"
+        )
     for name in ("batch_size", "steps", "num_classes"):
         if getattr(cfg, name) < 1:
             raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
@@ -156,7 +165,8 @@ def _build(cfg: BenchConfig, name: str) -> _Entry:
     from mopeft.train.optim import make_optimizer
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.arch, cfg.num_classes, name, {}, image_size=cfg.image_size).to(cfg.device)
+    options = dict(cfg.method_options.get(name, {}))
+    model = build_model(cfg.arch, cfg.num_classes, name, options, image_size=cfg.image_size).to(cfg.device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -189,7 +199,11 @@ def deployed_forms(model: nn.Module) -> tuple[dict[str, nn.Module], str]:
     except ValueError as exc:
         return forms, f"not merged: {exc}"
     if n == 0:
-        return forms, "no LoRA"
+        from mopeft.methods.registry import is_peft_method
+
+        # peft's own layers (even its LoRA) are not the study's LoRA: timed as peft runs them.
+        peft = is_peft_method(getattr(model, "method", ""))
+        return forms, "not merged: an HF peft tuner" if peft else "no LoRA"
     forms["merged"] = merged
     return forms, f"merged in {n} blocks"
 

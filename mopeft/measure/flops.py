@@ -130,6 +130,8 @@ NO_ARITHMETIC_OPS: frozenset[str] = frozenset(
         "aten::scalar_tensor",
         "aten::as_strided",
         "aten::embedding",
+        "aten::eye",  # an identity matrix is written, not computed (peft's DoRA builds one)
+        "aten::numpy_T",  # ``tensor.T``: a view
         "prim::PythonOp",
         "prim::Constant",
         "prim::ListConstruct",
@@ -259,6 +261,30 @@ def _einsum_handle(inputs: list[Any], outputs: list[Any]) -> int:
     return int(einsum_flop_jit(inputs, outputs)) if macs is None else macs
 
 
+def _linalg_norm_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    # A vector/matrix norm squares and sums every input element: one multiply-add each (peft's DoRA
+    # takes the row norms of its weight once per forward).
+    return math.prod(_shape(inputs[0]))
+
+
+def hada_weight_macs(w1a: list[int], w1b: list[int], w2a: list[int], w2b: list[int]) -> int:
+    """MACs of peft LoHa's ``HadaWeight``, ``((w1a @ w1b) * (w2a @ w2b)) * scale``: its two low-rank
+    products plus the Hadamard product (the scalar scale is elementwise, not counted)."""
+    out, r1 = w1a
+    r2, inp = w2b
+    return out * r1 * w1b[1] + w2a[0] * r2 * inp + out * inp
+
+
+def _hada_weight_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    # The autograd Function's inputs are traced as they are: w1a (out, r), w1b (r, in), w2a, w2b, scale.
+    return hada_weight_macs(*(_shape(v) for v in inputs[:4]))
+
+
+def _kron_handle(inputs: list[Any], outputs: list[Any]) -> int:
+    # kron(A, B): every output element is one product of an element of A and one of B.
+    return math.prod(_shape(outputs[0]))
+
+
 def _conv_transpose_handle(inputs: list[Any], outputs: list[Any]) -> int:
     from fvcore.nn.jit_handles import conv_flop_count
 
@@ -278,6 +304,10 @@ EXTRA_HANDLES = {
     "aten::einsum": _einsum_handle,
     "aten::conv2d": _conv_handle,
     "aten::conv_transpose2d": _conv_transpose_handle,
+    # HF peft tuners (config peft_methods): DoRA's weight norm, LoHa's weight, LoKr's weight.
+    "aten::linalg_norm": _linalg_norm_handle,
+    "prim::PythonOp.HadaWeight": _hada_weight_handle,
+    "aten::kron": _kron_handle,
 }
 
 

@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.nn import Embedding
+from torch.overrides import TorchFunctionMode
 
 from mopeft.data.loading.preprocess import flip_content, postprocess, to_model_input
 from mopeft.measure.cuda_emulation import cuda_autocast
@@ -137,6 +140,31 @@ def _fake_model(spec: StepSpec) -> tuple[FakeTensorMode, torch.nn.Module, torch.
     return mode, model, opt
 
 
+class ScalarDraws(TorchFunctionMode):
+    """One-element CPU draws (``torch.rand(1)``, ``torch.randn(1)``) made real, from a fixed seed.
+
+    Why: such a draw only feeds Python control flow (peft's LoHa/LoKr module dropout,
+    ``torch.rand(1) > module_dropout``), which needs a value a fake tensor does not have. Drawn here it
+    becomes a constant the fake mode can compare and read, so the traced step takes a branch a real
+    step takes (with peft's default module_dropout 0: every adapter runs, as in every real step), and
+    the plan stays deterministic. Larger draws (dropout masks) stay fake: their values decide nothing.
+    """
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__()
+        self.rng = random.Random(seed)
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func in (torch.rand, torch.randn) and str(kwargs.get("device") or "cpu") == "cpu":
+            size = kwargs.get("size", args[0] if len(args) == 1 and not isinstance(args[0], int) else args)
+            if isinstance(size, (tuple, list, torch.Size)) and size and all(n == 1 for n in size):
+                draw = self.rng.random() if func is torch.rand else self.rng.gauss(0.0, 1.0)
+                dtype = kwargs.get("dtype") or torch.get_default_dtype()
+                return torch.tensor(draw, dtype=dtype).reshape(tuple(size))
+        return func(*args, **kwargs)
+
+
 def _set_classes(model: torch.nn.Module, k: int) -> None:
     """Give the fake model K class tokens (the only K-sized parameter), trainable as before."""
     dec = model.mask_decoder
@@ -241,7 +269,7 @@ def _head(model: torch.nn.Module, spec: StepSpec, emb: torch.Tensor, y: torch.Te
 def trace_train(spec: StepSpec, round_to: int = CUDA_BLOCK) -> TrainCost:
     """Trace one whole training step of ``spec`` (see the module doc for what it contains)."""
     mode, model, opt = _fake_model(_base(spec))
-    with mode, attention_backend(spec.attention):
+    with mode, ScalarDraws(), attention_backend(spec.attention):
         _set_classes(model, spec.num_classes)
         frozen = encoder_is_frozen(model)
         counter = StepCounter(round_to=round_to)
@@ -285,7 +313,7 @@ def trace_head(spec: StepSpec, frozen: bool, live_before: int = 0, round_to: int
     """The decoder + loss + their backward alone at ``spec.num_classes``, from an embedding that
     needs a gradient unless the encoder is ``frozen``: what :meth:`TrainCost.at_k` swaps in."""
     mode, model, opt = _fake_model(_base(spec))
-    with mode, attention_backend(spec.attention):
+    with mode, ScalarDraws(), attention_backend(spec.attention):
         _set_classes(model, spec.num_classes)
         counter = StepCounter(round_to=round_to)
         _, labels, sizes = _inputs(spec)
@@ -363,7 +391,7 @@ def trace_eval(
     ``encoder=False`` traces only what depends on K and the image size (the head and the mapping
     back), from an embedding of the encoder's shape: what :meth:`EvalCost.at_k` swaps in."""
     mode, model, _ = _fake_model(_base(spec))
-    with mode, attention_backend(spec.attention):
+    with mode, ScalarDraws(), attention_backend(spec.attention):
         _set_classes(model, spec.num_classes)
         model.eval()
         try:

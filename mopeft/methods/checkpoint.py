@@ -3,10 +3,15 @@
 A ViT-B checkpoint of a PEFT method is a few MB instead of SAM's 375 MB: the frozen base is
 rebuilt from the official weights (verified by sha256) or, for random-init runs, from the recorded
 seed, and the trainable tensors are loaded on top.
+
+Written as safetensors (``model.safetensors``: readable without mopeft or pickle, e.g. by
+``mopeft export``'s consumers), the run's config and the rest of the payload as JSON in its
+metadata. Models written before (``model.pt``, torch format ``mopeft-model-v1``) still load.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +22,16 @@ from mopeft.errors import InputError, MissingInput
 from mopeft.methods.build import build_model
 from mopeft.model.semantic_sam import SemanticSAM
 from mopeft.peft.state import load_trainable_state_dict, trainable_state_dict
-from mopeft.torch_files import load_torch, save_torch
+from mopeft.torch_files import is_safetensors, load_safetensors, load_torch, save_safetensors
 
-FORMAT = "mopeft-model-v1"
+FORMAT = "mopeft-model-v2"  # safetensors: the trainable tensors, JSON metadata
+TORCH_FORMAT = "mopeft-model-v1"  # torch.save of one dict (model.pt, read only)
+MODEL_FILE = "model.safetensors"
+EXTRA_PREFIX = "extra/"  # tensors of the payload's extra entries; parameter names never hold "/"
+_FIX = (
+    f"pass the {MODEL_FILE} that `mopeft train` wrote (or a model.pt from an older mopeft), or train it "
+    "again (delete it and rerun)"
+)
 
 
 def model_config(
@@ -106,30 +118,77 @@ def build_from_config(cfg: dict, weights_path: str | Path | None = None) -> Sema
     return model
 
 
+def _split_tensors(value: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """``value`` with every tensor replaced by ``{"$tensor": name}``, the tensor put in ``tensors``."""
+    if isinstance(value, torch.Tensor):
+        name = EXTRA_PREFIX + path
+        tensors[name] = value.detach().cpu()
+        return {"$tensor": name}
+    if isinstance(value, dict):
+        return {k: _split_tensors(v, f"{path}/{k}" if path else str(k), tensors) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_split_tensors(v, f"{path}/{i}", tensors) for i, v in enumerate(value)]
+    return value
+
+
+def _join_tensors(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """The inverse of :func:`_split_tensors`."""
+    if isinstance(value, dict):
+        if set(value) == {"$tensor"}:
+            return tensors[value["$tensor"]]
+        return {k: _join_tensors(v, tensors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join_tensors(v, tensors) for v in value]
+    return value
+
+
 def save_model(path: str | Path, model: SemanticSAM, cfg: dict, extra: dict | None = None) -> None:
-    """Write ``model.pt`` atomically; identical trainings give identical bytes (:func:`save_torch`)."""
-    payload = {
+    """Write ``model.safetensors`` atomically; identical trainings give identical bytes.
+
+    Tensors: the trainable state under its parameter names, and any tensor of ``extra`` under
+    ``extra/<key>/...``. Metadata (str -> str): ``format``, ``mopeft_version``, and ``config`` and
+    ``extra`` as JSON, so that other tools can read what the model is without mopeft.
+    """
+    tensors = dict(trainable_state_dict(model))
+    extra_json = _split_tensors(dict(extra or {}), "", tensors)
+    metadata = {
         "format": FORMAT,
         "mopeft_version": __version__,
-        "config": cfg,
-        "trainable": trainable_state_dict(model),
-        **(extra or {}),
+        "config": json.dumps(cfg),
+        "extra": json.dumps(extra_json),
     }
-    save_torch(path, payload)
+    save_safetensors(path, tensors, metadata)
 
 
 def read_checkpoint(path: str | Path) -> dict:
+    """The payload of a model file: ``format``, ``mopeft_version``, ``config``, ``trainable`` (name ->
+    tensor) and the ``extra`` entries (``train``, ...), from a ``model.safetensors`` or an older
+    ``model.pt``."""
     path = Path(path)
     if not path.exists():
         raise MissingInput(f"{path}: checkpoint not found")
-    payload = load_torch(
-        path,
-        "it is not a readable mopeft checkpoint: pass the model.pt that `mopeft train` wrote, or train it "
-        "again (delete it and rerun)",
-    )
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise InputError(f"{path}: not a {FORMAT} checkpoint; pass the model.pt that `mopeft train` wrote")
-    return payload
+    if not is_safetensors(path):
+        payload = load_torch(path, f"it is not a readable mopeft checkpoint; {_FIX}")
+        if not isinstance(payload, dict) or payload.get("format") != TORCH_FORMAT:
+            raise InputError(f"{path}: not a mopeft model; {_FIX}")
+        return payload
+    tensors, metadata = load_safetensors(path, f"it is not a readable mopeft checkpoint; {_FIX}")
+    if metadata.get("format") != FORMAT:
+        raise InputError(f"{path}: not a mopeft model (its metadata has no format {FORMAT!r}); {_FIX}")
+    try:
+        cfg = json.loads(metadata["config"])
+        extra = json.loads(metadata.get("extra", "{}"))
+        extra = _join_tensors(extra, tensors)
+    except (KeyError, ValueError, TypeError) as exc:
+        raise InputError(f"{path}: damaged metadata ({type(exc).__name__}: {exc}); {_FIX}") from None
+    trainable = {k: v for k, v in tensors.items() if not k.startswith(EXTRA_PREFIX)}
+    return {
+        **extra,
+        "format": FORMAT,
+        "mopeft_version": metadata.get("mopeft_version"),
+        "config": cfg,
+        "trainable": trainable,
+    }
 
 
 def load_model(path: str | Path, weights_path: str | Path | None = None) -> SemanticSAM:

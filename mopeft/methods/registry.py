@@ -6,11 +6,18 @@ them should pay for importing torch. The implementation (``module``, which defin
 :class:`mopeft.methods.base.Method`) is imported only when a model is built.
 
 Adding a method = one module under ``mopeft/methods/`` + one line in ``METHOD_SPECS``.
+
+Beyond the study, a *family*: every name ``peft_<x>`` is an HF ``peft`` tuner (:class:`PeftMethodSpec`,
+implemented by :mod:`mopeft.methods.hf_peft`) whose whole definition travels in its options
+(``tuner``, ``target_modules``, ``peft_options``). A run declares such methods in its config
+(``peft_methods``: name -> tuner, options, target_modules, label); :func:`peft_method_options` turns
+one entry into the options, so adding a tuner to a run is one config entry and no code.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -139,8 +146,117 @@ METHOD_SPECS: dict[str, MethodSpec] = {
 }
 
 
+# ----------------------------------------------------------------------------- the HF peft family
+PEFT_PREFIX = "peft_"
+PEFT_MODULE = "mopeft.methods.hf_peft"
+# What the study's LoRA adapts (the fused q/k/v projection of every encoder block); the other names
+# segment-anything's ViT block has are `proj` (attention output), `mlp.lin1`, `mlp.lin2`.
+PEFT_DEFAULT_TARGETS = ("qkv",)
+PEFT_TARGETS = ("qkv", "proj", "mlp.lin1", "mlp.lin2")
+
+
+def is_peft_method(name: str) -> bool:
+    """A name of the HF peft family (``peft_<x>``), beyond the study's methods."""
+    return name.startswith(PEFT_PREFIX) and len(name) > len(PEFT_PREFIX)
+
+
+def canonical_json(value: Any) -> str:
+    """One spelling per value (sorted keys, no spaces): equal tuner options give equal strings, so
+    the cell's options, its resume fingerprint and the DAG's params compare them as text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class PeftMethodSpec(MethodSpec):
+    """A ``peft_<x>`` method: its options are the peft type (``tuner``, e.g. LORA, IA3, LOHA), the
+    encoder modules it adapts (``target_modules``, comma-separated) and the keyword arguments of
+    peft's config class (``peft_options``, a JSON object), all strings: typed, hashable, and given
+    on the command line as ``--set`` like any method option."""
+
+    def options(self, options: Mapping[str, Any] | None) -> dict[str, Any]:
+        opts = super().options(options)
+        where = f"method {self.name}"
+        tuner = str(opts["tuner"]).strip().upper()
+        if not tuner:
+            raise InputError(
+                f"{where}: option tuner is not set; declare it in the config "
+                f"(peft_methods.{self.name}.tuner, e.g. LORA, IA3, LOHA) or pass --set tuner=LORA"
+            )
+        targets = opts["target_modules"]
+        if isinstance(targets, str):
+            targets = [t for t in (x.strip() for x in targets.split(",")) if t]
+        if not targets:
+            raise InputError(f"{where}: option target_modules is empty; e.g. {PEFT_DEFAULT_TARGETS[0]}")
+        peft_options = opts["peft_options"]
+        if isinstance(peft_options, str):
+            try:
+                peft_options = json.loads(peft_options or "{}")
+            except json.JSONDecodeError as exc:
+                raise InputError(
+                    f"{where}: option peft_options is not JSON ({exc.msg}): {peft_options!r}"
+                ) from None
+        if not isinstance(peft_options, dict):
+            raise InputError(f"{where}: option peft_options must be a JSON object, got {peft_options!r}")
+        reserved = sorted(set(peft_options) & {"target_modules", "peft_type", "task_type"})
+        if reserved:
+            raise InputError(
+                f"{where}: peft_options must not set {reserved}: the options tuner and target_modules do"
+            )
+        return {
+            "tuner": tuner,
+            "target_modules": ",".join(targets),
+            "peft_options": canonical_json(peft_options),
+        }
+
+    def implementation(self) -> Any:
+        """The family's method object for this name (one class serves every ``peft_<x>``)."""
+        return importlib.import_module(self.module).family_method(self.name)
+
+
+def peft_spec(name: str) -> PeftMethodSpec:
+    """The spec of a ``peft_<x>`` name: what it is comes from its options, not from the name."""
+    return PeftMethodSpec(
+        name,
+        name,
+        "an HF peft tuner on the image encoder's linear layers + decoder FT (beyond the study)",
+        PEFT_MODULE,
+        {"tuner": "", "target_modules": ",".join(PEFT_DEFAULT_TARGETS), "peft_options": "{}"},
+    )
+
+
+def peft_method_options(name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
+    """The method options of a config ``peft_methods`` entry ({tuner, options, target_modules,
+    label}), canonical: the options `mopeft train` is given and the cells record."""
+    if not is_peft_method(name):
+        raise InputError(f"config peft_methods.{name}: a peft method's name starts with {PEFT_PREFIX!r}")
+    given = {
+        "tuner": entry.get("tuner", ""),
+        "target_modules": ",".join(entry.get("target_modules") or PEFT_DEFAULT_TARGETS),
+        "peft_options": canonical_json(dict(entry.get("options") or {})),
+    }
+    try:
+        return peft_spec(name).options(given)
+    except InputError as exc:
+        raise InputError(f"config peft_methods.{name}: {exc}") from None
+
+
+def peft_set_args(options: Mapping[str, Any]) -> list[str]:
+    """The ``--set k=v`` words that give a peft method its options on the command line."""
+    return [word for key in sorted(options) for word in ("--set", f"{key}={options[key]}")]
+
+
+def known_methods(peft_methods: Mapping[str, Any] | None = None) -> list[str]:
+    """The registry's methods plus the peft methods a config declares (its ``peft_methods``)."""
+    return [*METHOD_SPECS, *(peft_methods or {})]
+
+
 def method_spec(name: str) -> MethodSpec:
     try:
         return METHOD_SPECS[name]
     except KeyError:
-        raise InputError(f"unknown method {name!r}; known: {', '.join(METHOD_SPECS)}") from None
+        if is_peft_method(name):
+            return peft_spec(name)
+        raise InputError(
+            f"unknown method {name!r}; known: {', '.join(METHOD_SPECS)}, or {PEFT_PREFIX}<name> "
+            "(an HF peft tuner, config peft_methods)"
+        ) from None

@@ -1,8 +1,9 @@
-"""Official SAM ViT-B weights: download, verification and resizing to other image sizes.
+"""Official SAM weights: download, verification and resizing to other image sizes.
 
-The sha256 below is the digest of ``sam_vit_b_01ec64.pth`` as published by many independent
-projects (the ``01ec64`` in the file name is not a sha256 prefix). Verification happens before
-``torch.load`` so a truncated or substituted file never reaches the unpickler.
+Each official checkpoint's URL and sha256 live in the architecture registry
+(``mopeft.model.arch.ARCHS[...].checkpoint``: ViT-B, ViT-L, ViT-H); the ``01ec64`` in a file name is
+not a sha256 prefix. Verification happens before ``torch.load`` so a truncated or substituted file
+never reaches the unpickler.
 """
 
 from __future__ import annotations
@@ -19,13 +20,29 @@ import torch.nn.functional as F
 
 from mopeft.errors import InputError, MissingInput, UserError
 from mopeft.io import atomic_path, sha256_file
+from mopeft.model.arch import ARCHS, OfficialCheckpoint, get_arch
 from mopeft.torch_files import load_torch
 
 log = logging.getLogger(__name__)
 
-VIT_B_URL = "https://dl.fbaipublicfiles.com/segment_anything/sam_vit_b_01ec64.pth"
-VIT_B_FILENAME = "sam_vit_b_01ec64.pth"
-VIT_B_SHA256 = "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912"
+
+def official_checkpoint(arch: str) -> OfficialCheckpoint:
+    """The published checkpoint of ``arch``; an InputError for an architecture that has none."""
+    if arch not in ARCHS:
+        raise InputError(f"--arch: unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
+    ref = get_arch(arch).checkpoint
+    if ref is None:
+        raise InputError(
+            f"--arch {arch}: has no official checkpoint to download; `mopeft weights --arch tiny` "
+            "installs the packaged tiny SAM"
+        )
+    return ref
+
+
+_VIT_B = official_checkpoint("vit_b")
+VIT_B_URL = _VIT_B.url
+VIT_B_FILENAME = _VIT_B.filename
+VIT_B_SHA256 = _VIT_B.sha256
 
 # The tiny SAM pretrained by `mopeft pretrain-tiny` on generated scenes (docs/demo.md). It ships
 # with the package (1.2 MB) so that every machine fine-tunes the same bits: pretraining is
@@ -36,7 +53,7 @@ TINY_ASSET = Path(__file__).resolve().parent / "assets" / TINY_FILENAME
 
 # sha256 -> what a table's provenance calls these base weights.
 KNOWN_WEIGHTS = {
-    VIT_B_SHA256: "SAM ViT-B (official sam_vit_b_01ec64.pth)",
+    **{spec.checkpoint.sha256: spec.checkpoint.label for spec in ARCHS.values() if spec.checkpoint},
     TINY_SHA256: "tiny SAM pretrained on generated scenes (mopeft pretrain-tiny)",
 }
 
@@ -98,17 +115,33 @@ def download(url: str, dest: Path, sha256: str | None, chunk: int = 1 << 20) -> 
                     f"{dest}: download of {url} interrupted after {done} bytes ({exc}); rerun to resume "
                     f"from {part}, or place the file at {dest} by hand"
                 ) from None
-    if sha256:
-        got = sha256_file(part)
-        if got != sha256:
-            part.unlink()
-            raise InputError(f"{dest}: downloaded sha256 {got} != expected {sha256} (partial file removed)")
+    got = sha256_file(part)
+    if sha256 and got != sha256:
+        part.unlink()
+        raise InputError(f"{dest}: downloaded sha256 {got} != expected {sha256} (partial file removed)")
+    if not sha256:  # nothing to check against: say what arrived, so the caller can pin it
+        log.warning("%s: no expected sha256 to verify against; its sha256 is %s", dest, got)
     part.replace(dest)
     return dest
 
 
 def download_vit_b(out_dir: Path) -> Path:
-    return download(VIT_B_URL, Path(out_dir) / VIT_B_FILENAME, VIT_B_SHA256)
+    return download_official("vit_b", out_dir)
+
+
+def download_official(arch: str, out_dir: Path) -> Path:
+    """Fetch ``arch``'s official checkpoint into ``out_dir`` (resumable, sha256-verified).
+
+    Why the digest is required: the registry holds one for every official checkpoint, so a file that
+    could not be verified never becomes a run's base weights (its tables would cite unknown bytes).
+    """
+    ref = official_checkpoint(arch)
+    return download(ref.url, Path(out_dir) / ref.filename, ref.sha256)
+
+
+def fetch_weights(arch: str, out_dir: Path) -> Path:
+    """What `mopeft weights --arch` does: the official download, or the packaged tiny checkpoint."""
+    return install_tiny(out_dir) if arch == "tiny" else download_official(arch, out_dir)
 
 
 def install_tiny(out_dir: Path) -> Path:
@@ -127,24 +160,26 @@ def load_checkpoint(path: str | Path, sha256: str | None = None) -> dict[str, to
     """Verify (when a digest is given) and load a state dict with the safe unpickler."""
     path = Path(path)
     if not path.is_file():
-        raise MissingInput(f"{path}: checkpoint not found (run `mopeft weights --out DIR`)")
+        raise MissingInput(f"{path}: checkpoint not found (run `mopeft weights --arch ARCH --out DIR`)")
     if sha256:
         got = sha256_file(path)
         if got != sha256:
             raise InputError(
                 f"{path}: sha256 {got} does not match expected {sha256}: a damaged or different file; "
-                "fetch it again with `mopeft weights --out DIR` (or pass --checkpoint-sha256 if it is "
-                "the file you mean)"
+                "fetch it again with `mopeft weights --arch ARCH --out DIR` (or pass --checkpoint-sha256 "
+                "if it is the file you mean)"
             )
     state = load_torch(
         path,
-        "base weights must be a SAM state dict (.pth); fetch them again with `mopeft weights --out DIR` "
-        "and pass --checkpoint DIR/<file>.pth",
+        "base weights must be a SAM state dict (.pth); fetch them again with "
+        "`mopeft weights --arch ARCH --out DIR` and pass --checkpoint DIR/<file>.pth",
     )
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):
-        raise InputError(f"{path}: not a state dict; pass SAM weights from `mopeft weights --out DIR`")
+        raise InputError(
+            f"{path}: not a state dict; pass SAM weights from `mopeft weights --arch ARCH --out DIR`"
+        )
     return state
 
 

@@ -23,7 +23,7 @@ from mopeft.data.folder.spec import lookup_spec
 from mopeft.data.spec import DatasetSpec
 from mopeft.errors import InputError
 from mopeft.io import read_json
-from mopeft.methods.registry import METHOD_SPECS
+from mopeft.methods.registry import method_spec, peft_method_options
 from mopeft.report.registry import TABLES
 
 GPU_RULES = ("train", "evaluate", "detect")
@@ -58,7 +58,7 @@ class Job:
 def variant_name(study: Mapping[str, Any], value: Any, method: str) -> tuple[str, tuple]:
     """(cell variant, its options) of an ablation value: ``default`` for the method's own value."""
     table = TABLES[study["table"]]
-    default = METHOD_SPECS[method].defaults[table.option]
+    default = method_spec(method).defaults[table.option]
     if value == default:
         return "default", ()
     return f"{table.variant_label}{value}", ((table.option, value),)
@@ -203,9 +203,12 @@ def run_jobs(config: Mapping[str, Any]) -> list[Job]:
     grid = run_grid(config)
     t = config["training"]
     cells: dict[tuple[str, str, str], tuple] = {}
+    # A peft method's cells are built with its options (config peft_methods), every variant of it.
+    declared = config.get("peft_methods") or {}
+    peft = {n: tuple(peft_method_options(n, e).items()) for n, e in declared.items()}
     for d in grid.segmentation:
         for m in config["main"]["methods"]:
-            cells[(d, m, "default")] = ()
+            cells[(d, m, "default")] = peft.get(m, ())
     for study in grid.studies:
         for d in study["datasets"]:
             for v in study["values"]:
@@ -213,7 +216,7 @@ def run_jobs(config: Mapping[str, Any]) -> list[Job]:
                 cells.setdefault((d, abl["method"], variant), options)
             if "baseline" in config["main"]["methods"]:
                 cells.setdefault((d, "baseline", "default"), ())
-    detection = {(det["dataset"], m, "default"): () for m in grid.detection}
+    detection = {(det["dataset"], m, "default"): peft.get(m, ()) for m in grid.detection}
     jobs: list[Job] = []
     for (dataset, method, variant), options in [*cells.items(), *detection.items()]:
         spec = lookup_spec(dataset, custom)
@@ -383,7 +386,10 @@ def config_digest(config: Mapping[str, Any]) -> str:
     import json
 
     keys = ("model", "training", "seeds", "datasets", "custom_datasets", "main", "ablations", "detection")
-    blob = json.dumps({k: config.get(k) for k in keys}, sort_keys=True, default=str)
+    parts = {k: config.get(k) for k in keys}
+    if config.get("peft_methods"):  # only when set: the digest of a config without them is unchanged
+        parts["peft_methods"] = config["peft_methods"]
+    blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -26,6 +26,7 @@ def markdown_summary(doc: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         f"## Resource plan on {gpu['label']} ({gpu['memory_gb']:g} GB, {gpu['bf16_tflops']:g} TFLOP/s bf16, "
         f"{gpu['hbm_tbps']:g} TB/s)",
         "",
+        _model_line(doc.get("settings") or {}),
         tabulate(table, headers=head, tablefmt="github"),
         "",
         f"**{t['jobs']} GPU jobs, {t['gpu_hours']:.1f} GPU-hours** "
@@ -55,6 +56,16 @@ def markdown_summary(doc: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         f"at 1024², measured on {doc['loader_rates']['machine']}.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _model_line(settings: dict[str, Any]) -> str:
+    """Which SAM backbone and step shape the plan models (a ViT-L plan must not read as ViT-B's)."""
+    if not settings:
+        return ""
+    return (
+        f"Model: SAM `{settings['arch']}` at {settings['image_size']}², batch {settings['batch_size']}, "
+        f"{settings['precision']}.\n"
+    )
 
 
 COST_BEGIN = "<!-- plan:cost -->"

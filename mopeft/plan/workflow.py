@@ -24,9 +24,10 @@ from typing import Any
 from mopeft import codedeps
 from mopeft.data.folder import spec as folder_spec
 from mopeft.data.registry import DATASETS as REGISTRY
+from mopeft.data.registry import MESS_IMPORTER
 from mopeft.data.spec import DatasetSpec
 from mopeft.errors import InputError
-from mopeft.methods.registry import METHOD_SPECS
+from mopeft.methods.registry import known_methods, method_spec, peft_method_options, peft_set_args
 from mopeft.plan.jobs import config_digest, plan_path, run_grid, validate_config, variant_name
 from mopeft.plan.jobs import units as plan_units
 from mopeft.report.registry import TABLES, TableSpec
@@ -112,6 +113,11 @@ class Workflow:
         self.eff = config["efficiency"]
         self.abl = config["ablations"]
         self.main_methods = list(config["main"]["methods"])
+        # Methods beyond the study (config peft_methods: HF peft tuners, `peft_<x>`): their options
+        # are their whole definition, given to every job of theirs as `--set` (mopeft.methods.registry).
+        self.peft = dict(config.get("peft_methods") or {})
+        self.peft_options = self._peft_options()
+        self.methods = known_methods(self.peft)
         # Parameter counts are exact without weights or compute; with `params_arch` (the demo counts
         # the study's ViT-B beside tiny-model timings) they are taken at that architecture's own image
         # size (no --image-size: `mopeft params` then uses the architecture's default).
@@ -165,6 +171,14 @@ class Workflow:
             except folder_spec.FolderSpecError as exc:
                 raise ConfigError(str(exc)) from None
 
+    def _peft_options(self) -> dict[str, dict[str, Any]]:
+        """Each peft_methods entry as method options (checked here, torch-free: the tuner itself is
+        checked by peft when a job builds the model)."""
+        try:
+            return {name: peft_method_options(name, entry) for name, entry in self.peft.items()}
+        except InputError as exc:
+            raise ConfigError(str(exc)) from None
+
     def check(self) -> None:
         """Membership checks the schema cannot express, each naming the config key at fault."""
         self._check_folder_datasets()
@@ -176,11 +190,17 @@ class Workflow:
             ("detection.methods", self.det["methods"]),
             ("ablations.method", [self.abl["method"]]),
         ):
-            self._unknown(key, methods, list(METHOD_SPECS), "method(s)")
+            self._unknown(key, methods, self.methods, "method(s)")
+        # The detection rules do not pass a method's options yet (Table A.1): refuse, not mis-measure.
+        if peft := [m for m in self.det["methods"] if m in self.peft]:
+            raise ConfigError(
+                f"config detection.methods: {peft} are peft_methods, which this pipeline runs in "
+                f"main.methods and efficiency.methods only (Tables 4.4, 4.5)"
+            )
         self._unknown("efficiency.dataset", [self.eff["dataset"]], known, "dataset")
         self._unknown("detection.dataset", [self.det["dataset"]], known, "dataset")
         ablation_tables = [k for k, t in TABLES.items() if t.inputs == "ablation"]
-        options = METHOD_SPECS[self.abl["method"]].defaults
+        options = method_spec(self.abl["method"]).defaults
         for i, study in enumerate(self.abl["studies"]):
             where = f"ablations.studies[{i}] ({study['name']})"
             self._unknown(f"{where}.table", [study["table"]], ablation_tables, "ablation table")
@@ -200,7 +220,7 @@ class Workflow:
         return {
             "run": self.run,
             "dataset": alternatives(self.datasets),
-            "method": alternatives(METHOD_SPECS),
+            "method": alternatives(self.methods),
             "variant": alternatives(["default", *self.variants]),
             "seed": r"\d+",
             "unit": r"[A-Za-z0-9_]+",
@@ -212,11 +232,36 @@ class Workflow:
         return variant_name(study, value, self.abl["method"])[0]
 
     def set_args(self, wildcards: Any) -> list[Any]:
-        """`--set k=v` for an ablation variant, nothing for `default`."""
+        """`--set k=v` for an ablation variant (nothing for `default`), after a peft method's options."""
+        words = self.method_args(wildcards)
         if wildcards.variant == "default":
-            return []
+            return words
         option, value = self.variants[wildcards.variant]
-        return ["--set", f"{option}={value}"]
+        return [*words, "--set", f"{option}={value}"]
+
+    def method_args(self, wildcards: Any) -> list[str]:
+        """`--set k=v` words of the method's own options: a peft method's tuner, targets and peft
+        options (a changed tuner config is a params change: its cells rerun); nothing for the
+        registry's methods."""
+        options = self.peft_options.get(_attr(wildcards, "method", ""))
+        return peft_set_args(options) if options else []
+
+    def bench_args(self, wildcards: Any) -> list[str]:
+        """`mopeft bench --set METHOD:k=v` words: the options of the peft methods among
+        efficiency.methods (one job times them all, so each option names its method)."""
+        return [
+            word
+            for m in self.eff["methods"]
+            for key, value in sorted(self.peft_options.get(m, {}).items())
+            for word in ("--set", f"{m}:{key}={value}")
+        ]
+
+    def table_methods(self, spec: TableSpec) -> tuple[str, ...]:
+        """A main table's method columns: the registry's, then (where the table takes methods beyond
+        the study, Table 4.4) the run's peft methods listed in main.methods, in that order."""
+        if not spec.beyond:
+            return spec.methods
+        return (*spec.methods, *[m for m in self.main_methods if m in self.peft])
 
     # ------------------------------------------------------------------------- datasets and units
     @functools.cache  # noqa: B019 - one Workflow per DAG; the cache lives as long as it does
@@ -242,7 +287,7 @@ class Workflow:
     def code(self, command: str, *modules: str, methods: tuple[str, ...] = ()) -> str:
         """The code hash of `mopeft <command>` (mopeft.codedeps: what counts is decided there),
         with ``modules`` it imports by name and the implementation modules of ``methods``."""
-        return codedeps.command_digest(command, *modules, methods=[METHOD_SPECS[m].module for m in methods])
+        return codedeps.command_digest(command, *modules, methods=[method_spec(m).module for m in methods])
 
     def method_code(self, command: str) -> Callable[[Any], str]:
         """`command`'s hash with the cell's method (editing LoRA reruns the cells that use it)."""
@@ -251,6 +296,11 @@ class Workflow:
     def dataset_code(self, command: str) -> Callable[[Any], str]:
         """`command`'s hash with the dataset's own module (its preparer and miniature)."""
         return lambda wildcards: self.code(command, REGISTRY[wildcards.dataset])
+
+    def prepare_code(self, wildcards: Any) -> str:
+        """`mopeft prepare`'s hash with the dataset's module, and the MESS import when it is used."""
+        extra = [MESS_IMPORTER] if self.mess_args(wildcards) else []
+        return self.code("prepare", REGISTRY[wildcards.dataset], *extra)
 
     def folder_code(self, wildcards: Any) -> str:
         """`mopeft prepare --spec`'s hash: the command and the folder preparer it imports by name."""
@@ -357,7 +407,7 @@ class Workflow:
             run=wildcards.run, dataset=self.det["dataset"], method=wildcards.method, variant="default",
             seed=wildcards.seed,
         )  # fmt: skip
-        return f"{cell}/units/main/model.pt"
+        return f"{cell}/units/main/model.safetensors"
 
     def efficiency_num_classes(self, wildcards: Any) -> int:
         return self.dataset_spec(self.eff["dataset"]).num_classes
@@ -368,7 +418,7 @@ class Workflow:
         if spec.inputs == "datasets":
             return bool(self.seg_datasets)
         if spec.inputs == "cells":
-            return bool(self.main_cells(spec.methods))
+            return bool(self.main_cells(self.table_methods(spec)))
         if spec.inputs == "efficiency":
             return bool(self.eff["methods"])
         if spec.inputs == "ablation":
@@ -429,7 +479,7 @@ class Workflow:
         if spec.inputs == "datasets":
             inputs["meta"] = [self.meta(d) for d in self.seg_datasets]
         elif spec.inputs == "cells":
-            inputs["cells"] = self.main_cells(spec.methods)
+            inputs["cells"] = self.main_cells(self.table_methods(spec))
             inputs["per_image"] = self.per_image_files(inputs["cells"])
             inputs["train_logs"] = self.unit_files(inputs["cells"], "train_log.json")
         elif spec.inputs == "efficiency":
@@ -495,7 +545,7 @@ class Workflow:
             *self.schedule_args(), "--batch-size", t["batch_size"], "--lr", t["lr"],
             "--weight-decay", t["weight_decay"], "--ce-weight", t["loss"]["ce"],
             "--dice-weight", t["loss"]["dice"], "--loss-resolution", t["loss"].get("resolution", "full"),
-            *self.speed_args(),
+            *self.speed_args(), *(["--tensorboard"] if (t.get("log") or {}).get("tensorboard") else []),
         ]  # fmt: skip
 
     def examples_args(self, wildcards: Any) -> list[Any]:
@@ -663,6 +713,14 @@ class Workflow:
         """`mopeft prepare --test-images`: the config's mode for the datasets it changes, else bytes."""
         mode = self.config["data"].get("test_images", "bytes")
         return mode if wildcards.dataset in self.MESS_REENCODED else "bytes"
+
+    def mess_args(self, wildcards: Any) -> list[str]:
+        """`--from-mess ROOT` when config `data.mess_root` is set: the test split of every MESS
+        dataset (all registered ones but the detection dataset) comes from that prepared MESS tree."""
+        root = self.config["data"].get("mess_root")
+        if not root or wildcards.dataset == self.det["dataset"]:
+            return []
+        return ["--from-mess", str(root)]
 
     def prepare_runtime(self, wildcards: Any, attempt: int) -> int:
         return self._prepare_minutes * attempt

@@ -20,7 +20,7 @@ import argparse
 import math
 import os
 import textwrap
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ import pandas as pd
 
 from mopeft.errors import InputError, MissingInput
 from mopeft.io import atomic_path, read_json
-from mopeft.report.figure_files import save_png_pdf
+from mopeft.report.figure_files import method_labels, save_png_pdf
 from mopeft.report.tables import METHOD_LABELS, Cell, load_cells
 from mopeft.train.metrics_log import METRICS_FILE, read_metrics
 
@@ -196,8 +196,11 @@ def _line_key(run: Run, several_seeds: bool) -> str:
     return f"{run.unit} seed {run.seed}" if several_seeds else run.unit
 
 
-def training_curves_figure(runs: Sequence[Run], title: str = "") -> Any:
+def training_curves_figure(
+    runs: Sequence[Run], title: str = "", labels: Mapping[str, str] | None = None
+) -> Any:
     """The open matplotlib figure of :func:`plot_training_curves` (tests inspect its labels).
+    ``labels``: column title per method (:func:`method_labels`; the study's label by default).
 
     A line's colour is its unit (and seed, when there are several) across the whole figure, named
     in one legend under the panels: a k-fold dataset's panel holds one line per fold, and without
@@ -234,7 +237,7 @@ def training_curves_figure(runs: Sequence[Run], title: str = "") -> Any:
                 ax.plot(run.step_numbers, run.losses, lw=0.9, color=line_colour, alpha=0.85)
             ax.tick_params(labelsize=6)
             if i == 0:
-                ax.set_title(METHOD_LABELS.get(method, method), fontsize=8)
+                ax.set_title((labels or {}).get(method) or METHOD_LABELS.get(method, method), fontsize=8)
             if j == 0:
                 ax.set_ylabel(dataset, fontsize=7)
             if i == len(datasets) - 1:
@@ -275,14 +278,21 @@ def training_curves_figure(runs: Sequence[Run], title: str = "") -> Any:
     return fig
 
 
-def plot_training_curves(runs: Sequence[Run], out_stem: str | os.PathLike[str], title: str = "") -> None:
+def plot_training_curves(
+    runs: Sequence[Run],
+    out_stem: str | os.PathLike[str],
+    title: str = "",
+    labels: Mapping[str, str] | None = None,
+) -> None:
     """Small multiples: a row per dataset, a column per method, a line per unit and seed; the
     panels of runs whose loss did not fall are outlined in red and say so."""
-    save_png_pdf(training_curves_figure(runs, title), out_stem, dpi=110)
+    save_png_pdf(training_curves_figure(runs, title, labels), out_stem, dpi=110)
 
 
 def write_training_curves(
-    cell_paths: Iterable[str | os.PathLike[str]], out_stem: str | os.PathLike[str]
+    cell_paths: Iterable[str | os.PathLike[str]],
+    out_stem: str | os.PathLike[str],
+    config: str | os.PathLike[str] | None = None,
 ) -> Any:
     """Figure (PNG + PDF), the losses as CSV (``out_stem``.csv) and one row per run
     (``out_stem``_summary.csv) for the default cells among ``cell_paths``."""
@@ -296,9 +306,9 @@ def write_training_curves(
     summary = summary_frame(runs)
     with atomic_path(stem.with_name(stem.name + "_summary.csv")) as tmp:
         summary.to_csv(tmp, index=False)
-    plot_training_curves(runs, stem)
+    plot_training_curves(runs, stem, labels=method_labels(config, cells))
     return summary
 
 
 def build_training_curves(args: argparse.Namespace) -> Any:
-    return write_training_curves(args.cells, args.out)
+    return write_training_curves(args.cells, args.out, getattr(args, "config", None))

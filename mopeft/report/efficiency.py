@@ -18,16 +18,19 @@ import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
 
 from mopeft.errors import InputError
 from mopeft.io import read_json
+from mopeft.methods.registry import is_peft_method
 from mopeft.report import paper
+from mopeft.report.main_tables import beyond_note
 from mopeft.report.provenance import collect_provenance, efficiency_data, environments
 from mopeft.report.registry import table_spec
-from mopeft.report.tables import METHOD_LABELS, MISSING, write_table
+from mopeft.report.tables import BEYOND_MARK, METHOD_LABELS, MISSING, write_table
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,7 @@ def load_params(path: str | os.PathLike[str]) -> dict[str, Any]:
         "trainable": _number(data, "trainable", path),
         "total": _number(data, "sam_reference_total", path),
         "encoder_trainable": _number(data, "encoder_peft", path),
+        "method_options": dict(data.get("method_options") or {}),
     }
 
 
@@ -87,13 +91,19 @@ def efficiency_table(
     bench: Mapping[str, Mapping[str, float]],
     flops: Mapping[str, float],
     directory: Any = None,
+    beyond: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """CSV frame, display frame and notes of Table 4.5 from parsed params/bench/flops."""
+    """CSV frame, display frame and notes of Table 4.5 from parsed params/bench/flops. ``beyond``:
+    label of each method beyond the study (config peft_methods; by name where not given), shown
+    ``label§`` with a note saying what it is, as in Table 4.4."""
     ref = paper.efficiency(directory).set_index("method")
     params = list(params)
     by_method = {p["method"]: p for p in params}
     # Rows: the configured methods (efficiency.methods), in the order their files were given.
     methods = list(dict.fromkeys([p["method"] for p in params] + list(bench)))
+    beyond_in = [m for m in methods if is_peft_method(m)]
+    labels = {m: METHOD_LABELS.get(m, m) for m in methods}
+    labels |= {m: f"{(beyond or {}).get(m, m)}{BEYOND_MARK}" for m in beyond_in}
     records, display = [], []
     for m in methods:
         p = by_method.get(m)
@@ -135,7 +145,7 @@ def efficiency_table(
             return (f"{x:+.2f}" if signed else f"{x:.2f}") + ("%" if pct and not signed else "")
 
         disp = {
-            "Method": METHOD_LABELS.get(m, m),
+            "Method": labels[m],
             "Params (% of SAM)": f(row["params_pct"]),
             "Params, encoder PEFT only": f(row["params_encoder_pct"]),
             "Params (paper)": f(row["params_pct_paper"]),
@@ -160,6 +170,12 @@ def efficiency_table(
         f"{MISSING}: no measurement (or none in the study: it prints '-' for decoder fine-tuning's "
         "parameters).",
     ]
+    if beyond_in:
+        # What each is, from the options its parameters were counted with (`mopeft params --json`).
+        counted = [
+            SimpleNamespace(method=m, options=(by_method.get(m) or {}).get("method_options")) for m in methods
+        ]
+        notes.insert(1, beyond_note(beyond_in, labels, counted))
     return pd.DataFrame.from_records(records), pd.DataFrame.from_records(display), notes
 
 
@@ -206,7 +222,9 @@ def build_4_5(args: argparse.Namespace) -> None:
     for p in bench_paths:  # several files: a later file's row for a method replaces an earlier one
         bench |= load_bench(p)
     flops = dict(load_flops(p) for p in (args.flops or []))
-    df, display, notes = efficiency_table(params, bench, flops, getattr(args, "paper_dir", None))
+    methods = [p["method"] for p in params] + list(bench)
+    labels = peft_labels(args.config, methods)
+    df, display, notes = efficiency_table(params, bench, flops, getattr(args, "paper_dir", None), labels)
     raw = [read_json(p) for p in (args.params or [])]
     bench_raw = {p: read_json(p) for p in bench_paths}
     bench_raw = {p: r if isinstance(r, dict) else {} for p, r in bench_raw.items()}
@@ -221,6 +239,22 @@ def build_4_5(args: argparse.Namespace) -> None:
     prov["data"] = efficiency_data(args.config, [r for r in raw if isinstance(r, dict)])
     notes = notes + full_ft_note(raw) + timing_notes(bench_raw)
     write_table(df, args.out, table_spec("4.5").title, prov, notes, display=display)
+
+
+def peft_labels(config: str | os.PathLike[str] | None, methods: Iterable[str]) -> dict[str, str]:
+    """Label of each peft method among ``methods``: its ``label`` in the run config's peft_methods
+    (Table 4.4's source, mopeft.report.main_tables.beyond_methods), else its name."""
+    import yaml
+
+    wanted = [m for m in methods if is_peft_method(m)]
+    declared: Mapping[str, Any] = {}
+    if wanted and config is not None and Path(config).is_file():
+        try:
+            doc = yaml.safe_load(Path(config).read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(f"{config}: not a YAML config ({exc})") from None
+        declared = doc.get("peft_methods") or {}
+    return {m: str((declared.get(m) or {}).get("label") or m) for m in wanted}
 
 
 def full_ft_note(params_raw: Iterable[Mapping[str, Any]]) -> list[str]:

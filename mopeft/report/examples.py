@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from mopeft.errors import InputError, MissingInput
 from mopeft.evaluation.evaluate import EXAMPLES_SEED
 from mopeft.evaluation.metrics import ConfusionMatrix
 from mopeft.io import atomic_path, read_json
-from mopeft.report.figure_files import save_png_pdf
+from mopeft.report.figure_files import method_labels, save_png_pdf
 from mopeft.report.tables import METHOD_LABELS, Cell, load_cells
 
 PER_DATASET = 2  # example images per dataset shown
@@ -176,8 +176,14 @@ def shown_classes(panels: Sequence[np.ndarray], num_classes: int) -> list[int]:
     return sorted(present)
 
 
-def examples_figure(examples: Sequence[Example], methods: Sequence[str], scores: pd.DataFrame) -> Any:
-    """The open matplotlib figure of :func:`plot_examples` (tests read its legends).
+def examples_figure(
+    examples: Sequence[Example],
+    methods: Sequence[str],
+    scores: pd.DataFrame,
+    labels: Mapping[str, str] | None = None,
+) -> Any:
+    """The open matplotlib figure of :func:`plot_examples` (tests read its legends). ``labels``:
+    column title per method (:func:`method_labels`; the study's label by default).
 
     Every row has its own class legend, right of its last panel, naming the classes its panels
     show. Why not one legend of all classes per dataset: Dark Zurich has 20 (FloodNet 10), too many
@@ -189,7 +195,8 @@ def examples_figure(examples: Sequence[Example], methods: Sequence[str], scores:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    columns = ["Image", "Ground truth", *[METHOD_LABELS.get(m, m) for m in methods]]
+    titles = [(labels or {}).get(m) or METHOD_LABELS.get(m, m) for m in methods]
+    columns = ["Image", "Ground truth", *titles]
     fig, axes = plt.subplots(
         len(examples),
         len(columns),
@@ -248,9 +255,10 @@ def plot_examples(
     methods: Sequence[str],
     scores: pd.DataFrame,
     out_stem: str | os.PathLike[str],
+    labels: Mapping[str, str] | None = None,
 ) -> None:
     """Rows: examples (grouped by dataset); columns: image, ground truth, one per method."""
-    save_png_pdf(examples_figure(examples, methods, scores), out_stem, dpi=110)
+    save_png_pdf(examples_figure(examples, methods, scores, labels), out_stem, dpi=110)
 
 
 def write_examples(
@@ -258,6 +266,7 @@ def write_examples(
     metas: Sequence[str | os.PathLike[str]],
     out_stem: str | os.PathLike[str],
     per_dataset: int = PER_DATASET,
+    config: str | os.PathLike[str] | None = None,
 ) -> pd.DataFrame:
     """Figure (PNG + PDF) and ``out_stem``.csv: the shown images and their per-image mIoU."""
     cells = load_cells(cell_paths)
@@ -267,11 +276,11 @@ def write_examples(
     stem = Path(out_stem)
     with atomic_path(stem.with_name(stem.name + ".csv")) as tmp:
         scores.to_csv(tmp, index=False)
-    plot_examples(examples, methods, scores, stem)
+    plot_examples(examples, methods, scores, stem, method_labels(config, cells))
     return scores
 
 
 def build_examples(args: argparse.Namespace) -> Any:
     if not args.data:
         raise InputError("figure examples needs --data: the prepared datasets' meta.json files")
-    return write_examples(args.cells, args.data, args.out, args.per_dataset)
+    return write_examples(args.cells, args.data, args.out, args.per_dataset, getattr(args, "config", None))

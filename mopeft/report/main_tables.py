@@ -5,6 +5,10 @@ mixing them into the main table would silently change what "MoPEFT" means. PAXRa
 cell whose metrics.json already combines its four tasks (``combine: mean``), so nothing is averaged
 here.
 
+Methods beyond the study (the run's ``peft_methods``: HF peft tuners, ``peft_<x>``) get columns after
+the study's in the tables that take them (``TableSpec.beyond``: Table 4.4), labelled with the mark §
+and described in a note from what their cells were trained with; the study's columns are unchanged.
+
 Datasets outside the study's list (folder datasets of the config, ``custom_datasets``) get rows
 after the study's, placed by the domain and name their cells record (default "Custom"), with their
 own domain mean; the overall mean stays over the study's datasets, so it remains comparable with
@@ -15,16 +19,20 @@ from __future__ import annotations
 
 import argparse
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from mopeft.errors import InputError
+from mopeft.methods.registry import is_peft_method
 from mopeft.report import curves, paper, uncertainty
 from mopeft.report.ablations import mopeft_note
 from mopeft.report.provenance import collect_provenance
 from mopeft.report.registry import table_spec
 from mopeft.report.tables import (
+    BEYOND_MARK,
     METHOD_LABELS,
     Cell,
     add_outside_rows,
@@ -43,6 +51,7 @@ def main_table(
     directory: Any = None,
     bootstrap: int = 0,
     losses: bool = False,
+    beyond: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str], list[Cell]]:
     """CSV frame, display frame, notes and used cells for a method-per-column table over the 22
     datasets (and any dataset outside the study's list, in rows after them).
@@ -50,8 +59,10 @@ def main_table(
     ``bootstrap`` > 0: every value gets a 95 % interval from that many resamples of the test images,
     and MoPEFT's column is compared with the best single PEFT method by a paired bootstrap.
     ``losses``: read every used cell's train logs and name the runs whose loss did not fall.
-    Methods the study did not run (``mopeft_logit``) get no study value.
+    Methods the study did not run (``mopeft_logit``) get no study value. ``beyond``: method ->
+    label of the methods beyond the study among ``methods`` (shown as ``label§``, with a note).
     """
+    beyond = dict(beyond or {})
     ref = paper.main_results(directory)
     rows = ref.rename(columns={"paper_name": "name"})[["domain", "dataset", "name"]]
     study = list(rows["dataset"])
@@ -66,7 +77,7 @@ def main_table(
     ours = {k: [c.miou for c in v] for k, v in groups.items()}
     ref_idx = ref.set_index("dataset")
     paper_vals = {(d, m): ref_idx.at[d, m] for d in study for m in methods if m in ref.columns}
-    labels = {m: METHOD_LABELS.get(m, m) for m in methods}
+    labels = {m: f"{beyond[m]}{BEYOND_MARK}" if m in beyond else METHOD_LABELS.get(m, m) for m in methods}
     cis = uncertainty.intervals(groups, bootstrap) if bootstrap else None
     df, display, notes = comparison_table(
         rows, list(methods), ours, paper_vals, labels, intervals=cis, overall=study if extra else None
@@ -93,6 +104,8 @@ def main_table(
             "gate) scales the prefix keys and values by G_P; MoPEFT-logit adds log G_P to the prefix "
             "logits instead, which can switch the prefix off (docs/methods.md). No study value exists.",
         )
+    if beyond_in := [m for m in methods if m in beyond]:
+        notes.insert(1 + ("mopeft_logit" in methods), beyond_note(beyond_in, labels, used))
     if "paxray4" in study:
         notes.append(
             "PAXRay-4: the mean of the four binary tasks' mIoUs, combined in the cell's metrics.json."
@@ -102,6 +115,45 @@ def main_table(
     if undefined := undefined_iou_note((c, labels[c.method]) for c in used):
         notes.append(undefined)
     return df, display, notes, used
+
+
+def beyond_methods(config: str | Path | None, cells: Iterable[Cell]) -> dict[str, str]:
+    """Method -> label of the methods beyond the study a table shows: the run config's peft methods
+    listed in ``main.methods`` (its order, its labels), then any other peft method among ``cells``
+    (a table built by hand), by name."""
+    import yaml
+
+    out: dict[str, str] = {}
+    if config is not None and Path(config).is_file():
+        try:
+            doc = yaml.safe_load(Path(config).read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise InputError(f"{config}: not a YAML config ({exc})") from None
+        declared = doc.get("peft_methods") or {}
+        for name in (doc.get("main") or {}).get("methods") or []:
+            if name in declared:
+                out[name] = str(declared[name].get("label") or name)
+    for name in sorted({c.method for c in cells if is_peft_method(c.method)}):
+        out.setdefault(name, name)
+    return out
+
+
+def beyond_note(methods: Sequence[str], labels: Mapping[str, str], cells: Iterable[Cell]) -> str:
+    """What each column beyond the study is, from the options its cells were trained with."""
+    options = {c.method: c.options for c in cells if c.method in methods}
+    parts = []
+    for m in methods:
+        opts = options.get(m) or {}
+        what = f"HF peft {opts.get('tuner', '?')}"
+        if opts.get("peft_options") not in (None, "", "{}"):
+            what += f" {opts['peft_options']}"
+        targets = str(opts.get("target_modules", "?")).replace(",", ", ")
+        parts.append(f"{labels[m]} = {what} on {targets}")
+    return (
+        f"{BEYOND_MARK} Beyond the study (config peft_methods; no study value): " + "; ".join(parts) + ". "
+        "Each adapts those linear layers of every encoder block and trains the mask decoder, as the "
+        "study's PEFT methods do (docs/methods.md)."
+    )
 
 
 def _mark_not_falling(
@@ -136,8 +188,14 @@ def build(args: argparse.Namespace) -> None:
     spec = table_spec(args.name)
     cells = load_cells(args.cells)
     bootstrap = getattr(args, "bootstrap", 0)
+    beyond = beyond_methods(args.config, cells) if spec.beyond else {}
     df, display, notes, used = main_table(
-        cells, spec.methods, getattr(args, "paper_dir", None), bootstrap, getattr(args, "losses", False)
+        cells,
+        (*spec.methods, *beyond),
+        getattr(args, "paper_dir", None),
+        bootstrap,
+        getattr(args, "losses", False),
+        beyond=beyond,
     )
     prov = collect_provenance(args.config, [c.raw for c in used])
     write_table(df, args.out, spec.title, prov, notes, display=display)

@@ -7,7 +7,9 @@ inputs, so editing a study value rebuilds the table), and ``mopeft table`` reads
 ``inputs`` says what a builder is given:
 
 * ``datasets``: the prepared datasets' ``meta.json`` (Tables 4.1, 4.2);
-* ``cells``: the ``default`` cells of ``methods`` on every segmentation dataset (4.3, 4.4);
+* ``cells``: the ``default`` cells of ``methods`` on every segmentation dataset (4.3, 4.4); with
+  ``beyond``, also the run's methods beyond the study (config ``peft_methods``, listed in
+  ``main.methods``), as extra columns after the study's, marked (4.4);
 * ``efficiency``: params / FLOPs / bench JSONs of ``efficiency.methods`` (4.5);
 * ``ablation``: the cells of the config's ablation study whose ``table`` is this key, plus the
   baseline cells; ``option`` is the method option it varies and ``variant_label`` names its cells
@@ -34,6 +36,7 @@ class TableSpec:
     inputs: Inputs
     title: str
     methods: tuple[str, ...] = ()  # "cells": the method columns, in order
+    beyond: bool = False  # "cells": the run's peft methods (beyond the study) as extra columns
     option: str = ""  # "ablation": the ablated method option
     variant_label: str = ""  # "ablation": prefix of the cells' variant names
     paper: tuple[str, ...] = ()  # stems of the study's CSVs (paper/<stem>.csv) it reads
@@ -86,6 +89,7 @@ TABLES: dict[str, TableSpec] = {
             "cells",
             "Table 4.4: MoPEFT vs. single PEFT methods on SAM (mIoU, ours vs. the study)",
             methods=("lora", "vpt_deep", "vpt", "adapter", "mopeft", "mopeft_logit"),
+            beyond=True,
             paper=RESULT_CSVS,
         ),
         TableSpec(

@@ -209,6 +209,9 @@ def undefined_iou_note(labelled: Iterable[tuple[Cell, str]]) -> str | None:
 
 
 KFOLD_MARK = "†"
+# A column of a method beyond the study (config peft_methods: an HF peft tuner). Not † (k-fold rows),
+# ‡ (a loss that did not fall) or * (this project's MoPEFT variant), which the tables use already.
+BEYOND_MARK = "§"
 
 
 def flag_kfold(

@@ -39,7 +39,7 @@ from mopeft.peft.state import load_trainable_state_dict, trainable_state_dict
 from mopeft.progress import progress
 from mopeft.train.encoder_cache import CACHE_DTYPES, DEFAULT_DEVICE_MB, MIB, EncoderCache, encoder_is_frozen
 from mopeft.train.losses import presence_loss, presence_targets, segmentation_loss
-from mopeft.train.metrics_log import METRICS_FILE, MetricsLog
+from mopeft.train.metrics_log import METRICS_FILE, TENSORBOARD_DIR, MetricsLog
 from mopeft.train.optim import make_optimizer
 from mopeft.train.resume import data_digest, digest, discard, read_resume, write_resume
 
@@ -72,12 +72,15 @@ class TrainSettings:
     cache_device_mb: float | None = None  # None: DEFAULT_DEVICE_MB on a GPU (ignored on the CPU)
     # NOT speed only: "bf16" rounds the cached embeddings (opt in, changes the numerics).
     cache_dtype: str = "fp32"
+    # Also write metrics.csv's rows as TensorBoard event files (``tensorboard/`` in the unit folder).
+    tensorboard: bool = False
 
 
 RUNTIME_ONLY = ("device", "checkpoint_every", "workers", "log_every", "encoder_cache", "compile")
 # Left out of the fingerprint rather than set to None (they came after the first resume files): the
-# budgets never change the result; cache_dtype enters only where it rounds (fingerprint_parts()).
-_UNFINGERPRINTED = ("cache_host_mb", "cache_device_mb", "cache_dtype")
+# budgets and the TensorBoard copy never change the result; cache_dtype enters only where it rounds
+# (fingerprint_parts()).
+_UNFINGERPRINTED = ("cache_host_mb", "cache_device_mb", "cache_dtype", "tensorboard")
 
 
 @dataclass
@@ -162,7 +165,10 @@ def train(
     fingerprint (see :func:`fingerprint_parts`). Writes one row per step to ``metrics_path``
     (default: ``metrics.csv`` beside the resume file, i.e. in the unit's output folder) as it goes."""
     resume_path = Path(resume_path)
-    metrics = MetricsLog(resume_path.with_name(METRICS_FILE) if metrics_path is None else metrics_path)
+    metrics_path = resume_path.with_name(METRICS_FILE) if metrics_path is None else Path(metrics_path)
+    metrics = MetricsLog(
+        metrics_path, metrics_path.with_name(TENSORBOARD_DIR) if settings.tensorboard else None
+    )
     device = resolve_device(settings.device)
     configure(device)
     model.to(device).train()

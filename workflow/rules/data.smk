@@ -3,8 +3,8 @@
 if config["model"]["weights"]:
 
     rule weights:
-        """The base SAM checkpoint, sha256-verified by `mopeft weights` (ViT-B: the official
-        download; tiny: the packaged checkpoint pretrained on generated scenes). No code hash: the
+        """The base SAM checkpoint, sha256-verified by `mopeft weights` (ViT-B/L/H: the
+        official download; tiny: the packaged checkpoint pretrained on generated scenes). No code hash: the
         config's sha256 fixes its bytes, so no code change can change them (and rewriting the file
         would retrain every cell)."""
         output:
@@ -63,9 +63,10 @@ rule prepare:
         mem_mb=wf.prepare_mem,
     params:
         root=mw.prepared_root,
-        code=wf.dataset_code("prepare"),
+        code=wf.prepare_code,
         test_images=wf.test_images,
+        mess=wf.mess_args,
     shell:
         'echo "=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===" >> {log:q}; '
         "mopeft prepare --dataset {wildcards.dataset:q} --raw {input.raw:q} --out {params.root:q} "
-        "--test-images {params.test_images:q} >> {log:q} 2>&1"
+        "--test-images {params.test_images:q} {params.mess:q} >> {log:q} 2>&1"

@@ -4,7 +4,7 @@
 rule evaluate:
     """`mopeft evaluate`: MESS-protocol confusion matrix and (MoPEFT) gate values of one unit."""
     input:
-        model=f"{CELLS}/units/{{unit}}/model.pt",
+        model=f"{CELLS}/units/{{unit}}/model.safetensors",
         data=wf.meta_of,
     output:
         # Every file `mopeft evaluate` writes, so a failed (re)run leaves none of them behind.

@@ -8,6 +8,7 @@ rule examples_figure:
         cells=wf.example_cells(),
         examples=wf.unit_files(wf.example_cells(), "eval/examples"),
         data=[wf.meta(d) for d in wf.seg_datasets],
+        config="results/{run}/config.yaml",
     output:
         png=report(
             "results/{run}/figures/examples.png",
@@ -30,7 +31,8 @@ rule examples_figure:
         code=wf.code("figure", "mopeft.report.examples"),
     shell:
         'echo "=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===" >> {log:q}; '
-        "mopeft figure examples {params.cells:q} {params.data:q} --out {params.out:q} >> {log:q} 2>&1"
+        "mopeft figure examples {params.cells:q} {params.data:q} --config {input.config:q} "
+        "--out {params.out:q} >> {log:q} 2>&1"
 
 
 rule training_curves:
@@ -39,6 +41,7 @@ rule training_curves:
     input:
         cells=wf.main_cells(),
         logs=wf.unit_files(wf.main_cells(), "train_log.json"),
+        config="results/{run}/config.yaml",
     output:
         png=report(
             "results/{run}/figures/training_curves.png",
@@ -61,4 +64,5 @@ rule training_curves:
         code=wf.code("figure", "mopeft.report.curves"),
     shell:
         'echo "=== attempt $(date -u +%FT%TZ) on $(uname -n) (job ${{SLURM_JOB_ID:-local}}) ===" >> {log:q}; '
-        "mopeft figure training-curves {params.cells:q} --out {params.out:q} >> {log:q} 2>&1"
+        "mopeft figure training-curves {params.cells:q} --config {input.config:q} "
+        "--out {params.out:q} >> {log:q} 2>&1"

@@ -14,7 +14,7 @@ rule train:
     output:
         # Both declared, so a failed (re)run leaves neither: Snakemake deletes a failed job's outputs.
         # (The resume file train_state.pt stays undeclared on purpose: a rerun continues from it.)
-        model=f"{CELLS}/units/{{unit}}/model.pt",
+        model=f"{CELLS}/units/{{unit}}/model.safetensors",
         train_log=f"{CELLS}/units/{{unit}}/train_log.json",
     log:
         "logs/{run}/train/{dataset}/{method}/{variant}/seed{seed}/{unit}.log",
