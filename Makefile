@@ -76,5 +76,17 @@ plan: $(BIN)/mopeft
 	done
 	$(BIN)/python scripts/update_cost_section.py docs/plan/*.summary.json
 
+# The main table on ViT-L (config/vit_l.yaml on top of the study's): docs/plan/vit_l/ (README,
+# "Larger backbones").
+.PHONY: plan-vit-l
+plan-vit-l: $(BIN)/mopeft
+	mkdir -p docs/plan/vit_l
+	for gpu in $(PLAN_GPUS); do \
+	  $(BIN)/mopeft plan --configfile config/config.yaml config/vit_l.yaml --gpu $$gpu \
+	    --json results/study_vit_l/plan-$$gpu.json --md docs/plan/vit_l/study_vit_l_$$gpu.md \
+	    --csv docs/plan/vit_l/study_vit_l_$$gpu.csv --summary docs/plan/vit_l/study_vit_l_$$gpu.summary.json \
+	    --all-gpus > /dev/null || exit 1; \
+	done
+
 clean-demo:
 	rm -rf results/demo data/demo logs/demo

@@ -58,3 +58,10 @@ fi
 mkdir -p "$(dirname "$lock")"
 cp "$tmp/final.txt" "$lock.tmp.$$" && mv "$lock.tmp.$$" "$lock"
 echo "wrote $lock ($(grep -c '==' "$lock") pins)"
+# The conda env file carries the lock's digest: Snakemake names an env by that file's content, so a
+# new lock is a new conda environment (tests/test_packaging.py checks the two agree).
+env=envs/mopeft.yaml
+if [ -f "$env" ]; then
+    digest=$(sha256sum "$lock" | cut -c1-64)
+    sed "s/^# lock sha256: .*/# lock sha256: $digest/" "$env" > "$env.tmp.$$" && mv "$env.tmp.$$" "$env"
+fi
