@@ -240,9 +240,11 @@ def peft_method_options(name: str, entry: Mapping[str, Any]) -> dict[str, Any]:
         raise InputError(f"config peft_methods.{name}: {exc}") from None
 
 
-def peft_set_args(options: Mapping[str, Any]) -> list[str]:
-    """The ``--set k=v`` words that give a peft method its options on the command line."""
-    return [word for key in sorted(options) for word in ("--set", f"{key}={options[key]}")]
+def peft_set_args(options: Mapping[str, Any], method: str | None = None) -> list[str]:
+    """The ``--set k=v`` words that give a peft method its options on the command line; with
+    ``method``, ``--set METHOD:k=v`` for a command that takes several methods' options (bench)."""
+    tag = f"{method}:" if method else ""
+    return [word for key in sorted(options) for word in ("--set", f"{tag}{key}={options[key]}")]
 
 
 def known_methods(peft_methods: Mapping[str, Any] | None = None) -> list[str]:

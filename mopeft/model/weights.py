@@ -125,10 +125,6 @@ def download(url: str, dest: Path, sha256: str | None, chunk: int = 1 << 20) -> 
     return dest
 
 
-def download_vit_b(out_dir: Path) -> Path:
-    return download_official("vit_b", out_dir)
-
-
 def download_official(arch: str, out_dir: Path) -> Path:
     """Fetch ``arch``'s official checkpoint into ``out_dir`` (resumable, sha256-verified).
 

@@ -250,11 +250,9 @@ class Workflow:
         """`mopeft bench --set METHOD:k=v` words: the options of the peft methods among
         efficiency.methods (one job times them all, so each option names its method)."""
         return [
-            word
-            for m in self.eff["methods"]
-            for key, value in sorted(self.peft_options.get(m, {}).items())
-            for word in ("--set", f"{m}:{key}={value}")
-        ]
+            word for m in self.eff["methods"] if m in self.peft_options
+            for word in peft_set_args(self.peft_options[m], m)
+        ]  # fmt: skip
 
     def table_methods(self, spec: TableSpec) -> tuple[str, ...]:
         """A main table's method columns: the registry's, then (where the table takes methods beyond

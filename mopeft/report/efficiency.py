@@ -27,7 +27,7 @@ from mopeft.errors import InputError
 from mopeft.io import read_json
 from mopeft.methods.registry import is_peft_method
 from mopeft.report import paper
-from mopeft.report.main_tables import beyond_note
+from mopeft.report.main_tables import beyond_note, declared_peft_labels
 from mopeft.report.provenance import collect_provenance, efficiency_data, environments
 from mopeft.report.registry import table_spec
 from mopeft.report.tables import BEYOND_MARK, METHOD_LABELS, MISSING, write_table
@@ -243,18 +243,10 @@ def build_4_5(args: argparse.Namespace) -> None:
 
 def peft_labels(config: str | os.PathLike[str] | None, methods: Iterable[str]) -> dict[str, str]:
     """Label of each peft method among ``methods``: its ``label`` in the run config's peft_methods
-    (Table 4.4's source, mopeft.report.main_tables.beyond_methods), else its name."""
-    import yaml
-
+    (Table 4.4's source, mopeft.report.main_tables.declared_peft_labels), else its name."""
     wanted = [m for m in methods if is_peft_method(m)]
-    declared: Mapping[str, Any] = {}
-    if wanted and config is not None and Path(config).is_file():
-        try:
-            doc = yaml.safe_load(Path(config).read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"{config}: not a YAML config ({exc})") from None
-        declared = doc.get("peft_methods") or {}
-    return {m: str((declared.get(m) or {}).get("label") or m) for m in wanted}
+    declared = declared_peft_labels(config)[0] if wanted else {}
+    return {m: declared.get(m, m) for m in wanted}
 
 
 def full_ft_note(params_raw: Iterable[Mapping[str, Any]]) -> list[str]:

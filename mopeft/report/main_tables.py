@@ -117,22 +117,29 @@ def main_table(
     return df, display, notes, used
 
 
+def declared_peft_labels(config: str | Path | None) -> tuple[dict[str, str], list[str]]:
+    """The run config's peft methods (name -> its ``label``, else its name, in declaration order)
+    and its ``main.methods``; both empty without a config file. The one reader of these labels, for
+    Tables 4.4/4.5 and the figures."""
+    import yaml
+
+    if config is None or not Path(config).is_file():
+        return {}, []
+    try:
+        doc = yaml.safe_load(Path(config).read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InputError(f"{config}: not a YAML config ({exc})") from None
+    declared = doc.get("peft_methods") or {}
+    labels = {name: str((entry or {}).get("label") or name) for name, entry in declared.items()}
+    return labels, list((doc.get("main") or {}).get("methods") or [])
+
+
 def beyond_methods(config: str | Path | None, cells: Iterable[Cell]) -> dict[str, str]:
     """Method -> label of the methods beyond the study a table shows: the run config's peft methods
     listed in ``main.methods`` (its order, its labels), then any other peft method among ``cells``
     (a table built by hand), by name."""
-    import yaml
-
-    out: dict[str, str] = {}
-    if config is not None and Path(config).is_file():
-        try:
-            doc = yaml.safe_load(Path(config).read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise InputError(f"{config}: not a YAML config ({exc})") from None
-        declared = doc.get("peft_methods") or {}
-        for name in (doc.get("main") or {}).get("methods") or []:
-            if name in declared:
-                out[name] = str(declared[name].get("label") or name)
+    declared, main_methods = declared_peft_labels(config)
+    out = {name: declared[name] for name in main_methods if name in declared}
     for name in sorted({c.method for c in cells if is_peft_method(c.method)}):
         out.setdefault(name, name)
     return out

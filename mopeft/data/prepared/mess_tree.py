@@ -25,14 +25,14 @@ from typing import Any, Literal
 import numpy as np
 
 from mopeft.data.datasets.common import (
-    IGNORE,
     PrepareOptions,
     ensure_layout,
     map_ids,
     put_image,
     save_label,
 )
-from mopeft.data.images import load_image
+from mopeft.data.errors import PrepareError
+from mopeft.data.images import check_label_values, load_image
 from mopeft.data.prepared.write import MINIATURE_MARKER, split_roots, verify_sources, write_prepared
 from mopeft.data.registry import dataset_module
 from mopeft.data.sources.checksums import file_digest
@@ -207,12 +207,13 @@ def read_mess_tree(spec: DatasetSpec, mess_root: str | Path, options: PrepareOpt
 
 
 def _check_values(label: np.ndarray, spec: DatasetSpec, where: Path) -> None:
-    values = np.unique(label)
-    if (bad := values[(values >= spec.num_classes) & (values != IGNORE)]).size:
+    """The project's label-value check (:func:`check_label_values`), naming what it means here."""
+    try:
+        check_label_values(label, spec.num_classes, where)
+    except PrepareError as exc:
         raise InputError(
-            f"{where}: MESS label values {bad.tolist()[:10]} are not classes of {spec.key} "
-            f"(0..{spec.num_classes - 1}, {IGNORE} = ignore); the tree is not MESS's {spec.mess_key}"
-        )
+            f"{exc}: not classes of {spec.key}; the tree is not MESS's {spec.mess_key}"
+        ) from None
 
 
 def _read_label(path: Path) -> np.ndarray:
